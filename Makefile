@@ -1,0 +1,45 @@
+# The two README commands are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+
+.PHONY: install system-deps test test-fast check protos bench demo up clean
+
+install: system-deps $(STAMP)
+
+# Debian packages the tests need (redis-server, sipp, openssl); installed only when missing.
+system-deps:
+	@scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Quick inner loop: skips the slow reference checks and real-process tests.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+check: install
+	$(VENV)/bin/ruff check libs services cli tests bench scripts
+	$(VENV)/bin/mypy libs/sipsec/ibc
+	$(VENV)/bin/mypy libs/sipsec services cli
+
+# Regenerates the gRPC stubs from protos/ (tests fail when the committed ones are stale).
+protos: install
+	$(PY) scripts/gen_protos.py
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo: install
+	$(VENV)/bin/sipsec demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

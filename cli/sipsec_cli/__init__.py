@@ -1,0 +1,1 @@
+"""sipsec umbrella CLI (the composition root)."""

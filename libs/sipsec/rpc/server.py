@@ -1,0 +1,98 @@
+"""Creating gRPC servers and channels the same way in every service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM material for a TLS server; ``client_ca`` set means client certificates are required."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    def __repr__(self) -> str:  # never print key material
+        return f"ServerTLS(client_auth={self.client_ca is not None})"
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
+def create_server(
+    address: str,
+    register: Iterable[Callable[[grpc.aio.Server], None]],
+    *,
+    service_names: Sequence[str] = (),
+    tls: ServerTLS | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    options: Sequence[tuple[str, Any]] = (),
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Builds an asyncio gRPC server bound to ``address`` (``host:0`` picks a free port).
+
+    ``register`` are callables such as ``lambda s: add_FooServicer_to_server(impl, s)``.
+    The standard health service is always added; every name in ``service_names`` (and the
+    overall server, "") starts as SERVING. Returns ``(server, port, health_servicer)``; the
+    caller starts and stops the server.
+    """
+    server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+    for add in register:
+        add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.credentials())
+    if port == 0:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    return server, port, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str]) -> None:
+    """Sets the overall server and every named service to SERVING."""
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def client_channel(
+    target: str,
+    *,
+    root_certificates: bytes | None = None,
+    client_cert: tuple[bytes, bytes] | None = None,
+    plaintext: bool = False,
+    server_name: str | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio client channel: TLS unless ``plaintext`` is set explicitly."""
+    if plaintext:
+        return grpc.aio.insecure_channel(target)
+    key, chain = client_cert if client_cert else (None, None)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=root_certificates, private_key=key, certificate_chain=chain
+    )
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.aio.secure_channel(target, creds, options=options)
+
+
+async def abort_with_details(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, **details: str
+) -> NoReturn:
+    """Aborts the RPC with ``code``; ``details`` travel as trailing metadata ``sipsec-<key>``.
+
+    The message is shown to the caller, so it must never contain secrets.
+    """
+    trailing = tuple((f"sipsec-{k.replace('_', '-')}", str(v)) for k, v in details.items())
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort always raises

@@ -1,0 +1,1 @@
+"""sipsec test suite."""
