@@ -36,6 +36,7 @@ protos: install
 	$(PY) scripts/gen_protos.py
 
 bench: install
+	@scripts/install-system-deps.sh --bench
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: install

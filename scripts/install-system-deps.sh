@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo need, only when one is missing.
+#   scripts/install-system-deps.sh          redis-server, sipp (sip-tester), openssl
+#   scripts/install-system-deps.sh --bench  the same plus kamailio (bench/proxy_cps.py)
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${1:-}" = "--bench" ]; then
+  command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi

@@ -1,0 +1,246 @@
+"""Sealing: a SIP message -> its outer message with a CMS AuthEnvelopedData body (sign, then encrypt).
+
+:class:`EnvelopeBuilder` is immutable (every setter returns a new builder, setting a field
+twice is an error) and validates eagerly; :meth:`EnvelopeBuilder.seal` checks the
+combination and the message before any cryptography runs. :func:`seal` is the one-call form.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sipsec import ibc
+from sipsec.envelope import cms, oids
+from sipsec.envelope._binding import build_outer
+from sipsec.envelope.dialog import DialogKey, derive_dialog_key
+from sipsec.envelope.errors import EnvelopeUsageError
+from sipsec.envelope.keys import Keyring
+from sipsec.envelope.policy import SigningPolicy, needs_signature
+from sipsec.sip import LocalProtocolError, Request, Response, SipError
+from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS
+
+__all__ = ["EnvelopeBuilder", "Sealed", "seal"]
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """The result of sealing: the outer ``message`` to send and the ``dialog`` it belongs to.
+
+    For a dialog's first request ``dialog`` is new (the caller keeps it in its dialog
+    store); otherwise it is the dialog key that was used. ``signed`` says whether the inner
+    message carries a signature.
+    """
+
+    message: Request | Response
+    dialog: DialogKey
+    signed: bool
+
+
+def _aor_of(header_uri: Any) -> str:
+    try:
+        return str(ibc.canonical_aor(str(header_uri)))
+    except ibc.IbcError:
+        raise EnvelopeUsageError("From/To is not a SIP AOR") from None
+
+
+@dataclass(frozen=True)
+class EnvelopeBuilder:
+    """Immutable builder of a sealed message.
+
+    Exactly one of :meth:`recipient` (a dialog's first request: BF-IBE KEM to the callee's
+    encryption identity) or :meth:`dialog` (every later message, either direction) must
+    be set, and :meth:`keys`. Responses also need :meth:`in_reply_to`, the received *outer*
+    request, whose Via and Record-Route the outer response copies.
+    """
+
+    _keys: Keyring | None = None
+    _recipient: ibc.Identity | str | None = None
+    _dialog: DialogKey | None = None
+    _policy: SigningPolicy | None = None
+    _in_reply_to: Request | None = None
+    _route: tuple[str, ...] | None = None
+    _now: float | None = None
+
+    def _set(self, name: str, value: object) -> EnvelopeBuilder:
+        if getattr(self, name) is not None:
+            raise EnvelopeUsageError(f"{name.lstrip('_')} is already set")
+        return replace(self, **{name: value})  # type: ignore[arg-type]
+
+    def keys(self, keyring: Keyring) -> EnvelopeBuilder:
+        if not isinstance(keyring, Keyring):
+            raise EnvelopeUsageError("keys must be a Keyring")
+        return self._set("_keys", keyring)
+
+    def recipient(self, identity: ibc.Identity | str) -> EnvelopeBuilder:
+        if isinstance(identity, ibc.Identity):
+            if identity.purpose is not ibc.Purpose.ENC:
+                raise EnvelopeUsageError("the recipient must be an encryption (enc) identity")
+        elif isinstance(identity, str):
+            identity = _aor_of(identity)
+        else:
+            raise EnvelopeUsageError("recipient must be an ibc.Identity or an AOR string")
+        return self._set("_recipient", identity)
+
+    def dialog(self, dialog: DialogKey) -> EnvelopeBuilder:
+        if not isinstance(dialog, DialogKey):
+            raise EnvelopeUsageError("dialog must be a DialogKey")
+        return self._set("_dialog", dialog)
+
+    def signing_policy(self, policy: SigningPolicy) -> EnvelopeBuilder:
+        if not isinstance(policy, SigningPolicy):
+            raise EnvelopeUsageError("policy must be a SigningPolicy")
+        return self._set("_policy", policy)
+
+    def in_reply_to(self, outer_request: Request) -> EnvelopeBuilder:
+        if not isinstance(outer_request, Request):
+            raise EnvelopeUsageError("in_reply_to must be the received outer Request")
+        return self._set("_in_reply_to", outer_request)
+
+    def route(self, route: Sequence[str]) -> EnvelopeBuilder:
+        """Outer Route header values (the outer route set) instead of the inner message's."""
+        values = tuple(route)
+        if not all(isinstance(v, str) and v for v in values):
+            raise EnvelopeUsageError("route values must be non-empty strings")
+        return self._set("_route", values)
+
+    def at(self, now: float) -> EnvelopeBuilder:
+        """The signing time (unix seconds); defaults to the wall clock at :meth:`seal`."""
+        if not isinstance(now, int | float) or now < 0:
+            raise EnvelopeUsageError("now must be a non-negative number of seconds")
+        return self._set("_now", float(now))
+
+    # -- sealing ------------------------------------------------------------------------------
+
+    def _validate(self, message: Request | Response) -> tuple[Keyring, str, str]:
+        keys = self._keys
+        if keys is None:
+            raise EnvelopeUsageError("keys are not set")
+        if (self._recipient is None) == (self._dialog is None):
+            raise EnvelopeUsageError("set exactly one of recipient (first request) or dialog")
+        if not isinstance(message, Request | Response):
+            raise EnvelopeUsageError("message must be a sipsec.sip Request or Response")
+        try:
+            from_aor, to_aor = _aor_of(message.from_.uri), _aor_of(message.to.uri)
+            if message.from_.tag is None:
+                raise EnvelopeUsageError("the message has no From tag")
+            call_id = message.call_id
+            message.cseq  # noqa: B018 - parse check
+        except SipError as exc:
+            raise EnvelopeUsageError(f"the message is not valid SIP: {exc}") from None
+        if isinstance(message, Response):
+            if self._recipient is not None:
+                raise EnvelopeUsageError("a response is sealed under its dialog key, not a recipient")
+            if self._in_reply_to is None:
+                raise EnvelopeUsageError("a response needs in_reply_to (the outer request)")
+            if to_aor != keys.aor:
+                raise EnvelopeUsageError("a response must come from the To AOR (this keyring)")
+        else:
+            if self._in_reply_to is not None:
+                raise EnvelopeUsageError("in_reply_to is only for responses")
+            if from_aor != keys.aor:
+                raise EnvelopeUsageError("a request must come from the From AOR (this keyring)")
+            if self._recipient is not None and message.to.tag is not None:
+                raise EnvelopeUsageError("only a dialog's first request (no To tag) uses a recipient")
+        if self._dialog is not None:
+            d = self._dialog
+            if call_id != d.call_id or d.local_aor != keys.aor:
+                raise EnvelopeUsageError("the message does not belong to this dialog")
+            peer = to_aor if isinstance(message, Request) else from_aor
+            if peer != d.peer_aor:
+                raise EnvelopeUsageError("the message is not addressed to this dialog's peer")
+        return keys, from_aor, to_aor
+
+    def seal(self, message: Request | Response) -> Sealed:
+        """Sign (per policy) and encrypt ``message``; return the outer message and its dialog."""
+        keys, _from_aor, to_aor = self._validate(message)
+        policy = self._policy or SigningPolicy.EVERY_MESSAGE
+        now = self._now if self._now is not None else time.time()
+        try:
+            inner = message.to_bytes()
+        except LocalProtocolError as exc:
+            raise EnvelopeUsageError(f"the message cannot be serialised: {exc}") from None
+        first = self._recipient is not None
+        # Resolve the recipient before signing: misuse must raise before any cryptography.
+        recipient: ibc.Identity | None = None
+        params: ibc.DomainParams | None = None
+        if first:
+            recipient, params = self._resolve_recipient(keys, now)
+            if recipient.aor != to_aor:
+                raise EnvelopeUsageError("the recipient identity is not the request's To AOR")
+        signed = first or needs_signature(policy, message)
+        entity = cms.mime_wrap(inner)
+        if signed:
+            sig_key = keys.signing_key(now)
+            ident = sig_key.identity
+            content = cms.build_signed_data(
+                entity,
+                cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
+                int(now),
+                os.urandom(16),
+                lambda data: ibc.sign(sig_key, data),
+            )
+            content_type = oids.ID_SIGNED_DATA
+        else:
+            content, content_type = entity, oids.ID_DATA
+        cek = os.urandom(cms.CEK_BYTES)
+        if first:
+            assert recipient is not None and params is not None
+            shared, kemct = ibc.encapsulate(params, recipient)
+            info = cms.kem_recipient_info(
+                cms.WireIdentity(recipient.aor, recipient.period, recipient.period_length_s),
+                kemct,
+                shared,
+                cek,
+            )
+            key, key_id = derive_dialog_key(shared)
+            dialog = DialogKey(key, key_id, message.call_id, keys.aor, recipient.aor, True, now)
+        else:
+            assert self._dialog is not None
+            dialog = self._dialog
+            info = cms.kek_recipient_info(dialog.key_id, dialog.key, cek)
+        body = cms.build_auth_enveloped(info, content_type, content, cek)
+        outer = build_outer(message, dialog, body, self._in_reply_to, self._route)
+        ENVELOPE_OPERATIONS.labels("seal", "kem" if first else "kek").inc()
+        return Sealed(outer, dialog, signed)
+
+    def _resolve_recipient(self, keys: Keyring, now: float) -> tuple[ibc.Identity, ibc.DomainParams]:
+        target = self._recipient
+        aor = target.aor if isinstance(target, ibc.Identity) else str(target)
+        domain = aor.split("@", 1)[-1]
+        params = keys.params(domain)
+        if params is None:
+            raise EnvelopeUsageError(f"no trusted parameters for domain {domain!r}")
+        if isinstance(target, ibc.Identity):
+            return target, params
+        return params.identity(aor, ibc.Purpose.ENC, params.policy.current(now)), params
+
+
+def seal(
+    message: Request | Response,
+    keys: Keyring,
+    to: ibc.Identity | str | DialogKey,
+    policy: SigningPolicy = SigningPolicy.EVERY_MESSAGE,
+    *,
+    in_reply_to: Request | None = None,
+    route: Sequence[str] | None = None,
+    now: float | None = None,
+) -> Sealed:
+    """Seal ``message`` from ``keys`` to ``to``: a recipient identity / AOR (a dialog's first
+    request) or a :class:`DialogKey` (every later message, both directions).
+
+    Responses need ``in_reply_to``, the outer request they answer. Misuse raises
+    :class:`EnvelopeUsageError` before any cryptography runs.
+    """
+    builder = EnvelopeBuilder().keys(keys).signing_policy(policy)
+    builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
+    if in_reply_to is not None:
+        builder = builder.in_reply_to(in_reply_to)
+    if route is not None:
+        builder = builder.route(route)
+    if now is not None:
+        builder = builder.at(now)
+    return builder.seal(message)

@@ -1,0 +1,349 @@
+"""Async clients of ``sipsec.pkg.v1.KeyGeneratorService``: one PKG, or t-of-n threshold PKG nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import grpc
+
+from sipsec.ibc import (
+    BadShare,
+    DomainParams,
+    PartialKey,
+    PrivateKey,
+    Purpose,
+    combine,
+    decapsulate,
+    encapsulate,
+    sign,
+    verify,
+    verify_partial,
+)
+from sipsec.pkgclient.errors import BadNode, PkgClientError, PkgRpcError, ThresholdKeyError
+from sipsec.pkgclient.metrics import PkgClientMetrics
+from sipsec.pkgclient.signed import SignedParams, verify_signed_params
+from sipsec.rpc import client_channel
+from sipsec.rpc._gen.sipsec.pkg.v1 import pkg_pb2, pkg_pb2_grpc
+
+__all__ = [
+    "KeyResponse",
+    "PkgClient",
+    "Session",
+    "SystemParams",
+    "ThresholdKey",
+    "ThresholdPkgClient",
+    "purpose_from_proto",
+    "purpose_to_proto",
+    "signed_from_proto",
+]
+
+log = logging.getLogger("sipsec.pkgclient")
+
+_PURPOSES: dict[Purpose, pkg_pb2.KeyPurpose] = {
+    Purpose.ENC: pkg_pb2.KEY_PURPOSE_ENC,
+    Purpose.SIG: pkg_pb2.KEY_PURPOSE_SIG,
+}
+
+
+def purpose_to_proto(purpose: Purpose) -> pkg_pb2.KeyPurpose:
+    return _PURPOSES[purpose]
+
+
+def purpose_from_proto(value: int) -> Purpose:
+    for purpose, wire in _PURPOSES.items():
+        if wire == value:
+            return purpose
+    raise ValueError("purpose must be enc or sig")
+
+
+def signed_from_proto(msg: pkg_pb2.SignedDomainParams) -> SignedParams:
+    return SignedParams(
+        domain=msg.domain,
+        params=msg.params,
+        signature=msg.signature,
+        signer_public_key=msg.signer_public_key,
+        version=msg.version,
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    """A login session; the token is a bearer secret and never printed."""
+
+    aor: str
+    token: str = field(repr=False)
+    idle_timeout_s: int
+
+
+@dataclass(frozen=True)
+class SystemParams:
+    """A PKG's verified parameters, the signed form (to pass on), and its threshold node index."""
+
+    params: DomainParams
+    signed: SignedParams
+    node_index: int
+
+
+@dataclass(frozen=True)
+class KeyResponse:
+    """What GetPrivateKey returned, decoded but not yet turned into a key."""
+
+    aor: str
+    purpose: Purpose
+    period: int
+    not_before: float
+    not_after: float
+    private_key: bytes | None = field(repr=False)
+    partial: PartialKey | None = field(repr=False)
+
+
+def _check_key(params: DomainParams, key: PrivateKey) -> None:
+    """Proves ``key`` belongs to its identity under ``params``; raises on a wrong key."""
+    ident = key.identity
+    if ident.purpose is Purpose.SIG:
+        verify(params, ident, b"sipsec key check", sign(key, b"sipsec key check"))
+    else:
+        cek, ct = encapsulate(params, ident)
+        if decapsulate(key, ct) != cek:
+            raise PkgClientError("the PKG returned a private key that does not fit the identity")
+
+
+class PkgClient:
+    """One PKG endpoint: login, logout, parameters, private keys.
+
+    TLS unless ``plaintext=True``; ``root_certificates`` is the CA of the PKG's certificate,
+    ``client_cert`` a (key, chain) pair when the PKG asks for client certificates.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        root_certificates: bytes | None = None,
+        client_cert: tuple[bytes, bytes] | None = None,
+        plaintext: bool = False,
+        server_name: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = client_channel(
+            target,
+            root_certificates=root_certificates,
+            client_cert=client_cert,
+            plaintext=plaintext,
+            server_name=server_name,
+        )
+        self._stub = pkg_pb2_grpc.KeyGeneratorServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.session: Session | None = None
+
+    async def __aenter__(self) -> PkgClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Callable[..., object], request: object) -> object:
+        try:
+            return await method(request, timeout=self.timeout_s)  # type: ignore[misc]
+        except grpc.aio.AioRpcError as exc:
+            raise PkgRpcError.from_rpc(exc) from None
+
+    async def login(self, aor: str, password: str) -> Session:
+        resp = await self._call(self._stub.Login, pkg_pb2.LoginRequest(aor=aor, password=password))
+        assert isinstance(resp, pkg_pb2.LoginResponse)
+        self.session = Session(aor=resp.aor, token=resp.session_token, idle_timeout_s=resp.idle_timeout_s)
+        return self.session
+
+    async def logout(self) -> None:
+        if self.session is None:
+            return
+        token, self.session = self.session.token, None
+        await self._call(self._stub.Logout, pkg_pb2.LogoutRequest(session_token=token))
+
+    async def get_system_params(self, *, pinned_fingerprint: str | None = None) -> SystemParams:
+        """The PKG's own parameters, signature checked (and pin, when given)."""
+        resp = await self._call(self._stub.GetSystemParams, pkg_pb2.GetSystemParamsRequest())
+        assert isinstance(resp, pkg_pb2.GetSystemParamsResponse)
+        signed = signed_from_proto(resp.params)
+        params = verify_signed_params(
+            signed, expected_domain=signed.domain, pinned_fingerprint=pinned_fingerprint
+        )
+        return SystemParams(params=params, signed=signed, node_index=resp.node_index)
+
+    async def get_domain_params(self, domain: str, *, pinned_fingerprint: str | None = None) -> DomainParams:
+        """A (peer) domain's parameters through this PKG's federation cache, signature checked."""
+        resp = await self._call(self._stub.GetDomainParams, pkg_pb2.GetDomainParamsRequest(domain=domain))
+        assert isinstance(resp, pkg_pb2.GetDomainParamsResponse)
+        return verify_signed_params(
+            signed_from_proto(resp.params), expected_domain=domain.lower(), pinned_fingerprint=pinned_fingerprint
+        )
+
+    async def fetch_key(
+        self, purpose: Purpose, *, period: int | None = None, next_period: bool = False
+    ) -> KeyResponse:
+        """Raw GetPrivateKey for the session's AOR (full key or a threshold partial)."""
+        if self.session is None:
+            raise PkgClientError("log in before asking for keys")
+        request = pkg_pb2.GetPrivateKeyRequest(
+            session_token=self.session.token,
+            purpose=purpose_to_proto(purpose),
+            period_selector=pkg_pb2.KEY_PERIOD_NEXT if next_period else pkg_pb2.KEY_PERIOD_CURRENT,
+        )
+        if period is not None:
+            request.period = period
+        resp = await self._call(self._stub.GetPrivateKey, request)
+        assert isinstance(resp, pkg_pb2.GetPrivateKeyResponse)
+        which = resp.WhichOneof("key")
+        partial = None
+        if which == "partial_key":
+            partial = PartialKey(index=resp.partial_key.node_index, value=resp.partial_key.value)
+        return KeyResponse(
+            aor=resp.aor,
+            purpose=purpose_from_proto(resp.purpose),
+            period=resp.period,
+            not_before=resp.not_before,
+            not_after=resp.not_after,
+            private_key=resp.private_key if which == "private_key" else None,
+            partial=partial,
+        )
+
+    async def get_private_key(
+        self,
+        params: DomainParams,
+        purpose: Purpose,
+        *,
+        period: int | None = None,
+        next_period: bool = False,
+        check: bool = True,
+    ) -> PrivateKey:
+        """The session's private key from a 1-of-1 PKG; ``check`` proves it fits the identity."""
+        resp = await self.fetch_key(purpose, period=period, next_period=next_period)
+        if resp.private_key is None:
+            raise PkgClientError("this PKG is a threshold node; use ThresholdPkgClient")
+        if self.session is None or resp.aor != self.session.aor:
+            raise PkgClientError("the PKG returned a key for another AOR")
+        identity = params.identity(resp.aor, resp.purpose, resp.period)
+        key = PrivateKey.from_bytes(identity, resp.private_key)
+        if check:
+            _check_key(params, key)
+        return key
+
+
+@dataclass(frozen=True)
+class ThresholdKey:
+    """A combined private key and which nodes were used, lied, or could not be reached."""
+
+    key: PrivateKey
+    used_nodes: tuple[int, ...]
+    bad_nodes: tuple[BadNode, ...]
+    down: dict[str, str]
+
+
+class ThresholdPkgClient:
+    """t-of-n threshold PKG: asks every node, verifies each partial by pairing, combines t.
+
+    A node whose partial fails its check is named (``ThresholdKey.bad_nodes``, or the raised
+    ``ThresholdKeyError``) and counted in ``sipsec_pkgclient_bad_threshold_shares_total``.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[PkgClient],
+        *,
+        metrics: PkgClientMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not clients:
+            raise ValueError("at least one PKG node is needed")
+        self.clients = list(clients)
+        self.metrics = metrics
+        self.clock = clock
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+
+    async def login(self, aor: str, password: str) -> dict[str, str]:
+        """Logs in on every node; returns ``{target: error}`` for the nodes that refused or were down."""
+        results = await asyncio.gather(*(c.login(aor, password) for c in self.clients), return_exceptions=True)
+        failed: dict[str, str] = {}
+        for client, result in zip(self.clients, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, PkgClientError):
+                    raise result
+                failed[client.target] = str(result)
+        if len(failed) == len(self.clients):
+            raise PkgClientError("login failed on every PKG node: " + "; ".join(failed.values()))
+        return failed
+
+    async def logout(self) -> None:
+        await asyncio.gather(*(c.logout() for c in self.clients), return_exceptions=True)
+
+    async def get_system_params(self, *, pinned_fingerprint: str | None = None) -> DomainParams:
+        """The domain's parameters from the first node that answers with verifiable ones."""
+        errors: list[str] = []
+        for client in self.clients:
+            try:
+                return (await client.get_system_params(pinned_fingerprint=pinned_fingerprint)).params
+            except Exception as exc:  # noqa: BLE001 - try the next node, report all
+                errors.append(f"{client.target}: {exc}")
+        raise PkgClientError("no PKG node returned valid parameters: " + "; ".join(errors))
+
+    async def get_private_key(
+        self, params: DomainParams, purpose: Purpose, *, period: int | None = None, next_period: bool = False
+    ) -> ThresholdKey:
+        """Fetches partials from all nodes, verifies each and combines ``params.threshold`` of them."""
+        if period is None:
+            now = self.clock()
+            period = params.policy.next(now) if next_period else params.policy.current(now)
+        sessions = [c for c in self.clients if c.session is not None]
+        if not sessions:
+            raise PkgClientError("log in before asking for keys")
+        aor = sessions[0].session.aor if sessions[0].session else ""
+        identity = params.identity(aor, purpose, period)
+        results = await asyncio.gather(
+            *(c.fetch_key(purpose, period=period) for c in sessions), return_exceptions=True
+        )
+        down: dict[str, str] = {c.target: "not logged in" for c in self.clients if c.session is None}
+        valid: dict[int, PartialKey] = {}
+        bad: list[BadNode] = []
+        for client, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, PkgClientError):
+                    raise result
+                down[client.target] = str(result)
+                if self.metrics and isinstance(result, PkgRpcError):
+                    self.metrics.node_errors.labels(result.code.name).inc()
+                continue
+            partial = result.partial
+            if partial is None or result.aor != aor or result.period != period:
+                down[client.target] = "not a threshold partial key for this identity"
+                continue
+            try:
+                verify_partial(params, identity, partial)
+            except BadShare as exc:
+                bad.append(BadNode(index=exc.node, target=client.target))
+                log.warning("threshold PKG node %d (%s) returned a bad partial key", exc.node, client.target)
+                if self.metrics:
+                    self.metrics.bad_shares.labels(str(exc.node)).inc()
+                continue
+            valid.setdefault(partial.index, partial)
+        if len(valid) < params.threshold:
+            if self.metrics:
+                self.metrics.keys.labels("threshold", "failed").inc()
+            raise ThresholdKeyError(params.threshold, len(valid), bad, down)
+        chosen = sorted(valid)[: params.threshold]
+        key = combine(params, identity, [valid[i] for i in chosen])
+        if self.metrics:
+            self.metrics.keys.labels("threshold", "ok").inc()
+        return ThresholdKey(key=key, used_nodes=tuple(chosen), bad_nodes=tuple(bad), down=down)

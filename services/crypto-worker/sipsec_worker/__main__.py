@@ -1,0 +1,39 @@
+"""``sipsec-worker``: run the crypto-worker until SIGTERM/SIGINT, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from sipsec_worker.config import parse_args
+from sipsec_worker.server import create_worker_server
+
+__all__ = ["main"]
+
+
+async def _serve(argv: Sequence[str] | None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server, port = create_worker_server(config)
+    await server.start()
+    print(f"sipsec-worker listening on port {port} metrics {server.metrics_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("sipsec.worker").info("draining")
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    asyncio.run(_serve(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the crypto-worker, in a registry of its own per server instance."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sipsec.engine.wire import (
+    REASON_DEADLINE,
+    REASON_INVALID_CIPHERTEXT,
+    REASON_INVALID_SIGNATURE,
+    REASON_MALFORMED_CIPHERTEXT,
+    REASON_MALFORMED_SIGNATURE,
+)
+
+__all__ = ["OUTCOMES", "REJECTION_REASONS", "WorkerMetrics", "outcome_of"]
+
+#: ``outcome`` labels of sipsec_worker_operations_total (one count per operation, batch items included).
+OUTCOMES: Final = frozenset(
+    {"ok", "invalid_ciphertext", "invalid_signature", "invalid_argument", "deadline_exceeded"}
+)
+#: ``reason`` labels of sipsec_worker_rejections_total (whole requests refused without work).
+REJECTION_REASONS: Final = frozenset(
+    {"queue_full", "deadline_exceeded", "cancelled", "draining", "pool_broken", "batch_too_large"}
+)
+
+
+def outcome_of(reason: str) -> str:
+    """The operations-counter outcome of a wire reason ("" is ok)."""
+    if not reason:
+        return "ok"
+    if reason in (REASON_INVALID_CIPHERTEXT, REASON_MALFORMED_CIPHERTEXT):
+        return "invalid_ciphertext"
+    if reason in (REASON_INVALID_SIGNATURE, REASON_MALFORMED_SIGNATURE):
+        return "invalid_signature"
+    if reason == REASON_DEADLINE:
+        return "deadline_exceeded"
+    return "invalid_argument"
+
+
+class WorkerMetrics:
+    """Operations by kind and outcome, RPC latency, queue depth, rejections."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.operations = Counter(
+            "sipsec_worker_operations_total",
+            "Crypto operations (batch items counted one by one) by kind and outcome.",
+            ["kind", "outcome"], registry=self.registry,
+        )
+        self.requests = Counter(
+            "sipsec_worker_requests_total",
+            "CryptoWorkerService RPCs by method and gRPC status code name.",
+            ["rpc", "code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sipsec_worker_request_duration_seconds",
+            "RPC handling time, queueing included.",
+            ["rpc"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5),
+        )
+        self.rejections = Counter(
+            "sipsec_worker_rejections_total",
+            "Requests refused without doing the work, by reason.",
+            ["reason"], registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "sipsec_worker_queue_depth", "Admitted pool tasks waiting for a process.",
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "sipsec_worker_tasks_in_flight", "Admitted pool tasks, running or waiting.",
+            registry=self.registry,
+        )
+        self.capacity = Gauge(
+            "sipsec_worker_task_capacity", "Most pool tasks admitted at once (processes + queue).",
+            registry=self.registry,
+        )
+        self.processes = Gauge(
+            "sipsec_worker_processes", "Processes in the crypto pool.", registry=self.registry,
+        )

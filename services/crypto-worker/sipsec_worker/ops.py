@@ -1,0 +1,153 @@
+"""The operations as they run inside a pool process: wire bytes in, plain tuples out.
+
+Functions here are pickled by name into the pool's (spawned) processes; the module keeps
+no state but a bounded LRU cache of parsed domain parameters per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from sipsec import ibc
+from sipsec.engine.wire import (
+    KIND_DECAPSULATE,
+    KIND_ENCAPSULATE,
+    KIND_SIGN,
+    KIND_VERIFY,
+    REASON_DEADLINE,
+    REASON_INVALID_ARGUMENT,
+    REASON_INVALID_CIPHERTEXT,
+    REASON_INVALID_IDENTITY,
+    REASON_INVALID_SIGNATURE,
+    REASON_MALFORMED_CIPHERTEXT,
+    REASON_MALFORMED_SIGNATURE,
+    identity_from_proto,
+    reason_for,
+)
+from sipsec.ibc import DomainParams, IbcError, PrivateKey
+from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
+
+__all__ = [
+    "DEFAULT_PARAMS_CACHE",
+    "ItemResult",
+    "init_process",
+    "params_cache_info",
+    "run_items",
+    "set_params_cache",
+    "warm",
+]
+
+#: (reason, out1, out2, message, field): reason "" means success; message and field name
+#: the failure (never key material). out1/out2: key+ciphertext, key, signature, or nothing.
+ItemResult = tuple[str, bytes, bytes, str, str]
+
+DEFAULT_PARAMS_CACHE: Final = 128
+
+_FIELD_BY_REASON: Final = {
+    REASON_INVALID_CIPHERTEXT: "ciphertext",
+    REASON_MALFORMED_CIPHERTEXT: "ciphertext",
+    REASON_INVALID_SIGNATURE: "signature",
+    REASON_MALFORMED_SIGNATURE: "signature",
+    REASON_INVALID_IDENTITY: "identity",
+}
+
+
+def _decode_params(data: bytes) -> DomainParams:
+    return DomainParams.from_bytes(data)
+
+
+_parse_params: Callable[[bytes], DomainParams] = functools.lru_cache(DEFAULT_PARAMS_CACHE)(
+    _decode_params
+)
+
+
+def set_params_cache(size: int) -> None:
+    """A fresh, empty parsed-parameters LRU of ``size`` entries in this process."""
+    global _parse_params
+    _parse_params = functools.lru_cache(max(1, size))(_decode_params)
+
+
+def init_process(params_cache: int) -> None:
+    """Pool-process initialiser: the params LRU, and SIGINT ignored (the parent decides
+    when the pool stops)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_params_cache(params_cache)
+
+
+def params_cache_info() -> tuple[int, int, int]:
+    """(hits, misses, size) of this process's parsed-parameters cache."""
+    info = _parse_params.cache_info()  # type: ignore[attr-defined]
+    return int(info.hits), int(info.misses), int(info.currsize)
+
+
+def warm() -> int:
+    """Loads the pairing library in a fresh pool process; returns its pid."""
+    import os
+
+    ibc.canonical_aor("sip:warm@example.invalid")
+    return os.getpid()
+
+
+def run_items(kind: str, items: Sequence[bytes], deadline: float | None) -> list[ItemResult]:
+    """Runs serialized requests of one kind, in order.
+
+    ``deadline`` is a ``time.monotonic()`` instant (system-wide on the same host): an item
+    not started by then is answered ``deadline-exceeded`` without doing the work.
+    """
+    out: list[ItemResult] = []
+    for raw in items:
+        if deadline is not None and time.monotonic() >= deadline:
+            out.append((REASON_DEADLINE, b"", b"", "deadline passed before the work started", ""))
+        else:
+            out.append(_run_one(kind, raw))
+    return out
+
+
+def _run_one(kind: str, raw: bytes) -> ItemResult:
+    field = ""
+    try:
+        if kind == KIND_ENCAPSULATE:
+            enc = pb.EncapsulateRequest.FromString(raw)
+            field = "domain_params"
+            params = _parse_params(enc.domain_params)
+            field = "identity"
+            identity = identity_from_proto(enc.identity, params)
+            field = ""
+            key, ciphertext = ibc.encapsulate(params, identity)
+            return ("", key, ciphertext, "", "")
+        if kind == KIND_DECAPSULATE:
+            dec = pb.DecapsulateRequest.FromString(raw)
+            field = "identity"
+            identity = identity_from_proto(dec.identity)
+            field = "private_key"
+            private = PrivateKey.from_bytes(identity, dec.private_key)
+            field = ""
+            return ("", ibc.decapsulate(private, dec.ciphertext), b"", "", "")
+        if kind == KIND_SIGN:
+            sig = pb.SignRequest.FromString(raw)
+            field = "identity"
+            identity = identity_from_proto(sig.identity)
+            field = "private_key"
+            private = PrivateKey.from_bytes(identity, sig.private_key)
+            field = ""
+            return ("", ibc.sign(private, sig.message), b"", "", "")
+        if kind == KIND_VERIFY:
+            ver = pb.VerifyRequest.FromString(raw)
+            field = "domain_params"
+            params = _parse_params(ver.domain_params)
+            field = "identity"
+            identity = identity_from_proto(ver.identity, params)
+            field = ""
+            ibc.verify(params, identity, ver.message, ver.signature)
+            return ("", b"", b"", "", "")
+        return (REASON_INVALID_ARGUMENT, b"", b"", f"unknown operation {kind!r}", "")
+    except IbcError as exc:
+        reason = reason_for(exc)
+        message = str(exc) or type(exc).__name__  # ibc messages never carry key material
+        return (reason, b"", b"", message, field or _FIELD_BY_REASON.get(reason, ""))
+    except (ValueError, TypeError, OverflowError) as exc:  # defensive: bad input never kills a process
+        return (REASON_INVALID_ARGUMENT, b"", b"", f"bad request ({type(exc).__name__})", field)

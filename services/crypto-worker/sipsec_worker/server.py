@@ -1,0 +1,87 @@
+"""Wiring of the crypto-worker: process pool, gRPC server with health, metrics HTTP endpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+from prometheus_client import start_http_server
+from sipsec.rpc import ServerTLS, create_server, mark_serving
+from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2, crypto_pb2_grpc
+
+from sipsec_worker.config import WorkerConfig
+from sipsec_worker.metrics import WorkerMetrics
+from sipsec_worker.pool import CryptoPool
+from sipsec_worker.service import CryptoWorkerServicer, MetricsInterceptor
+
+__all__ = ["SERVICE_NAME", "WorkerServer", "create_worker_server"]
+
+SERVICE_NAME = crypto_pb2.DESCRIPTOR.services_by_name["CryptoWorkerService"].full_name
+log = logging.getLogger("sipsec.worker")
+
+
+def _tls(config: WorkerConfig) -> ServerTLS | None:
+    if not config.tls_cert:
+        return None
+    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return ServerTLS(Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes(), ca)
+
+
+class WorkerServer:
+    """One crypto-worker: ``await start()`` (warms the pool, then serves), ``await stop()``."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.metrics = WorkerMetrics()
+        self.pool = CryptoPool(config.pool_processes, config.queue, params_cache=config.params_cache)
+        self.metrics.processes.set(self.pool.processes)
+        self.metrics.capacity.set(self.pool.capacity)
+        self.metrics.queue_depth.set_function(lambda: self.pool.waiting)
+        self.metrics.in_flight.set_function(lambda: self.pool.in_flight)
+        servicer = CryptoWorkerServicer(self.pool, self.metrics, max_batch=config.max_batch)
+        self.grpc, self.port, self.health = create_server(
+            config.listen,
+            [lambda s: crypto_pb2_grpc.add_CryptoWorkerServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call]
+            service_names=[SERVICE_NAME], tls=_tls(config),
+            interceptors=[MetricsInterceptor(self.metrics)],
+            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                     ("grpc.max_send_message_length", 16 * 1024 * 1024)],
+        )
+        self.metrics_port: int | None = None
+        self._http: Any = None
+
+    async def start(self) -> None:
+        await self.pool.warm_up()
+        await self.grpc.start()
+        await mark_serving(self.health, [SERVICE_NAME])
+        if self.config.metrics_port >= 0:
+            self._http, _ = start_http_server(
+                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
+            )
+            self.metrics_port = int(self._http.server_port)
+        log.info("crypto-worker on port %d (%d processes, queue %d, metrics port %s, %s)",
+                 self.port, self.pool.processes, self.pool.queue, self.metrics_port,
+                 "plaintext" if self.config.plaintext else "TLS")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains: NOT_SERVING, refuse new RPCs, finish in-flight ones for up to ``grace`` s,
+        then stop the pool."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.stop(self.config.drain_seconds if grace is None else grace)
+        await self.pool.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+def create_worker_server(config: WorkerConfig) -> tuple[WorkerServer, int]:
+    """Builds (not starts) a worker bound to ``config.listen``; returns it and its gRPC port."""
+    server = WorkerServer(config)
+    return server, server.port

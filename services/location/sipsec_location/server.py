@@ -1,0 +1,108 @@
+"""Wiring of the location service: store, gRPC server with health, metrics HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from grpc_health.v1 import health_pb2
+from prometheus_client import start_http_server
+from sipsec.rpc import ServerTLS, create_server, mark_serving
+from sipsec.rpc._gen.sipsec.location.v1 import location_pb2, location_pb2_grpc
+from sipsec.stores.location import (
+    LocationError,
+    LocationStore,
+    MemoryLocationStore,
+    RedisLocationStore,
+)
+
+from sipsec_location.config import LocationConfig
+from sipsec_location.metrics import LocationMetrics
+from sipsec_location.service import LocationService, LocationServicer
+
+__all__ = ["SERVICE_NAME", "LocationServer", "create_location_server"]
+
+SERVICE_NAME = location_pb2.DESCRIPTOR.services_by_name["LocationService"].full_name
+log = logging.getLogger("sipsec.location")
+
+
+def _tls(config: LocationConfig) -> ServerTLS | None:
+    if not config.tls_cert:
+        return None
+    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return ServerTLS(Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes(), ca)
+
+
+class LocationServer:
+    """One running location service: ``await start()``, ``await stop()``."""
+
+    def __init__(self, config: LocationConfig, store: LocationStore | None = None) -> None:
+        self.config = config
+        if store is None:
+            store = (RedisLocationStore(config.redis_url) if config.store == "redis"
+                     else MemoryLocationStore())
+        self.store = store
+        self.metrics = LocationMetrics()
+        self.service = LocationService(store, max_expires=config.max_expires,
+                                       max_contacts=config.max_contacts)
+        servicer = LocationServicer(self.service, self.metrics)
+        self.grpc, self.port, self.health = create_server(
+            config.listen,
+            [lambda s: location_pb2_grpc.add_LocationServiceServicer_to_server(servicer, s)],
+            service_names=[SERVICE_NAME], tls=_tls(config),
+        )
+        self.metrics_port: int | None = None
+        self._http: Any = None
+        self._gauge_task: asyncio.Task[None] | None = None
+
+    async def refresh_gauges(self) -> None:
+        """Sets ``sipsec_location_bindings`` from the store (also done every second)."""
+        with contextlib.suppress(LocationError):
+            self.metrics.bindings.set(await self.store.count())
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            await self.refresh_gauges()
+            await asyncio.sleep(1.0)
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        await mark_serving(self.health, [SERVICE_NAME])
+        if self.config.metrics_port >= 0:
+            self._http, _ = start_http_server(
+                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
+            )
+            self.metrics_port = int(self._http.server_port)
+        self._gauge_task = asyncio.create_task(self._gauge_loop())
+        log.info("location service on port %d (store=%s, metrics port %s)",
+                 self.port, self.config.store, self.metrics_port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains: NOT_SERVING first, then waits up to ``grace`` seconds for in-flight RPCs."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.stop(self.config.drain_seconds if grace is None else grace)
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauge_task
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        await self.store.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+def create_location_server(
+    config: LocationConfig, store: LocationStore | None = None
+) -> tuple[LocationServer, int]:
+    """Builds (not starts) the service bound to ``config.listen``; returns it and its gRPC port."""
+    server = LocationServer(config, store)
+    return server, server.port
+
+

@@ -1,0 +1,152 @@
+"""gRPC adapter: ``sipsec.pkg.v1.KeyGeneratorService`` on top of ``PkgService``.
+
+Domain errors become status codes with a ``sipsec-reason`` trailer (plus any other details);
+anything unexpected is logged and answered INTERNAL without detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from sipsec.ibc import Purpose
+from sipsec.pkgclient import SignedParams
+from sipsec.rpc import abort_with_details
+from sipsec.rpc._gen.sipsec.pkg.v1 import pkg_pb2, pkg_pb2_grpc
+
+from sipsec_pkg.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PkgError,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
+from sipsec_pkg.service import PkgService
+
+__all__ = ["SERVICE_NAME", "KeyGeneratorServicer", "peer_source"]
+
+log = logging.getLogger("sipsec.pkg.grpc")
+
+SERVICE_NAME = pkg_pb2.DESCRIPTOR.services_by_name["KeyGeneratorService"].full_name
+
+_CODES: dict[type[PkgError], grpc.StatusCode] = {
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+_PURPOSES = {pkg_pb2.KEY_PURPOSE_ENC: Purpose.ENC, pkg_pb2.KEY_PURPOSE_SIG: Purpose.SIG}
+_WIRE_PURPOSE = {v: k for k, v in _PURPOSES.items()}
+
+
+def peer_source(peer: str) -> str:
+    """The source address of a gRPC peer string (``ipv4:1.2.3.4:5`` → ``1.2.3.4``), for throttling."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or "unknown"
+
+
+def _signed_proto(s: SignedParams) -> pkg_pb2.SignedDomainParams:
+    return pkg_pb2.SignedDomainParams(
+        domain=s.domain, params=s.params, signature=s.signature,
+        signer_public_key=s.signer_public_key, version=s.version,
+    )
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: PkgError) -> NoReturn:
+    code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+    await abort_with_details(context, code, str(exc), reason=exc.reason, **exc.details)
+
+
+async def _internal(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+    log.exception("unexpected error in %s", method)
+    await abort_with_details(context, grpc.StatusCode.INTERNAL, "internal error", reason="internal")
+
+
+class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
+    """Thin translation between protobuf messages and ``PkgService`` calls."""
+
+    def __init__(self, service: PkgService) -> None:
+        self.service = service
+
+    async def Login(self, request: pkg_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> pkg_pb2.LoginResponse:
+        try:
+            result = await self.service.login(request.aor, request.password, peer_source(context.peer()))
+        except PkgError as exc:
+            await _fail(context, exc)
+        except Exception:  # noqa: BLE001 - answered INTERNAL, logged
+            await _internal(context, "Login")
+        return pkg_pb2.LoginResponse(
+            session_token=result.token, aor=result.aor, idle_timeout_s=int(result.idle_timeout_s)
+        )
+
+    async def Logout(self, request: pkg_pb2.LogoutRequest, context: grpc.aio.ServicerContext) -> pkg_pb2.LogoutResponse:
+        try:
+            await self.service.logout(request.session_token)
+        except PkgError as exc:
+            await _fail(context, exc)
+        except Exception:  # noqa: BLE001
+            await _internal(context, "Logout")
+        return pkg_pb2.LogoutResponse()
+
+    async def GetSystemParams(
+        self, request: pkg_pb2.GetSystemParamsRequest, context: grpc.aio.ServicerContext
+    ) -> pkg_pb2.GetSystemParamsResponse:
+        return pkg_pb2.GetSystemParamsResponse(
+            params=_signed_proto(self.service.system_params()),
+            node_index=self.service.material.node_index,
+        )
+
+    async def GetDomainParams(
+        self, request: pkg_pb2.GetDomainParamsRequest, context: grpc.aio.ServicerContext
+    ) -> pkg_pb2.GetDomainParamsResponse:
+        try:
+            result = await self.service.domain_params(request.domain)
+        except PkgError as exc:
+            await _fail(context, exc)
+        except Exception:  # noqa: BLE001
+            await _internal(context, "GetDomainParams")
+        return pkg_pb2.GetDomainParamsResponse(
+            params=_signed_proto(result.signed), from_cache=result.from_cache, valid_until=result.valid_until
+        )
+
+    async def GetPrivateKey(
+        self, request: pkg_pb2.GetPrivateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pkg_pb2.GetPrivateKeyResponse:
+        try:
+            if request.purpose not in (pkg_pb2.KEY_PURPOSE_UNSPECIFIED, *_PURPOSES):
+                raise InvalidArgument("bad_purpose", "unknown purpose")
+            if request.period_selector not in (
+                pkg_pb2.KEY_PERIOD_UNSPECIFIED, pkg_pb2.KEY_PERIOD_CURRENT, pkg_pb2.KEY_PERIOD_NEXT
+            ):
+                raise InvalidArgument("bad_period", "unknown period selector")
+            issued = await self.service.get_key(
+                request.session_token,
+                _PURPOSES.get(request.purpose),
+                period=request.period if request.HasField("period") else None,
+                next_period=request.period_selector == pkg_pb2.KEY_PERIOD_NEXT,
+                aor=request.aor,
+                peer=context.peer(),
+            )
+        except PkgError as exc:
+            await _fail(context, exc)
+        except Exception:  # noqa: BLE001
+            await _internal(context, "GetPrivateKey")
+        response = pkg_pb2.GetPrivateKeyResponse(
+            aor=issued.aor, purpose=_WIRE_PURPOSE[issued.purpose], period=issued.period,
+            period_length_s=issued.period_length_s, not_before=issued.not_before,
+            not_after=issued.not_after, threshold=issued.threshold, params_version=issued.params_version,
+        )
+        if issued.node_index:
+            response.partial_key.CopyFrom(pkg_pb2.PartialKey(node_index=issued.node_index, value=issued.value))
+        else:
+            response.private_key = issued.value
+        return response

@@ -1,0 +1,41 @@
+"""``sipsec-proxy``: run the proxy/registrar until SIGTERM/SIGINT, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from sipsec_proxy.config import parse_args
+from sipsec_proxy.server import create_proxy_server
+
+__all__ = ["main"]
+
+
+async def _serve(argv: Sequence[str] | None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    server = create_proxy_server(config)
+    await server.start()
+    addrs = " ".join(f"{k.lower()}:{h}:{p}" for k, (h, p) in
+                     ((k, t.local_address) for k, t in server.transports.items()))
+    print(f"sipsec-proxy listening on {addrs}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("sipsec.proxy").info("draining")
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    asyncio.run(_serve(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Configuration of the proxy/registrar: environment variables with defaults, then flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+
+__all__ = ["ENV", "ProxyConfig", "Route", "parse_args", "parse_routes", "parse_users"]
+
+# field -> (environment variable, default, help)
+ENV: dict[str, tuple[str, str, str]] = {
+    "domains": ("SIPSEC_PROXY_DOMAINS", "localhost", "comma-separated domains this proxy serves (registrar + location lookup)"),
+    "listen": ("SIPSEC_PROXY_LISTEN", "0.0.0.0:5060", "UDP listen address host:port"),
+    "tcp_listen": ("SIPSEC_PROXY_TCP_LISTEN", "", "TCP listen address host:port (empty = no TCP)"),
+    "tls_listen": ("SIPSEC_PROXY_TLS_LISTEN", "", "TLS listen address host:port (needs tls_cert/tls_key)"),
+    "tls_cert": ("SIPSEC_PROXY_TLS_CERT", "", "PEM certificate chain for SIP over TLS"),
+    "tls_key": ("SIPSEC_PROXY_TLS_KEY", "", "PEM private key for SIP over TLS"),
+    "advertise": ("SIPSEC_PROXY_ADVERTISE", "", "host written in Via/Record-Route (default: the listen host, 127.0.0.1 for 0.0.0.0)"),
+    "location": ("SIPSEC_PROXY_LOCATION", "memory", "bindings: memory | redis | a location service gRPC target host:port"),
+    "location_ca": ("SIPSEC_PROXY_LOCATION_CA", "", "PEM CA of the location service (TLS); empty = plaintext gRPC"),
+    "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (location=redis)"),
+    "routes": ("SIPSEC_PROXY_ROUTES", "", "other domains: 'domain=host:port[;transport=tcp],...'; '*' is the default route"),
+    "auth": ("SIPSEC_PROXY_AUTH", "digest", "REGISTER authentication: digest | none"),
+    "users": ("SIPSEC_PROXY_USERS", "", "digest credentials 'user:password,...' (prefer users_file)"),
+    "users_file": ("SIPSEC_PROXY_USERS_FILE", "", "file of 'user:password' lines"),
+    "realm": ("SIPSEC_PROXY_REALM", "", "digest realm (default: the first domain)"),
+    "digest_algorithms": ("SIPSEC_PROXY_DIGEST_ALGORITHMS", "SHA-256,MD5", "digest algorithms offered, preferred first (RFC 8760)"),
+    "nonce_secret": ("SIPSEC_PROXY_NONCE_SECRET", "", "hex HMAC key for digest nonces (random per start when empty)"),
+    "min_expires": ("SIPSEC_PROXY_MIN_EXPIRES", "60", "shortest registration accepted (423 below), seconds"),
+    "max_expires": ("SIPSEC_PROXY_MAX_EXPIRES", "7200", "longest registration granted (clamped), seconds"),
+    "default_expires": ("SIPSEC_PROXY_DEFAULT_EXPIRES", "3600", "registration expiry when the REGISTER names none"),
+    "record_route": ("SIPSEC_PROXY_RECORD_ROUTE", "1", "add Record-Route to dialog-creating requests (1/0)"),
+    "rate_limit": ("SIPSEC_PROXY_RATE_LIMIT", "500", "requests per second per source address (0 = off)"),
+    "rate_burst": ("SIPSEC_PROXY_RATE_BURST", "1000", "token bucket size per source address"),
+    "max_message_bytes": ("SIPSEC_PROXY_MAX_MESSAGE_BYTES", "65535", "largest SIP message accepted"),
+    "max_transactions": ("SIPSEC_PROXY_MAX_TRANSACTIONS", "100000", "transaction table size (503 beyond)"),
+    "queue_size": ("SIPSEC_PROXY_QUEUE_SIZE", "8192", "inbound message queue (drops beyond)"),
+    "metrics_host": ("SIPSEC_PROXY_METRICS_HOST", "0.0.0.0", "Prometheus /metrics bind host"),
+    "metrics_port": ("SIPSEC_PROXY_METRICS_PORT", "9463", "Prometheus port (0 = any free port, -1 = off)"),
+    "workers": ("SIPSEC_PROXY_WORKERS", "1", "worker processes sharing the UDP port (SO_REUSEPORT)"),
+    "drain_seconds": ("SIPSEC_PROXY_DRAIN_SECONDS", "2", "time to finish transactions after SIGTERM"),
+    "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A next hop for a foreign domain."""
+
+    host: str
+    port: int
+    transport: str = "UDP"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Every setting of the proxy; see :data:`ENV` for the variables and defaults."""
+
+    domains: str = "localhost"
+    listen: str = "0.0.0.0:5060"
+    tcp_listen: str = ""
+    tls_listen: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    advertise: str = ""
+    location: str = "memory"
+    location_ca: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    routes: str = ""
+    auth: str = "digest"
+    users: str = ""
+    users_file: str = ""
+    realm: str = ""
+    digest_algorithms: str = "SHA-256,MD5"
+    nonce_secret: str = ""
+    min_expires: int = 60
+    max_expires: int = 7200
+    default_expires: int = 3600
+    record_route: int = 1
+    rate_limit: float = 500.0
+    rate_burst: float = 1000.0
+    max_message_bytes: int = 65535
+    max_transactions: int = 100000
+    queue_size: int = 8192
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9463
+    workers: int = 1
+    drain_seconds: float = 2.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("digest", "none"):
+            raise ValueError("auth must be digest or none")
+        if not 1 <= self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need 1 <= min_expires <= default_expires <= max_expires")
+        if self.tls_listen and not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_listen needs tls_cert and tls_key")
+        if self.workers < 1 or self.max_transactions < 1 or self.queue_size < 1:
+            raise ValueError("workers, max_transactions and queue_size must be positive")
+        parse_routes(self.routes)
+        if self.nonce_secret:
+            bytes.fromhex(self.nonce_secret)
+
+    @property
+    def domain_set(self) -> frozenset[str]:
+        return frozenset(d.strip().lower() for d in self.domains.split(",") if d.strip())
+
+    @property
+    def digest_realm(self) -> str:
+        return self.realm or (sorted(self.domain_set)[0] if self.domain_set else "sipsec")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var, default, _ = ENV[f.name]
+            values[f.name] = _convert(f.type, env.get(var, default))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _convert(kind: object, raw: str) -> object:
+    if kind in ("int", int):
+        return int(raw)
+    if kind in ("float", float):
+        return float(raw)
+    return raw
+
+
+def split_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` / ``host`` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    return host, int(port)
+
+
+def parse_routes(text: str) -> dict[str, Route]:
+    """``'biloxi.com=127.0.0.3:5060;transport=tcp, *=10.0.0.1'`` -> {domain: Route}."""
+    routes: dict[str, Route] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        domain, sep, hop = item.partition("=")
+        if not sep or not domain.strip() or not hop.strip():
+            raise ValueError(f"route {item!r} is not domain=host:port")
+        hostport, _, params = hop.partition(";")
+        transport = "UDP"
+        if params:
+            key, _, value = params.partition("=")
+            if key.strip().lower() != "transport" or value.strip().upper() not in ("UDP", "TCP", "TLS"):
+                raise ValueError(f"route {item!r}: only ;transport=udp|tcp|tls is allowed")
+            transport = value.strip().upper()
+        host, port = split_hostport(hostport, 5061 if transport == "TLS" else 5060)
+        routes[domain.strip().lower()] = Route(host, port, transport)
+    return routes
+
+
+def parse_users(text: str, file: str = "") -> dict[str, str]:
+    """``user:password`` pairs from the comma list and the file (one a line, # comments)."""
+    users: dict[str, str] = {}
+    lines = [p for p in text.split(",") if p.strip()]
+    if file:
+        with open(file, encoding="utf-8") as fh:
+            lines += [ln for ln in fh.read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    for line in lines:
+        user, sep, password = line.strip().partition(":")
+        if not sep or not user:
+            raise ValueError("a credential line must be user:password")
+        users[user] = password
+    return users
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
+    """Flags override environment variables, which override the defaults."""
+    base = ProxyConfig.from_env(environ)
+    parser = argparse.ArgumentParser(
+        prog="sipsec-proxy",
+        description="sipsec SIP proxy and registrar (RFC 3261 §16 transaction-stateful, §10).",
+    )
+    for f in fields(ProxyConfig):
+        var, _, text = ENV[f.name]
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), default=getattr(base, f.name),
+            type=type(getattr(base, f.name)), help=f"{text} [env {var}]",
+        )
+    ns = parser.parse_args(argv)
+    return ProxyConfig(**vars(ns))

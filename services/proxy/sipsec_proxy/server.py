@@ -1,0 +1,149 @@
+"""Wiring of the proxy: transports, the core, the registrar, timers, metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.registry import Collector
+from sipsec.aio.transport import InboundQueue, StreamTransport, Transport, UdpTransport
+from sipsec.sip import Limits
+from sipsec.stores.location import MemoryLocationStore, RedisLocationStore
+
+from sipsec_proxy.config import ProxyConfig, split_hostport
+from sipsec_proxy.core import ProxyCore
+from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
+from sipsec_proxy.metrics import ProxyMetrics
+from sipsec_proxy.registrar import RegisterVerifier, Registrar
+
+__all__ = ["ProxyServer", "create_proxy_server", "make_locator"]
+
+log = logging.getLogger("sipsec.proxy")
+
+
+class _Exposed(Collector):
+    """What /metrics shows: this proxy's registry plus the process-wide SIP transport metrics."""
+
+    def __init__(self, own: Collector) -> None:
+        self.own = own
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.own.collect()
+        yield from REGISTRY.collect()
+
+
+def make_locator(config: ProxyConfig) -> Locator:
+    """memory / redis: the embedded store; anything else: a location service gRPC target."""
+    if config.location == "memory":
+        return StoreLocator(MemoryLocationStore(), max_expires=max(86400, config.max_expires))
+    if config.location == "redis":
+        return StoreLocator(RedisLocationStore(config.redis_url), max_expires=max(86400, config.max_expires))
+    ca = Path(config.location_ca).read_bytes() if config.location_ca else None
+    return GrpcLocator(config.location, root_certificates=ca)
+
+
+class ProxyServer:
+    """One proxy instance: ``await start()`` binds the transports, ``await stop()`` drains."""
+
+    def __init__(self, config: ProxyConfig, locator: Locator | None = None,
+                 verifier: RegisterVerifier | None = None) -> None:
+        self.config = config
+        self.locator = locator if locator is not None else make_locator(config)
+        self.verifier = verifier
+        self.metrics = ProxyMetrics()
+        self.queue = InboundQueue(config.queue_size)
+        self.transports: dict[str, Transport] = {}
+        self.core: ProxyCore | None = None
+        self.registrar: Registrar | None = None
+        self.metrics_port: int | None = None
+        self._http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def udp_address(self) -> tuple[str, int]:
+        return self.transports["UDP"].local_address
+
+    def address(self, transport: str = "UDP") -> tuple[str, int]:
+        return self.transports[transport].local_address
+
+    async def start(self) -> None:
+        cfg = self.config
+        limits = Limits(max_message_bytes=cfg.max_message_bytes)
+        host, port = split_hostport(cfg.listen)
+        self.transports["UDP"] = await UdpTransport.listen(self.queue, host, port, limits=limits)
+        if cfg.tcp_listen:
+            host, port = split_hostport(cfg.tcp_listen)
+            self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits)
+        if cfg.tls_listen:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            host, port = split_hostport(cfg.tls_listen, 5061)
+            self.transports["TLS"] = await StreamTransport.listen(self.queue, host, port, server_ssl=ctx,
+                                                                  limits=limits)
+        self.registrar = Registrar(cfg, self.locator, self.metrics, verifier=self.verifier)
+        loop = asyncio.get_running_loop()
+        self.core = ProxyCore(cfg, self.locator, self.metrics, self.transports,
+                              register_handler=self.registrar, clock=loop.time)
+        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._timers())]
+        if cfg.metrics_port >= 0:
+            self._http, _ = start_http_server(cfg.metrics_port, cfg.metrics_host,
+                                              registry=_Exposed(self.metrics.registry))  # type: ignore[arg-type]
+            self.metrics_port = int(self._http.server_port)
+        log.info("proxy for %s on %s (metrics port %s)", ",".join(sorted(cfg.domain_set)),
+                 {k: v.local_address for k, v in self.transports.items()}, self.metrics_port)
+
+    async def _consume(self) -> None:
+        core = self.core
+        assert core is not None
+        queue = self.queue
+        while True:
+            item = await queue.get()
+            core.handle(item)
+
+    async def _timers(self) -> None:
+        core = self.core
+        assert core is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = core.next_deadline()
+            now = loop.time()
+            delay = 0.1 if deadline is None else min(0.1, max(0.0, deadline - now))
+            await asyncio.sleep(delay)
+            core.tick()
+
+    async def stop(self, drain: float | None = None) -> None:
+        """Stops reading, lets transactions finish for ``drain`` seconds, then closes."""
+        drain = self.config.drain_seconds if drain is None else drain
+        core = self.core
+        if core is not None and drain > 0:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + drain
+            while core.transaction_count and loop.time() < end:
+                # only transactions still waiting for an answer matter; Completed ones can go
+                if not any(not ctx.final_sent for ctx in list(core._server.values())):
+                    break
+                await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if core is not None:
+            await core.aclose()
+        for transport in self.transports.values():
+            await transport.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        await self.locator.close()
+
+
+def create_proxy_server(config: ProxyConfig, locator: Locator | None = None,
+                        verifier: RegisterVerifier | None = None) -> ProxyServer:
+    """Builds (not starts) a proxy; ``await server.start()`` binds its sockets."""
+    return ProxyServer(config, locator, verifier)

@@ -1,0 +1,55 @@
+"""The pool-side operations: the per-process parameters cache and the deadline check, run directly."""
+
+from __future__ import annotations
+
+import time
+
+from sipsec import ibc
+from sipsec.engine.wire import REASON_DEADLINE, identity_to_proto
+from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
+from sipsec_worker import ops
+from sipsec_worker.pool import _chunks
+
+from tests.integration.worker.conftest import Material
+
+
+def _verify_request(m: Material) -> bytes:
+    return pb.VerifyRequest(domain_params=m.params.to_bytes(), identity=identity_to_proto(m.sig),
+                            message=b"m", signature=ibc.sign(m.sig_key, b"m")).SerializeToString()
+
+
+def test_params_are_parsed_once_per_process(material: Material) -> None:
+    ops.set_params_cache(2)
+    raw = _verify_request(material)
+    assert ops.params_cache_info() == (0, 0, 0)
+    results = ops.run_items("verify", [raw] * 5, None)
+    assert [r[0] for r in results] == [""] * 5
+    hits, misses, size = ops.params_cache_info()
+    assert (hits, misses, size) == (4, 1, 1)
+    # bounded: a third domain evicts the least recently used one
+    for domain in ("biloxi.com", "chicago.com"):
+        _, params = ibc.setup(domain)
+        ops.run_items("encapsulate", [pb.EncapsulateRequest(
+            domain_params=params.to_bytes(),
+            identity=identity_to_proto(params.identity(f"sip:x@{domain}", ibc.Purpose.ENC, 1)),
+        ).SerializeToString()], None)
+    assert ops.params_cache_info()[2] == 2
+    ops.set_params_cache(ops.DEFAULT_PARAMS_CACHE)
+
+
+def test_items_past_their_deadline_are_not_started(material: Material) -> None:
+    ops.set_params_cache(4)
+    raw = _verify_request(material)
+    results = ops.run_items("verify", [raw] * 3, time.monotonic() - 0.001)
+    assert [r[0] for r in results] == [REASON_DEADLINE] * 3
+    assert ops.params_cache_info()[1] == 0  # nothing was even parsed
+    assert ops.run_items("sign", [], None) == []
+    assert ops.run_items("frobnicate", [raw], None)[0][0] == "invalid-argument"
+    ops.set_params_cache(ops.DEFAULT_PARAMS_CACHE)
+
+
+def test_batches_split_in_order_over_processes() -> None:
+    items = [bytes([i]) for i in range(7)]
+    chunks = _chunks(items, 3)
+    assert [len(c) for c in chunks] == [3, 2, 2]
+    assert [x for c in chunks for x in c] == items

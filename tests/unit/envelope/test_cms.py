@@ -1,0 +1,197 @@
+"""The CMS DER layer: real RFC 5083/5652/9629 structures that openssl parses, strict parsing, RFC 3394 wrap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms as asn1_cms
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from sipsec import ibc
+from sipsec.envelope import (
+    MalformedEnvelope,
+    SigningPolicy,
+    Undecipherable,
+    asn1,
+    cms,
+    oids,
+    seal,
+    sign_register,
+)
+from sipsec.envelope.dialog import derive_dialog_key
+from sipsec.sip import parse_message
+
+from tests.unit.envelope.rfc3665 import ALICE, BOB, Party, Pki, ack, invite
+
+ALICE_ID = cms.WireIdentity(ALICE, 700, 2592000)
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _openssl(*args: str, data: bytes, tmp_path: Path) -> str:
+    path = tmp_path / f"body-{os.urandom(4).hex()}.der"
+    path.write_bytes(data)
+    proc = subprocess.run(["openssl", *args, "-inform", "DER", "-in", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_rfc3394_wrap_known_answer() -> None:
+    # RFC 3394 §4.6: wrap 256 bits of key data with a 256-bit KEK
+    kek = bytes.fromhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+    key = bytes.fromhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F")
+    expected = bytes.fromhex(
+        "28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21"
+    )
+    assert aes_key_wrap(kek, key) == expected
+    recipient = cms.KekRecipient(b"k" * 8, expected)
+    assert cms.kek_unwrap(recipient, kek) == key
+    with pytest.raises(Undecipherable) as info:
+        cms.kek_unwrap(recipient, bytes(32))
+    assert info.value.reason == "unwrap-failed"
+
+
+def test_signed_data_round_trip_and_structure() -> None:
+    content = cms.mime_wrap(b"OPTIONS sip:x@y SIP/2.0\r\n\r\n")
+    nonce = os.urandom(16)
+    seen: list[bytes] = []
+
+    def sign(data: bytes) -> bytes:
+        seen.append(data)
+        return b"\x01" * 64
+
+    der = cms.build_signed_data(content, ALICE_ID, 1_700_000_000, nonce, sign)
+    parsed = cms.parse_signed_data(der)
+    assert parsed.content == content and parsed.signer == ALICE_ID
+    assert parsed.signing_time == 1_700_000_000 and parsed.nonce == nonce
+    # RFC 5652 §5.4: the signature covers the DER of the SET OF signed attributes
+    assert seen == [parsed.signed_attrs] and parsed.signed_attrs[0] == 0x31
+    sd = asn1_cms.SignedData.load(der)
+    si = sd["signer_infos"][0]
+    types = {a["type"].dotted for a in si["signed_attrs"]}
+    assert types == {oids.ID_CONTENT_TYPE, oids.ID_MESSAGE_DIGEST, oids.ID_SIGNING_TIME,
+                     oids.ID_SIPSEC_AA_SIGNER, oids.ID_SIPSEC_AA_NONCE}
+    assert si["signature_algorithm"]["algorithm"].dotted == oids.ID_SIPSEC_SIG_CC_BLS12381
+    assert mime_of(parsed.content) == b"OPTIONS sip:x@y SIP/2.0\r\n\r\n"
+
+
+def mime_of(entity: bytes) -> bytes:
+    return cms.mime_unwrap(entity)
+
+
+def test_mime_unwrap_requires_message_sip() -> None:
+    assert cms.mime_unwrap(b"content-type:  Message/SIP ; x=1\r\n\r\nBODY") == b"BODY"
+    for bad in [b"no header block", b"Content-Type: text/plain\r\n\r\nx", b"garbage\r\n\r\nx",
+                b"Content-Type: message/sip\r\nContent-Type: message/sip\r\n\r\nx"]:
+        with pytest.raises(MalformedEnvelope):
+            cms.mime_unwrap(bad)
+
+
+def test_kem_recipient_round_trip_with_real_ibe(pki: Pki) -> None:
+    bob_id = pki.biloxi.identity(BOB, ibc.Purpose.ENC, pki.biloxi.policy.current(pki.now))
+    key = ibc.extract(pki.biloxi_master, pki.biloxi, bob_id)
+    shared, kemct = ibc.encapsulate(pki.biloxi, bob_id)
+    cek = os.urandom(32)
+    wire_id = cms.WireIdentity(bob_id.aor, bob_id.period, bob_id.period_length_s)
+    der = cms.build_auth_enveloped(cms.kem_recipient_info(wire_id, kemct, shared, cek),
+                                   oids.ID_DATA, b"secret", cek)
+    env = cms.parse_auth_enveloped(der)
+    assert isinstance(env.recipient, cms.KemRecipient)
+    assert env.recipient.identity == wire_id and env.recipient.kemct == kemct
+    recovered = ibc.decapsulate(key, env.recipient.kemct)
+    assert cms.decrypt_content(env, cms.kem_unwrap(env.recipient, recovered)) == b"secret"
+    # the registered OtherRecipientInfo choice decodes to a typed KEMRecipientInfo
+    info = asn1_cms.ContentInfo.load(der)
+    ori = info["content"]["recipient_infos"][0].chosen
+    assert isinstance(ori["ori_value"], asn1.KEMRecipientInfo)
+    assert ori["ori_value"]["kdf"]["algorithm"].dotted == oids.ID_ALG_HKDF_WITH_SHA256
+    # the key id derived by both ends is what a dialog-key message names
+    assert derive_dialog_key(shared) == derive_dialog_key(recovered)
+
+
+def test_non_der_encodings_are_refused() -> None:
+    cek, kek = os.urandom(32), os.urandom(32)
+    der = cms.build_auth_enveloped(cms.kek_recipient_info(b"12345678", kek, cek), oids.ID_DATA, b"x", cek)
+    assert cms.decrypt_content(cms.parse_auth_enveloped(der), cek) == b"x"
+    aed_contents = asn1_cms.ContentInfo.load(der)["content"].contents
+    assert aed_contents[:3] == b"\x02\x01\x00"
+    # the same structure, BER-valid, with a non-minimal INTEGER version and long-form lengths
+    ber_aed = _tlv(0x30, b"\x02\x02\x00\x00" + aed_contents[3:])
+    ber = _tlv(0x30, bytes.fromhex("060b2a864886f70d0109100117") + _tlv(0xA0, ber_aed))
+    assert asn1_cms.ContentInfo.load(ber)["content"]["version"].native == "v0"  # BER parses...
+    with pytest.raises(MalformedEnvelope) as info:
+        cms.parse_auth_enveloped(ber)  # ...DER does not
+    assert info.value.reason == "malformed-cms"
+    for bad in [b"", b"\x30\x00", der[:-1], der + b"\x00", b"\x30\x80" + der[2:]]:
+        with pytest.raises(MalformedEnvelope):
+            cms.parse_auth_enveloped(bad)
+
+
+def test_gcm_parameters_and_versions(pki: Pki) -> None:
+    cek, kek = os.urandom(32), os.urandom(32)
+    der = cms.build_auth_enveloped(cms.kek_recipient_info(b"12345678", kek, cek), oids.ID_DATA, b"x", cek)
+    aed = asn1_cms.ContentInfo.load(der)["content"]
+    alg = aed["auth_encrypted_content_info"]["content_encryption_algorithm"]
+    assert alg["algorithm"].dotted == oids.ID_AES256_GCM
+    assert isinstance(alg["parameters"], asn1.GCMParameters)
+    assert len(alg["parameters"]["aes_nonce"].native) == 12
+    assert alg["parameters"]["aes_icvlen"].native == 16
+    assert len(aed["mac"].native) == 16
+    assert aed["version"].native == "v0"
+    kekri = aed["recipient_infos"][0].chosen
+    assert kekri["version"].native == "v4"
+    assert kekri["key_encryption_algorithm"]["algorithm"].dotted == oids.ID_AES256_WRAP
+
+
+def test_private_oids_live_under_one_arc() -> None:
+    private = [v for k, v in vars(oids).items() if k.startswith("ID_SIPSEC_")]
+    assert private and all(v.startswith(oids.SIPSEC_ARC + ".") for v in private)
+    assert len(set(private)) == len(private)
+    assert int(oids.SIPSEC_ARC.split(".")[2]) == int(oids.SIPSEC_UUID.replace("-", ""), 16)
+
+
+async def test_openssl_parses_real_bodies(tmp_path: Path, pki: Pki) -> None:
+    alice = Party(pki.keyring(ALICE))
+    first = seal(invite(), alice.keys, BOB)
+    later = seal(ack(), alice.keys, first.dialog, SigningPolicy.EVERY_MESSAGE)
+    kem_print = _openssl("cms", "-cmsout", "-print", data=first.message.body, tmp_path=tmp_path)
+    assert "id-smime-ct-authEnvelopedData" in kem_print
+    assert "d.ori" in kem_print and "1.2.840.113549.1.9.16.13.3" in kem_print
+    assert "aes-256-gcm" in kem_print
+    kek_print = _openssl("cms", "-cmsout", "-print", data=later.message.body, tmp_path=tmp_path)
+    assert "d.kekri" in kek_print and "id-aes256-wrap" in kek_print
+    for body in (first.message.body, later.message.body):
+        parsed = _openssl("asn1parse", data=body, tmp_path=tmp_path)
+        assert "id-smime-ct-authEnvelopedData" in parsed and "error" not in parsed.lower()
+    # the inner SignedData (what the recipient decrypts), as a ContentInfo
+    env = cms.parse_auth_enveloped(later.message.body)
+    assert isinstance(env.recipient, cms.KekRecipient)
+    signed = cms.decrypt_content(env, cms.kek_unwrap(env.recipient, first.dialog.key))
+    info = asn1_cms.ContentInfo({"content_type": "signed_data", "content": asn1_cms.SignedData.load(signed)})
+    sd_print = _openssl("cms", "-cmsout", "-print", data=info.dump(), tmp_path=tmp_path)
+    for name in ("pkcs7-signedData", "contentType", "messageDigest", "signingTime",
+                 oids.ID_SIPSEC_AA_SIGNER, oids.ID_SIPSEC_AA_NONCE, oids.ID_SIPSEC_SIG_CC_BLS12381):
+        assert name in sd_print, name
+    assert "sip:alice@atlanta.example.com" in sd_print
+    _openssl("asn1parse", data=info.dump(), tmp_path=tmp_path)
+    # and the signed REGISTER body
+    register = parse_message(
+        b"REGISTER sip:atlanta.example.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds7\r\n"
+        b"Max-Forwards: 70\r\nTo: <sip:alice@atlanta.example.com>\r\nFrom: <sip:alice@atlanta.example.com>;tag=456248\r\n"
+        b"Call-ID: 843817637684230@998sdasdh09\r\nCSeq: 1826 REGISTER\r\nContact: <sip:alice@192.0.2.4>\r\n"
+        b"Expires: 7200\r\nContent-Length: 0\r\n\r\n"
+    )
+    signed_register = sign_register(register, alice.keys, now=time.time())
+    reg_print = _openssl("cms", "-cmsout", "-print", data=signed_register.body, tmp_path=tmp_path)
+    assert "pkcs7-signedData" in reg_print and "eContentType: pkcs7-data" in reg_print
+    assert "signingTime" in reg_print
