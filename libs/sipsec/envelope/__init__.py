@@ -37,7 +37,7 @@ from sipsec.envelope.policy import (
     peer_accepts_secured,
 )
 from sipsec.envelope.register import VerifiedRegister, sign_register, verify_register
-from sipsec.envelope.sealing import EnvelopeBuilder, Sealed, seal
+from sipsec.envelope.sealing import EnvelopeBuilder, Sealed, seal, seal_async
 
 __all__ = [
     "CONTENT_DISPOSITION",
@@ -70,6 +70,7 @@ __all__ = [
     "open_message",
     "peer_accepts_secured",
     "seal",
+    "seal_async",
     "sign_register",
     "verify_register",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "WireIdentity",
     "build_auth_enveloped",
     "build_signed_content_info",
+    "assemble_signed_data",
     "build_signed_data",
     "decrypt_content",
     "kek_recipient_info",
@@ -56,6 +57,7 @@ __all__ = [
     "parse_auth_enveloped",
     "parse_signed_content_info",
     "parse_signed_data",
+    "signed_attributes",
 ]
 
 CEK_BYTES = 32  # AES-256
@@ -229,11 +231,21 @@ def build_signed_data(
     SignerIdentifier is ``subjectKeyIdentifier`` = SHA-256(signer identity DER)[:8] (a
     lookup hint; the authoritative identity is the signed attribute).
     """
+    attrs = signed_attributes(content, signer, signing_time, nonce)
+    return assemble_signed_data(content, signer, attrs, sign(attrs))
+
+
+def signed_attributes(content: bytes, signer: WireIdentity, signing_time: int, nonce: bytes) -> bytes:
+    """The DER SET OF signed attributes :func:`build_signed_data` signs (for an async signer)."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError("nonce must be 16 bytes")
-    attrs = _signed_attrs(hashlib.sha256(content).digest(), signing_time, signer, nonce)
+    return _signed_attrs(hashlib.sha256(content).digest(), signing_time, signer, nonce)
+
+
+def assemble_signed_data(content: bytes, signer: WireIdentity, attrs: bytes, signature: bytes) -> bytes:
+    """The SignedData DER from the content, its :func:`signed_attributes` and their signature."""
     ski = hashlib.sha256(signer.to_der()).digest()[:8]
-    return _signed_data(content, attrs, ski, sign(attrs))
+    return _signed_data(content, attrs, ski, signature)
 
 
 def parse_signed_data(data: bytes) -> SignedContent:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipsec import ibc
-from sipsec.envelope import cms, oids
+from sipsec.envelope import _suite, cms, oids
 from sipsec.envelope._binding import check_binding
 from sipsec.envelope.dialog import DialogKey, derive_dialog_key
 from sipsec.envelope.errors import Forbidden, MalformedEnvelope, RejectedEnvelope, Undecipherable
@@ -40,6 +41,9 @@ from sipsec.envelope.policy import SigningPolicy, is_secured, needs_signature
 from sipsec.sip import Request, Response, SipError, parse_message
 from sipsec.stores.envelope import DEFAULT_DIALOG_TTL_S, DialogStore, ReplayCache
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS, ENVELOPE_REJECTIONS
+
+if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
+    from sipsec.engine.protocol import CryptoEngine
 
 __all__ = ["DEFAULT_WINDOW_S", "Opened", "open", "open_message", "verify_signer"]
 
@@ -72,11 +76,12 @@ def _aor(uri: object, reason: str) -> str:
         raise Forbidden(reason, "not a SIP AOR") from None
 
 
-def verify_signer(
+async def verify_signer(
     params_for: Callable[[str], ibc.DomainParams | None],
     signed: cms.SignedContent,
     now: float,
     window_s: float,
+    engine: CryptoEngine | None = None,
 ) -> ibc.Identity:
     """Check a SignedData's signer: trusted domain, current or previous period, signature, time."""
     wire = signed.signer
@@ -93,8 +98,12 @@ def verify_signer(
     if wire.period_length != params.policy.length_s or wire.period not in (current, current - 1):
         raise Forbidden("signer-period", "signer key period is not current or previous")
     identity = params.identity(aor, ibc.Purpose.SIG, wire.period)
+    signature = _suite.expand(signed.signature)
     try:
-        ibc.verify(params, identity, signed.signed_attrs, signed.signature)
+        if engine is None:
+            ibc.verify(params, identity, signed.signed_attrs, signature)
+        else:
+            await engine.verify(params, identity, signed.signed_attrs, signature)
     except ibc.IbcError:
         raise Forbidden("bad-signature") from None
     if abs(now - signed.signing_time) > window_s:
@@ -112,15 +121,17 @@ async def open_message(
     now: float | None = None,
     window_s: float = DEFAULT_WINDOW_S,
     dialog_ttl_s: float = DEFAULT_DIALOG_TTL_S,
+    engine: CryptoEngine | None = None,
 ) -> Opened:
     """Open a received secured message; raises a :class:`RejectedEnvelope` subclass on any failure.
 
     ``policy`` is the receiver's own signing policy, enforced whatever the sender chose.
+    ``engine`` runs the pairing operations (a crypto-worker pool); in-process when None.
     """
     try:
         return await _open(
             outer, keys, dialogs, replay, policy,
-            time.time() if now is None else now, window_s, dialog_ttl_s,
+            time.time() if now is None else now, window_s, dialog_ttl_s, engine,
         )
     except RejectedEnvelope as exc:
         ENVELOPE_REJECTIONS.labels(exc.reason).inc()
@@ -139,6 +150,7 @@ async def _open(
     now: float,
     window_s: float,
     dialog_ttl_s: float,
+    engine: CryptoEngine | None,
 ) -> Opened:
     if not isinstance(outer, Request | Response) or not is_secured(outer):
         raise MalformedEnvelope("not-secured", "no authEnveloped-data body")
@@ -154,8 +166,12 @@ async def _open(
         enc_key = keys.enc_key(rid.aor, rid.period, rid.period_length)
         if enc_key is None:
             raise Undecipherable("key-period", "no key for that period")
+        kemct = _suite.expand(env.recipient.kemct)
         try:
-            shared = ibc.decapsulate(enc_key, env.recipient.kemct)
+            if engine is None:
+                shared = ibc.decapsulate(enc_key, kemct)
+            else:
+                shared = await engine.decapsulate(enc_key, kemct)
         except ibc.IbcError:
             raise Undecipherable("kem-failed") from None
         cek = cms.kem_unwrap(env.recipient, shared)
@@ -172,7 +188,7 @@ async def _open(
     signed: cms.SignedContent | None = None
     if env.content_type == oids.ID_SIGNED_DATA:
         signed = cms.parse_signed_data(content)
-        signer = verify_signer(keys.params, signed, now, window_s)
+        signer = await verify_signer(keys.params, signed, now, window_s, engine)
         entity = signed.content
     else:
         entity = content

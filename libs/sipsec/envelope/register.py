@@ -17,9 +17,10 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipsec import ibc
-from sipsec.envelope import cms
+from sipsec.envelope import _suite, cms
 from sipsec.envelope.errors import (
     EnvelopeUsageError,
     Forbidden,
@@ -32,6 +33,9 @@ from sipsec.envelope.policy import CONTENT_DISPOSITION, SIGNED_CONTENT_TYPE
 from sipsec.sip import LocalProtocolError, Request, SipError, parse_message
 from sipsec.stores.envelope import ReplayCache
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS, ENVELOPE_REJECTIONS
+
+if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
+    from sipsec.engine.protocol import CryptoEngine
 
 __all__ = ["VerifiedRegister", "sign_register", "verify_register"]
 
@@ -67,7 +71,7 @@ def sign_register(register: Request, keys: Keyring, *, now: float | None = None)
         cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
         int(when),
         os.urandom(16),
-        lambda data: ibc.sign(sig_key, data),
+        lambda data: _suite.compact(ibc.sign(sig_key, data)),
     )
     outer = register.copy()
     outer.headers.remove("Content-Type")
@@ -106,10 +110,15 @@ async def verify_register(
     *,
     now: float | None = None,
     window_s: float = DEFAULT_WINDOW_S,
+    engine: CryptoEngine | None = None,
 ) -> VerifiedRegister:
-    """Verify a signed REGISTER; raises a :class:`RejectedEnvelope` (400/403) counted by reason."""
+    """Verify a signed REGISTER; raises a :class:`RejectedEnvelope` (400/403) counted by reason.
+
+    ``trusted`` maps a domain to its parameters; ``engine`` runs the pairing (in-process when None).
+    """
     try:
-        return await _verify(register, trusted, replay, time.time() if now is None else now, window_s)
+        return await _verify(register, trusted, replay, time.time() if now is None else now,
+                             window_s, engine)
     except RejectedEnvelope as exc:
         ENVELOPE_REJECTIONS.labels(exc.reason).inc()
         raise
@@ -121,13 +130,14 @@ async def _verify(
     replay: ReplayCache,
     now: float,
     window_s: float,
+    engine: CryptoEngine | None,
 ) -> VerifiedRegister:
     if not isinstance(register, Request) or register.method != "REGISTER":
         raise MalformedEnvelope("not-secured", "not a REGISTER")
     if not _is_signed_register(register):
         raise MalformedEnvelope("not-secured", "no signed-data body")
     signed = cms.parse_signed_content_info(register.body)
-    signer = verify_signer(trusted.get, signed, now, window_s)
+    signer = await verify_signer(trusted.get, signed, now, window_s, engine)
     try:
         inner = parse_message(cms.mime_unwrap(signed.content))
         if not isinstance(inner, Request):

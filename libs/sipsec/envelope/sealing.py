@@ -11,10 +11,10 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipsec import ibc
-from sipsec.envelope import cms, oids
+from sipsec.envelope import _suite, cms, oids
 from sipsec.envelope._binding import build_outer
 from sipsec.envelope.dialog import DialogKey, derive_dialog_key
 from sipsec.envelope.errors import EnvelopeUsageError
@@ -23,7 +23,10 @@ from sipsec.envelope.policy import SigningPolicy, needs_signature
 from sipsec.sip import LocalProtocolError, Request, Response, SipError
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS
 
-__all__ = ["EnvelopeBuilder", "Sealed", "seal"]
+if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
+    from sipsec.engine.protocol import CryptoEngine
+
+__all__ = ["EnvelopeBuilder", "Sealed", "seal", "seal_async"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,21 @@ def _aor_of(header_uri: Any) -> str:
         return str(ibc.canonical_aor(str(header_uri)))
     except ibc.IbcError:
         raise EnvelopeUsageError("From/To is not a SIP AOR") from None
+
+
+@dataclass
+class _Plan:
+    """What sealing needs from the pairing engine: a signature over ``to_sign``, a KEM to ``recipient``."""
+
+    message: Request | Response
+    keys: Keyring
+    now: float
+    entity: bytes
+    recipient: ibc.Identity | None = None
+    params: ibc.DomainParams | None = None
+    sig_key: ibc.PrivateKey | None = None
+    signer: cms.WireIdentity | None = None
+    to_sign: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -154,8 +172,8 @@ class EnvelopeBuilder:
                 raise EnvelopeUsageError("the message is not addressed to this dialog's peer")
         return keys, from_aor, to_aor
 
-    def seal(self, message: Request | Response) -> Sealed:
-        """Sign (per policy) and encrypt ``message``; return the outer message and its dialog."""
+    def _prepare(self, message: Request | Response) -> _Plan:
+        """Validate everything and build what does not need a pairing; misuse raises here."""
         keys, _from_aor, to_aor = self._validate(message)
         policy = self._policy or SigningPolicy.EVERY_MESSAGE
         now = self._now if self._now is not None else time.time()
@@ -163,49 +181,76 @@ class EnvelopeBuilder:
             inner = message.to_bytes()
         except LocalProtocolError as exc:
             raise EnvelopeUsageError(f"the message cannot be serialised: {exc}") from None
-        first = self._recipient is not None
-        # Resolve the recipient before signing: misuse must raise before any cryptography.
-        recipient: ibc.Identity | None = None
-        params: ibc.DomainParams | None = None
-        if first:
-            recipient, params = self._resolve_recipient(keys, now)
-            if recipient.aor != to_aor:
+        plan = _Plan(message=message, keys=keys, now=now, entity=cms.mime_wrap(inner))
+        if self._recipient is not None:
+            plan.recipient, plan.params = self._resolve_recipient(keys, now)
+            if plan.recipient.aor != to_aor:
                 raise EnvelopeUsageError("the recipient identity is not the request's To AOR")
-        signed = first or needs_signature(policy, message)
-        entity = cms.mime_wrap(inner)
-        if signed:
-            sig_key = keys.signing_key(now)
-            ident = sig_key.identity
-            content = cms.build_signed_data(
-                entity,
-                cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
-                int(now),
-                os.urandom(16),
-                lambda data: ibc.sign(sig_key, data),
-            )
+        if plan.recipient is not None or needs_signature(policy, message):
+            plan.sig_key = keys.signing_key(now)
+            ident = plan.sig_key.identity
+            plan.signer = cms.WireIdentity(ident.aor, ident.period, ident.period_length_s)
+            plan.to_sign = cms.signed_attributes(plan.entity, plan.signer, int(now), os.urandom(16))
+        return plan
+
+    def _finish(self, plan: _Plan, signature: bytes | None,
+                kem: tuple[bytes, bytes] | None) -> Sealed:
+        """Encrypt and wrap, given the signature and the KEM output the plan asked for."""
+        if plan.to_sign is not None:
+            assert signature is not None and plan.signer is not None
+            content = cms.assemble_signed_data(plan.entity, plan.signer, plan.to_sign,
+                                               _suite.compact(signature))
             content_type = oids.ID_SIGNED_DATA
         else:
-            content, content_type = entity, oids.ID_DATA
+            content, content_type = plan.entity, oids.ID_DATA
         cek = os.urandom(cms.CEK_BYTES)
-        if first:
-            assert recipient is not None and params is not None
-            shared, kemct = ibc.encapsulate(params, recipient)
+        if plan.recipient is not None:
+            assert kem is not None
+            shared, kemct = kem
             info = cms.kem_recipient_info(
-                cms.WireIdentity(recipient.aor, recipient.period, recipient.period_length_s),
-                kemct,
+                cms.WireIdentity(plan.recipient.aor, plan.recipient.period,
+                                 plan.recipient.period_length_s),
+                _suite.compact(kemct),
                 shared,
                 cek,
             )
             key, key_id = derive_dialog_key(shared)
-            dialog = DialogKey(key, key_id, message.call_id, keys.aor, recipient.aor, True, now)
+            dialog = DialogKey(key, key_id, plan.message.call_id, plan.keys.aor,
+                               plan.recipient.aor, True, plan.now)
         else:
             assert self._dialog is not None
             dialog = self._dialog
             info = cms.kek_recipient_info(dialog.key_id, dialog.key, cek)
         body = cms.build_auth_enveloped(info, content_type, content, cek)
-        outer = build_outer(message, dialog, body, self._in_reply_to, self._route)
-        ENVELOPE_OPERATIONS.labels("seal", "kem" if first else "kek").inc()
-        return Sealed(outer, dialog, signed)
+        outer = build_outer(plan.message, dialog, body, self._in_reply_to, self._route)
+        ENVELOPE_OPERATIONS.labels("seal", "kem" if plan.recipient is not None else "kek").inc()
+        return Sealed(outer, dialog, plan.to_sign is not None)
+
+    def seal(self, message: Request | Response) -> Sealed:
+        """Sign (per policy) and encrypt ``message`` in-process; return the outer message and dialog."""
+        plan = self._prepare(message)
+        signature = None
+        if plan.to_sign is not None:
+            assert plan.sig_key is not None
+            signature = ibc.sign(plan.sig_key, plan.to_sign)
+        kem = None
+        if plan.recipient is not None:
+            assert plan.params is not None
+            kem = ibc.encapsulate(plan.params, plan.recipient)
+        return self._finish(plan, signature, kem)
+
+    async def seal_async(self, message: Request | Response, engine: CryptoEngine) -> Sealed:
+        """As :meth:`seal`, with the pairing operations run by ``engine`` (e.g. a crypto-worker pool)."""
+        plan = self._prepare(message)
+        signature = None
+        if plan.to_sign is not None:
+            assert plan.sig_key is not None
+            signature = await engine.sign(plan.sig_key, plan.to_sign)
+        kem = None
+        if plan.recipient is not None:
+            assert plan.params is not None
+            kem = await engine.encapsulate(plan.params, plan.recipient)
+        return self._finish(plan, signature, kem)
 
     def _resolve_recipient(self, keys: Keyring, now: float) -> tuple[ibc.Identity, ibc.DomainParams]:
         target = self._recipient
@@ -244,3 +289,26 @@ def seal(
     if now is not None:
         builder = builder.at(now)
     return builder.seal(message)
+
+
+async def seal_async(
+    message: Request | Response,
+    keys: Keyring,
+    to: ibc.Identity | str | DialogKey,
+    policy: SigningPolicy = SigningPolicy.EVERY_MESSAGE,
+    *,
+    engine: CryptoEngine,
+    in_reply_to: Request | None = None,
+    route: Sequence[str] | None = None,
+    now: float | None = None,
+) -> Sealed:
+    """:func:`seal` with the pairing operations run by ``engine`` (in-process or a crypto-worker)."""
+    builder = EnvelopeBuilder().keys(keys).signing_policy(policy)
+    builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
+    if in_reply_to is not None:
+        builder = builder.in_reply_to(in_reply_to)
+    if route is not None:
+        builder = builder.route(route)
+    if now is not None:
+        builder = builder.at(now)
+    return await builder.seal_async(message, engine)

@@ -1,6 +1,33 @@
-"""Sans-IO SIP (RFC 3261): messages, URIs, headers and framing — no I/O, no clock."""
+"""Sans-IO SIP (RFC 3261): messages, URIs, headers, framing, transactions, dialogs and digest.
 
+No I/O and no clock: time is passed in (``get_timer()`` / ``handle_timer(now)``).
+"""
+
+# Transactions (§17), dialogs (§12) and digest (RFC 2617/7616/8760) build on the above.
+from .core import SipCore
+from .dialog import Dialog, DialogId, DialogState, DialogTable, make_dialog_response, next_hop
+from .digest import (
+    AuthenticationFailed,
+    DigestChallenge,
+    DigestClient,
+    DigestCredentials,
+    DigestError,
+    DigestServer,
+    NonceReplay,
+    StaleNonce,
+    select_challenge,
+)
 from .errors import LocalProtocolError, RemoteProtocolError, SipError
+from .events import (
+    CancelReceived,
+    Event,
+    MessageDropped,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+)
 from .framing import StreamFramer, is_keepalive, parse_datagram
 from .headers import (
     COMPACT_FORMS,
@@ -27,6 +54,18 @@ from .message import (
     make_response,
 )
 from .parser import DEFAULT_LIMITS, Limits, parse_message
+from .timers import DEFAULT_TIMERS, Timer, TimerSettings
+from .transaction import (
+    MAGIC_COOKIE,
+    ClientTransaction,
+    ServerTransaction,
+    Transaction,
+    TransactionState,
+    build_ack_for_error,
+    build_cancel,
+    client_transaction_key,
+    server_transaction_key,
+)
 from .uri import AbsoluteURI, SipURI, TelURI, parse_uri
 
 __all__ = [
@@ -63,4 +102,40 @@ __all__ = [
     "parse_uri",
     "parse_via_list",
     "split_list",
+    "DEFAULT_TIMERS",
+    "Timer",
+    "TimerSettings",
+    "Event",
+    "ResponseReceived",
+    "RequestReceived",
+    "CancelReceived",
+    "TransactionTimeout",
+    "TransportError",
+    "TransactionTerminated",
+    "MessageDropped",
+    "MAGIC_COOKIE",
+    "Transaction",
+    "ClientTransaction",
+    "ServerTransaction",
+    "TransactionState",
+    "build_ack_for_error",
+    "build_cancel",
+    "client_transaction_key",
+    "server_transaction_key",
+    "SipCore",
+    "Dialog",
+    "DialogId",
+    "DialogState",
+    "DialogTable",
+    "make_dialog_response",
+    "next_hop",
+    "DigestChallenge",
+    "DigestCredentials",
+    "DigestClient",
+    "DigestServer",
+    "DigestError",
+    "AuthenticationFailed",
+    "StaleNonce",
+    "NonceReplay",
+    "select_challenge",
 ]

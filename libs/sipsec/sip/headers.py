@@ -19,11 +19,13 @@ __all__ = [
     "NameAddr",
     "Via",
     "canonical_name",
+    "header_key",
     "parse_cseq",
     "name_addr_params",
     "parse_name_addr",
     "parse_name_addr_list",
     "parse_via_list",
+    "quote",
     "split_list",
 ]
 

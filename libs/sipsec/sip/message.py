@@ -74,6 +74,11 @@ def generate_call_id() -> str:
 
 
 _MISSING = object()
+_FATAL_DEFECTS = frozenset(
+    [f"missing-{h}" for h in ("via", "cseq", "call-id", "from", "to")]
+    + [f"duplicate-{h}" for h in ("cseq", "call-id", "from", "to")]
+    + ["conflicting-content-length"]
+)
 
 
 class Message:
@@ -141,6 +146,18 @@ class Message:
         if value is None:
             raise RemoteProtocolError(f"missing-{name.lower()}", 400, name)
         return value
+
+    def validate(self) -> None:
+        """Raise RemoteProtocolError(400) when a parse defect makes the message unusable.
+
+        Fatal: a missing or repeated Via/CSeq/Call-ID/From/To (RFC 3261 §8.1.1, §20; RFC
+        4475 §3.3.1 insuf, §3.3.8 multi01) and disagreeing Content-Length values (§3.3.9
+        mcl01).  Tolerated: a missing Max-Forwards (RFC 2543 peers), missing Content-Length
+        on a datagram and bytes after the body (§18.3).
+        """
+        for defect in self.defects:
+            if defect in _FATAL_DEFECTS:
+                raise RemoteProtocolError(defect, 400)
 
     # -- typed views -------------------------------------------------------------------------
     @property

@@ -29,7 +29,7 @@ from .headers import (
 from .message import Message, Request, Response
 from .uri import SipURI, parse_uri
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "parse_message"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "find_head_end", "parse_message"]
 
 
 @dataclass(frozen=True)

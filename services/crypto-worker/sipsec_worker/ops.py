@@ -7,6 +7,7 @@ no state but a bounded LRU cache of parsed domain parameters per process.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -86,8 +87,6 @@ def params_cache_info() -> tuple[int, int, int]:
 
 def warm() -> int:
     """Loads the pairing library in a fresh pool process; returns its pid."""
-    import os
-
     ibc.canonical_aor("sip:warm@example.invalid")
     return os.getpid()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,15 @@ class Worker:
     def sample(self, name: str, **labels: str) -> float:
         value = self.server.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+    async def settled(self, name: str, expected: float, **labels: str) -> float:
+        """The sample once it reaches ``expected`` (or after 2 s): an aborted RPC's status can
+        reach the client a moment before the server's interceptor counts it."""
+        for _ in range(200):
+            if self.sample(name, **labels) == expected:
+                break
+            await asyncio.sleep(0.01)
+        return self.sample(name, **labels)
 
 
 StartWorker = Callable[..., Awaitable[Worker]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from sipsec.engine.wire import identity_to_proto
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
 
 from tests.conftest import free_port
+from tests.integration.worker._certs import self_signed
 from tests.integration.worker.conftest import Material, StartWorker, Worker
 
 MSG = b"REGISTER sip:atlanta.com SIP/2.0"
@@ -95,9 +97,10 @@ async def test_remote_engine_agrees_with_in_process_and_balances(start_worker: S
     finally:
         await engine.close()
     # round-robin: ten calls, five on each worker
-    per_worker = [sum(w.sample("sipsec_worker_requests_total", rpc=rpc, code=code)
-                      for rpc in ("Encapsulate", "Decapsulate", "Sign", "Verify")
-                      for code in ("OK", "INVALID_ARGUMENT")) for w in (a, b)]
+    per_worker = [sum(w.sample("sipsec_worker_operations_total", kind=kind, outcome=outcome)
+                      for kind in ("encapsulate", "decapsulate", "sign", "verify")
+                      for outcome in ("ok", "invalid_ciphertext", "invalid_signature", "invalid_argument"))
+                  for w in (a, b)]
     assert per_worker == [5, 5]
     assert _calls(metrics, "decapsulate", "ok") == 1 and _calls(metrics, "decapsulate", "rejected") == 2
     assert metrics.registry.get_sample_value("sipsec_engine_fallbacks_total", {"op": "verify", "reason": "failed"}) is None
@@ -135,7 +138,7 @@ async def test_overloaded_worker_rejects_at_once_and_engine_retries_elsewhere(
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert ("sipsec-reason", "queue-full") in tuple(err.trailing_metadata() or ())
     assert busy.sample("sipsec_worker_rejections_total", reason="queue_full") == 12
-    assert busy.sample("sipsec_worker_requests_total", rpc="Verify", code="RESOURCE_EXHAUSTED") == 12
+    assert await busy.settled("sipsec_worker_requests_total", 12, rpc="Verify", code="RESOURCE_EXHAUSTED") == 12
 
     # the engine, busy worker first in its round-robin: rejected there, retried on the spare
     metrics = EngineMetrics()
@@ -241,3 +244,23 @@ async def test_deadline_is_honoured(start_worker: StartWorker, material: Materia
         await asyncio.sleep(0.01)
     assert w.server.pool.in_flight == 0  # the pool stopped working on it well before 1500 verifies
     assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") < 800 + 1500
+
+
+async def test_tls_worker_and_engine(start_worker: StartWorker, material: Material, tmp_path: Path) -> None:
+    m = material
+    cert, key = self_signed(tmp_path)
+    w = await start_worker(plaintext=False, tls_cert=str(cert), tls_key=str(key))
+    metrics = EngineMetrics()
+    engine = RemoteEngine([f"localhost:{w.port}"], root_certificates=cert.read_bytes(), metrics=metrics)
+    plain = RemoteEngine([f"127.0.0.1:{w.port}"], plaintext=True, allow_fallback=False)
+    try:
+        signature = await engine.sign(m.sig_key, MSG)
+        ibc.verify(m.params, m.sig, MSG, signature)
+        await engine.verify(m.params, m.sig, MSG, signature)
+        with pytest.raises(EngineUnavailable):  # a plaintext client gets nothing from a TLS worker
+            await plain.sign(m.sig_key, MSG)
+    finally:
+        await engine.close()
+        await plain.close()
+    assert _calls(metrics, "sign", "ok") == 1 and _calls(metrics, "verify", "ok") == 1
+    assert w.sample("sipsec_worker_operations_total", kind="sign", outcome="ok") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -116,7 +118,7 @@ async def test_tampering_is_invalid_argument_with_reason(start_worker: StartWork
 
     assert w.sample("sipsec_worker_operations_total", kind="decapsulate", outcome="invalid_ciphertext") == 2
     assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="invalid_signature") == 2
-    assert w.sample("sipsec_worker_requests_total", rpc="Verify", code="INVALID_ARGUMENT") == 2
+    assert await w.settled("sipsec_worker_requests_total", 2, rpc="Verify", code="INVALID_ARGUMENT") == 2
 
 
 async def test_malformed_requests_name_reason_and_field(start_worker: StartWorker, material: Material) -> None:
@@ -125,25 +127,25 @@ async def test_malformed_requests_name_reason_and_field(start_worker: StartWorke
     _, ciphertext = ibc.encapsulate(m.params, m.enc)
     signature = ibc.sign(m.sig_key, MSG)
     key_bytes = m.enc_key.to_bytes()
-    cases: list[tuple[object, str, str]] = [
-        (w.stub.Encapsulate(_enc(m, domain_params=b"garbage")), "invalid-encoding", "domain_params"),
-        (w.stub.Encapsulate(_enc(m, domain_params=b"")), "invalid-encoding", "domain_params"),
-        (w.stub.Verify(_verify(m, signature, domain_params=m.params.to_bytes()[:-3])), "invalid-encoding", "domain_params"),
-        (w.stub.Decapsulate(_dec(m, ciphertext, private_key=key_bytes[:-1])), "invalid-encoding", "private_key"),
-        (w.stub.Decapsulate(_dec(m, ciphertext, private_key=b"\xff" * 48)), "invalid-encoding", "private_key"),
-        (w.stub.Sign(_sign(m, private_key=b"")), "invalid-encoding", "private_key"),
-        (w.stub.Encapsulate(_enc(m, identity=pb.Identity(aor="sip:alice@ATLANTA.com", purpose=pb.PURPOSE_ENC, period=1))),
+    cases: list[tuple[Callable[[], object], str, str]] = [  # one at a time: queue of 8
+        (lambda: w.stub.Encapsulate(_enc(m, domain_params=b"garbage")), "invalid-encoding", "domain_params"),
+        (lambda: w.stub.Encapsulate(_enc(m, domain_params=b"")), "invalid-encoding", "domain_params"),
+        (lambda: w.stub.Verify(_verify(m, signature, domain_params=m.params.to_bytes()[:-3])), "invalid-encoding", "domain_params"),
+        (lambda: w.stub.Decapsulate(_dec(m, ciphertext, private_key=key_bytes[:-1])), "invalid-encoding", "private_key"),
+        (lambda: w.stub.Decapsulate(_dec(m, ciphertext, private_key=b"\xff" * 48)), "invalid-encoding", "private_key"),
+        (lambda: w.stub.Sign(_sign(m, private_key=b"")), "invalid-encoding", "private_key"),
+        (lambda: w.stub.Encapsulate(_enc(m, identity=pb.Identity(aor="sip:alice@ATLANTA.com", purpose=pb.PURPOSE_ENC, period=1))),
          "invalid-identity", "identity"),
-        (w.stub.Encapsulate(_enc(m, identity=pb.Identity(aor="sip:alice@atlanta.com", period=1))),
+        (lambda: w.stub.Encapsulate(_enc(m, identity=pb.Identity(aor="sip:alice@atlanta.com", period=1))),
          "invalid-identity", "identity"),
         # a SIG identity cannot be encrypted to; an identity of another domain does not fit the params
-        (w.stub.Encapsulate(_enc(m, identity=identity_to_proto(m.sig))), "invalid-identity", "identity"),
-        (w.stub.Encapsulate(_enc(m, domain_params=m.other.to_bytes())), "invalid-identity", "identity"),
-        (w.stub.Sign(_sign(m, identity=pb.Identity(aor=m.sig.aor, purpose=pb.PURPOSE_SIG, period=1))),
+        (lambda: w.stub.Encapsulate(_enc(m, identity=identity_to_proto(m.sig))), "invalid-identity", "identity"),
+        (lambda: w.stub.Encapsulate(_enc(m, domain_params=m.other.to_bytes())), "invalid-identity", "identity"),
+        (lambda: w.stub.Sign(_sign(m, identity=pb.Identity(aor=m.sig.aor, purpose=pb.PURPOSE_SIG, period=1))),
          "invalid-identity", "identity"),  # no period length and no params to take it from
     ]
     for call, reason, field in cases:
-        err = await _rejected(call, (reason, field))
+        err = await _rejected(call(), (reason, field))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (reason, field)
         assert _details(err) == {"sipsec-reason": reason, "sipsec-field": field}
         assert "\\x" not in (err.details() or "")  # no bytes echoed back

@@ -195,3 +195,22 @@ async def test_openssl_parses_real_bodies(tmp_path: Path, pki: Pki) -> None:
     reg_print = _openssl("cms", "-cmsout", "-print", data=signed_register.body, tmp_path=tmp_path)
     assert "pkcs7-signedData" in reg_print and "eContentType: pkcs7-data" in reg_print
     assert "signingTime" in reg_print
+
+
+def test_suite_prefix_is_elided_on_the_wire_and_restored(pki: Pki) -> None:
+    from sipsec.envelope import EnvelopeUsageError, _suite
+
+    bob_id = pki.biloxi.identity(BOB, ibc.Purpose.ENC, pki.biloxi.policy.current(pki.now))
+    _, kemct = ibc.encapsulate(pki.biloxi, bob_id)
+    assert len(kemct) == ibc.KEM_CIPHERTEXT_LEN and kemct.startswith(_suite.SUITE_PREFIX)
+    wire = _suite.compact(kemct)
+    assert len(wire) == ibc.KEM_CIPHERTEXT_LEN - 1 - len(ibc.SUITE_ID)
+    assert _suite.expand(wire) == kemct
+    with pytest.raises(EnvelopeUsageError):
+        _suite.compact(b"\x05other" + wire)
+    # a sealed first request carries the compact form
+    alice = Party(pki.keyring(ALICE))
+    env = cms.parse_auth_enveloped(seal(invite(), alice.keys, BOB).message.body)
+    assert isinstance(env.recipient, cms.KemRecipient)
+    assert len(env.recipient.kemct) == len(wire)
+    assert ibc.SUITE_ID not in seal(invite(), alice.keys, BOB).message.body

@@ -18,6 +18,7 @@ from sipsec.envelope import (
     RejectedEnvelope,
     SigningPolicy,
     Undecipherable,
+    _suite,
     cms,
     oids,
     open_message,
@@ -225,7 +226,7 @@ async def test_dialog_key_holder_cannot_sign_as_the_other_party(alice: Party, bo
     signed = cms.build_signed_data(
         cms.mime_wrap(forged.to_bytes()),
         cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
-        int(time.time()), os.urandom(16), lambda d: ibc.sign(bob_key, d),
+        int(time.time()), os.urandom(16), lambda d: _suite.compact(ibc.sign(bob_key, d)),
     )
     cek = os.urandom(32)
     body = cms.build_auth_enveloped(cms.kek_recipient_info(bob_dialog.key_id, bob_dialog.key, cek),

@@ -386,6 +386,24 @@ def test_semantic_cases_parse_with_interesting_values(name: str) -> None:
     SEMANTIC[name](parse_message(load(name)))
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("insuf", "missing-call-id"), ("multi01", "duplicate-cseq"),
+     ("mcl01", "conflicting-content-length")],
+)
+def test_validate_rejects_what_the_application_must_reject(name: str, reason: str) -> None:
+    """§3.3.1/§3.3.8/§3.3.9: parsed, but an element must answer 400."""
+    msg = parse_message(load(name))
+    with pytest.raises(RemoteProtocolError) as info:
+        msg.validate()
+    assert (info.value.status_hint, info.value.reason) == (400, reason)
+
+
+@pytest.mark.parametrize("name", ["inv2543", "dblreq", "zeromf", "unksm2", *sorted(VALID)])
+def test_validate_accepts_the_rest(name: str) -> None:
+    parse_message(load(name)).validate()
+
+
 def test_every_archive_file_has_a_verdict() -> None:
     names = {p.stem for p in VECTORS.glob("*.dat")}
     assert names == set(VALID) | set(INVALID) | set(SEMANTIC) | {"test"}

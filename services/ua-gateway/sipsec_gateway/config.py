@@ -1,0 +1,146 @@
+"""Configuration of the UA gateway: environment variables with documented defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from sipsec.envelope import SecurityPolicy, SigningPolicy
+
+__all__ = ["ENV", "ConfigError", "GatewayConfig", "split_hostport"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+# field -> (environment variable, default, help); the README's Configuration table lists these.
+ENV: dict[str, tuple[str, str, str]] = {
+    "domain": ("SIPSEC_GATEWAY_DOMAIN", "localhost", "the provider domain of the users this gateway serves"),
+    "sip_listen": ("SIPSEC_GATEWAY_SIP_LISTEN", "127.0.0.1:5070", "secured-side SIP (UDP) listen address host:port (port 0 = any)"),
+    "sip_advertise": ("SIPSEC_GATEWAY_SIP_ADVERTISE", "", "host written in Via/Contact (default: the listen host; 127.0.0.1 for 0.0.0.0)"),
+    "plain_listen": ("SIPSEC_GATEWAY_PLAIN_LISTEN", "", "legacy-side plain SIP (UDP) listen address for phones (empty = off)"),
+    "proxy": ("SIPSEC_GATEWAY_PROXY", "127.0.0.1:5060", "the domain's SIP proxy/registrar host:port (outbound proxy)"),
+    "pkg": ("SIPSEC_GATEWAY_PKG", "127.0.0.1:50051", "PKG gRPC target(s), comma-separated; several = threshold PKG nodes"),
+    "pkg_plaintext": ("SIPSEC_GATEWAY_PKG_PLAINTEXT", "0", "1 = plaintext gRPC to the PKG (loopback/tests only)"),
+    "pkg_ca": ("SIPSEC_GATEWAY_PKG_CA", "", "PEM CA file of the PKG's TLS certificate"),
+    "pkg_fingerprint": ("SIPSEC_GATEWAY_PKG_FINGERPRINT", "", "pinned Ed25519 fingerprint of the own domain's signed parameters (empty = trust the PKG channel)"),
+    "peer_domains": ("SIPSEC_GATEWAY_PEER_DOMAINS", "", "federated domains whose parameters are fetched at login (others on first call)"),
+    "workers": ("SIPSEC_GATEWAY_WORKERS", "", "crypto-worker gRPC targets, comma-separated (empty = in-process crypto)"),
+    "workers_plaintext": ("SIPSEC_GATEWAY_WORKERS_PLAINTEXT", "0", "1 = plaintext gRPC to the crypto-workers"),
+    "store": ("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory | redis (redis lets any replica continue a dialog)"),
+    "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (store=redis)"),
+    "http_listen": ("SIPSEC_GATEWAY_HTTP_LISTEN", "127.0.0.1:8080", "control API (FastAPI) listen address host:port"),
+    "register_expires": ("SIPSEC_GATEWAY_REGISTER_EXPIRES", "3600", "Expires asked for in REGISTER, seconds (refreshed at 80 %)"),
+    "key_renew_before_s": ("SIPSEC_GATEWAY_KEY_RENEW_BEFORE_S", "86400", "fetch the next period's keys this long before the current period ends, seconds"),
+    "signing": ("SIPSEC_GATEWAY_SIGNING", "every-message", "signing policy: every-message | dialog-establishing"),
+    "default_policy": ("SIPSEC_GATEWAY_DEFAULT_POLICY", "secure-only", "per-user default: secure-only | prefer-secure | plain"),
+    "call_timeout_s": ("SIPSEC_GATEWAY_CALL_TIMEOUT_S", "32", "longest wait for a final response to an INVITE, seconds"),
+    "dialog_ttl_s": ("SIPSEC_GATEWAY_DIALOG_TTL_S", "43200", "how long dialog keys and call records are kept, seconds"),
+    "trace_calls": ("SIPSEC_GATEWAY_TRACE_CALLS", "200", "how many recent calls keep a wire trace (0 = none)"),
+    "drain_seconds": ("SIPSEC_GATEWAY_DRAIN_SECONDS", "2", "time to end calls after SIGTERM before exiting"),
+    "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
+}
+
+
+def split_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` / ``host`` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ConfigError(f"bad port in {text!r}") from None
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every setting of the gateway; :data:`ENV` names the variable and default of each."""
+
+    domain: str = "localhost"
+    sip_listen: str = "127.0.0.1:5070"
+    sip_advertise: str = ""
+    plain_listen: str = ""
+    proxy: str = "127.0.0.1:5060"
+    pkg: str = "127.0.0.1:50051"
+    pkg_plaintext: bool = False
+    pkg_ca: str = ""
+    pkg_fingerprint: str = ""
+    peer_domains: str = ""
+    workers: str = ""
+    workers_plaintext: bool = False
+    store: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    http_listen: str = "127.0.0.1:8080"
+    register_expires: int = 3600
+    key_renew_before_s: float = 86400.0
+    signing: str = "every-message"
+    default_policy: str = "secure-only"
+    call_timeout_s: float = 32.0
+    dialog_ttl_s: float = 43200.0
+    trace_calls: int = 200
+    drain_seconds: float = 2.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.domain or "@" in self.domain:
+            raise ConfigError("domain must be a host name")
+        if self.store not in ("memory", "redis"):
+            raise ConfigError("store must be memory or redis")
+        if self.register_expires < 60:
+            raise ConfigError("register_expires must be at least 60 seconds")
+        if self.call_timeout_s <= 0 or self.dialog_ttl_s <= 0 or self.key_renew_before_s < 0:
+            raise ConfigError("timeouts must be positive")
+        try:
+            SigningPolicy(self.signing)
+            SecurityPolicy(self.default_policy)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        for name in ("sip_listen", "proxy", "http_listen") + (("plain_listen",) if self.plain_listen else ()):
+            split_hostport(getattr(self, name))
+
+    @property
+    def signing_policy(self) -> SigningPolicy:
+        return SigningPolicy(self.signing)
+
+    @property
+    def security_policy(self) -> SecurityPolicy:
+        return SecurityPolicy(self.default_policy)
+
+    @property
+    def pkg_targets(self) -> list[str]:
+        return [t.strip() for t in self.pkg.split(",") if t.strip()]
+
+    @property
+    def worker_targets(self) -> list[str]:
+        return [t.strip() for t in self.workers.split(",") if t.strip()]
+
+    @property
+    def peer_domain_list(self) -> list[str]:
+        return [d.strip().lower() for d in self.peer_domains.split(",") if d.strip()]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            var, default, _ = ENV[f.name]
+            raw = env.get(var, default)
+            try:
+                if f.type in ("bool", bool):
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                elif f.type in ("int", int):
+                    values[f.name] = int(raw)
+                elif f.type in ("float", float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid {f.type}") from None
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,260 @@
+"""Users' key material from the PKG: login, own and federated domain parameters, enc/sig keys per period.
+
+:class:`ParamsDirectory` holds the trusted parameters of the own domain and of peer domains
+(GetDomainParams through the own PKG's federation cache, fetched once and kept: a PKG that
+goes down later does not stop calls). :class:`UserKeys` is one logged-in user: its PKG
+session(s), its SIG and ENC keys for the current and the next key period (threshold mode:
+partial keys from every node, each checked by pairing, t of them combined — all through
+:mod:`sipsec.pkgclient`), and the :class:`~sipsec.envelope.Keyring` built from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sipsec.envelope import Keyring
+from sipsec.ibc import DomainParams, PrivateKey, Purpose, canonical_aor
+from sipsec.pkgclient import PkgClient, PkgClientError, ThresholdPkgClient
+
+from sipsec_gateway.metrics import GatewayMetrics
+
+__all__ = ["ClientFactory", "KeyError_", "ParamsDirectory", "PkgConnector", "UserKeys"]
+
+log = logging.getLogger("sipsec.gateway.keys")
+
+#: Builds a :class:`PkgClient` for a target (TLS settings are the connector's business).
+ClientFactory = Callable[[str], PkgClient]
+
+
+class KeyError_(Exception):  # noqa: N801 - "KeyError" is a builtin
+    """Login or key retrieval failed; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class PkgConnector:
+    """Where the PKG is and how to reach it: one target, or t-of-n threshold nodes."""
+
+    targets: tuple[str, ...]
+    plaintext: bool = False
+    root_certificates: bytes | None = field(default=None, repr=False)
+    timeout_s: float = 5.0
+    pinned_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("at least one PKG target is needed")
+
+    @property
+    def threshold_mode(self) -> bool:
+        return len(self.targets) > 1
+
+    def client(self, target: str) -> PkgClient:
+        return PkgClient(target, plaintext=self.plaintext, root_certificates=self.root_certificates,
+                         timeout_s=self.timeout_s)
+
+
+class ParamsDirectory:
+    """Trusted domain parameters: the own domain (verified, optionally pinned) and federated peers."""
+
+    def __init__(self, connector: PkgConnector, domain: str, metrics: GatewayMetrics) -> None:
+        self.connector = connector
+        self.domain = domain.lower()
+        self.metrics = metrics
+        self._params: dict[str, DomainParams] = {}
+        self._client: PkgClient | None = None
+        self._lock = asyncio.Lock()
+
+    def _pkg(self) -> PkgClient:
+        if self._client is None:
+            self._client = self.connector.client(self.connector.targets[0])
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @property
+    def known(self) -> dict[str, DomainParams]:
+        return dict(self._params)
+
+    def get(self, domain: str) -> DomainParams | None:
+        return self._params.get(domain.lower())
+
+    async def own(self) -> DomainParams:
+        cached = self._params.get(self.domain)
+        if cached is not None:
+            return cached
+        async with self._lock:
+            if self.domain in self._params:
+                return self._params[self.domain]
+            errors: list[str] = []
+            for target in self.connector.targets:
+                client = self.connector.client(target)
+                try:
+                    system = await client.get_system_params(pinned_fingerprint=self.connector.pinned_fingerprint)
+                except PkgClientError as exc:
+                    errors.append(f"{target}: {exc}")
+                    continue
+                finally:
+                    await client.close()
+                if system.params.domain != self.domain:
+                    raise KeyError_(f"the PKG serves {system.params.domain}, not {self.domain}", 502)
+                self._params[self.domain] = system.params
+                self.metrics.key_fetches.labels("system_params", "ok").inc()
+                return system.params
+            self.metrics.key_fetches.labels("system_params", "failed").inc()
+            raise KeyError_("no PKG node returned the domain parameters: " + "; ".join(errors), 503)
+
+    async def peer(self, domain: str) -> DomainParams | None:
+        """A peer domain's parameters (fetched once through the own PKG's federation); None if unknown."""
+        domain = domain.lower()
+        if domain == self.domain:
+            return await self.own()
+        cached = self._params.get(domain)
+        if cached is not None:
+            return cached
+        try:
+            params = await self._pkg().get_domain_params(domain)
+        except PkgClientError as exc:
+            self.metrics.key_fetches.labels("domain_params", "failed").inc()
+            log.warning("parameters of %s not available: %s", domain, exc)
+            return None
+        self._params[domain] = params
+        self.metrics.key_fetches.labels("domain_params", "ok").inc()
+        return params
+
+
+class UserKeys:
+    """One logged-in user: PKG session(s), SIG/ENC keys of the current and next period, keyring.
+
+    The password is kept in memory (never logged, never in ``repr``) only to log in again
+    when the PKG session has expired at key-renewal time.
+    """
+
+    def __init__(
+        self,
+        aor: str,
+        password: str,
+        connector: PkgConnector,
+        directory: ParamsDirectory,
+        metrics: GatewayMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.aor = str(canonical_aor(aor))
+        self._password = password
+        self.connector = connector
+        self.directory = directory
+        self.metrics = metrics
+        self.clock = clock
+        self._clients: list[PkgClient] = [connector.client(t) for t in connector.targets]
+        self._sig: dict[int, PrivateKey] = {}
+        self._enc: dict[int, PrivateKey] = {}
+        self._keyring: Keyring | None = None
+        self._keyring_domains: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"UserKeys({self.aor!r}, periods={sorted(self._sig)})"
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._clients), return_exceptions=True)
+
+    async def login(self) -> None:
+        """Log in on the PKG (every node in threshold mode; t of them suffice)."""
+        try:
+            if self.connector.threshold_mode:
+                failed = await ThresholdPkgClient(self._clients).login(self.aor, self._password)
+                if failed:
+                    log.warning("login refused or failed on %d PKG node(s)", len(failed))
+            else:
+                await self._clients[0].login(self.aor, self._password)
+        except PkgClientError as exc:
+            code = getattr(exc, "code", None)
+            name = getattr(code, "name", "")
+            status = 401 if name in ("UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND") else (
+                429 if name == "RESOURCE_EXHAUSTED" else 503 if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else 502)
+            self.metrics.key_fetches.labels("login", "failed").inc()
+            raise KeyError_(f"PKG login failed: {exc}", status) from None
+        self.metrics.key_fetches.labels("login", "ok").inc()
+
+    async def logout(self) -> None:
+        await asyncio.gather(*(c.logout() for c in self._clients), return_exceptions=True)
+
+    async def _fetch(self, params: DomainParams, purpose: Purpose, period: int) -> PrivateKey:
+        if self.connector.threshold_mode:
+            result = await ThresholdPkgClient(self._clients, clock=self.clock).get_private_key(
+                params, purpose, period=period)
+            return result.key
+        return await self._clients[0].get_private_key(params, purpose, period=period)
+
+    async def refresh_keys(self) -> bool:
+        """Make sure the keys of the current and the next period are held; True if any was fetched.
+
+        Keys of periods before the previous one are dropped (a message sealed just before a
+        period change can still be opened).
+        """
+        params = await self.directory.own()
+        now = self.clock()
+        current, upcoming = params.policy.current(now), params.policy.next(now)
+        wanted = [p for p in (current, upcoming) if p not in self._sig or p not in self._enc]
+        if not wanted:
+            return False
+        for period in wanted:
+            for purpose, table in ((Purpose.SIG, self._sig), (Purpose.ENC, self._enc)):
+                if period in table:
+                    continue
+                try:
+                    table[period] = await self._fetch(params, purpose, period)
+                except PkgClientError as exc:
+                    if getattr(getattr(exc, "code", None), "name", "") == "UNAUTHENTICATED":
+                        await self.login()  # the session expired: once more with a fresh one
+                        table[period] = await self._fetch(params, purpose, period)
+                    elif period == current:
+                        self.metrics.key_fetches.labels("private_key", "failed").inc()
+                        raise KeyError_(f"could not get the {purpose.value} key: {exc}", 503) from None
+                    else:  # the next period can wait for the next renewal
+                        self.metrics.key_fetches.labels("private_key", "failed").inc()
+                        log.warning("next-period %s key not available yet: %s", purpose.value, exc)
+                        continue
+                self.metrics.key_fetches.labels("private_key", "ok").inc()
+        for table in (self._sig, self._enc):
+            for old in [p for p in table if p < current - 1]:
+                del table[old]
+        self._keyring = None
+        return True
+
+    def renew_at(self) -> float:
+        """When the next renewal is due (unix seconds): ``renew_before`` before the period ends."""
+        params = self.directory.get(self.directory.domain)
+        if params is None:
+            return self.clock() + 60.0
+        now = self.clock()
+        _, end = params.policy.bounds(params.policy.current(now))
+        return end
+
+    @property
+    def periods(self) -> list[int]:
+        return sorted(set(self._sig) & set(self._enc))
+
+    def keyring(self) -> Keyring:
+        """The keyring over every key held and every domain known now (rebuilt when either changes)."""
+        domains = self.directory.known
+        names = tuple(sorted(domains))
+        if self._keyring is None or names != self._keyring_domains:
+            self._keyring = Keyring.create(
+                self.aor, sig_keys=self._sig.values(), enc_keys=self._enc.values(), domains=domains.values())
+            self._keyring_domains = names
+        return self._keyring
+
+
+def domains_of(aors: Sequence[str]) -> list[str]:
+    return sorted({a.split("@", 1)[-1].lower() for a in aors})

@@ -1,0 +1,101 @@
+"""Prometheus metrics of the UA gateway (one registry per gateway, so two fit in one process)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
+
+__all__ = ["CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
+
+#: ``outcome`` of ``sipsec_gateway_call_setups_total``.
+SETUP_OUTCOMES: Final = frozenset({"answered", "failed", "timeout", "cancelled", "policy"})
+#: ``op`` of ``sipsec_gateway_crypto_seconds`` (envelope operations: KEM = first message of a
+#: dialog, KEK = under the dialog key; ``sign_register`` = the signed REGISTER).
+CRYPTO_OPS: Final = ("seal_kem", "seal_kek", "open_kem", "open_kek", "sign_register")
+
+_LATENCY = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CRYPTO = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class _Both(Collector):
+    """The gateway's registry plus the process-wide one (envelope and SIP transport metrics)."""
+
+    def __init__(self, own: CollectorRegistry) -> None:
+        self.own = own
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.own.collect()
+        yield from REGISTRY.collect()
+
+
+class GatewayMetrics:
+    """Every metric of one gateway, in ``registry`` (a private one when None)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        r = self.registry
+        self.call_setups = Counter(
+            "sipsec_gateway_call_setups_total",
+            "Call setups (either direction) by outcome and whether the call was secured.",
+            ["outcome", "secure"], registry=r,
+        )
+        self.setup_latency = Histogram(
+            "sipsec_gateway_call_setup_duration_seconds",
+            "Time from sending the INVITE to the 2xx (calls placed by this gateway).",
+            ["secure"], buckets=_LATENCY, registry=r,
+        )
+        self.crypto_seconds = Histogram(
+            "sipsec_gateway_crypto_seconds",
+            "Time of one envelope operation (seal/open, KEM or dialog key) or REGISTER signature.",
+            ["op"], buckets=_CRYPTO, registry=r,
+        )
+        self.rejections = Counter(
+            "sipsec_gateway_envelope_rejections_total",
+            "Received secured messages this gateway rejected, by envelope reason (or policy).",
+            ["reason"], registry=r,
+        )
+        self.users = Gauge("sipsec_gateway_users_logged_in", "Users logged in on this gateway.", registry=r)
+        self.dialogs = Gauge("sipsec_gateway_dialogs", "Calls (dialogs) in progress on this gateway.",
+                             ["secure"], registry=r)
+        self.fallbacks = Counter(
+            "sipsec_gateway_plain_fallbacks_total",
+            "Secured INVITEs retried in plain because the callee could not open them (prefer-secure).",
+            registry=r,
+        )
+        self.registrations = Counter(
+            "sipsec_gateway_registrations_total",
+            "REGISTER transactions with the proxy (signed) and from plain phones, by side and outcome.",
+            ["side", "outcome"], registry=r,
+        )
+        self.key_fetches = Counter(
+            "sipsec_gateway_key_fetches_total",
+            "Private-key and parameter fetches from the PKG, by kind and outcome.",
+            ["kind", "outcome"], registry=r,
+        )
+        self.wire_bytes = Counter(
+            "sipsec_gateway_wire_bytes_total",
+            "SIP bytes this gateway sent and received on the secured side, by direction.",
+            ["direction"], registry=r,
+        )
+        self.plain_dropped = Counter(
+            "sipsec_gateway_plain_requests_refused_total",
+            "Unsecured requests refused because the user's policy is secure-only.",
+            registry=r,
+        )
+        for outcome in SETUP_OUTCOMES:
+            for secure in ("true", "false"):
+                self.call_setups.labels(outcome, secure)
+        for op in CRYPTO_OPS:
+            self.crypto_seconds.labels(op)
+        for secure in ("true", "false"):
+            self.dialogs.labels(secure)
+
+    def exposition(self) -> bytes:
+        """The text exposition of this gateway's and the process-wide metrics."""
+        return generate_latest(_Both(self.registry))  # type: ignore[arg-type]
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
