@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q
 
 # Quick inner loop: skips the slow reference checks and real-process tests.
 test-fast: install

@@ -93,7 +93,7 @@ def trial(proxy: tuple[str, int], rate: int, calls: int) -> float:
     duration = calls / rate
     uas = Sipp("uas", calls=calls, timeout_s=duration + 40, trace_msg=False)
     uas.start()
-    uac = Sipp("uac", remote=uas.address, calls=calls, rate=rate, timeout_s=duration + 30, trace_msg=False,
+    uac = Sipp("uac", remote=uas.address, calls=calls, rate=rate, timeout_s=duration + 20, trace_msg=False,
                extra_args=["-rsa", f"{proxy[0]}:{proxy[1]}", "-d", "0", "-l", str(max(200, rate * 4))])
     try:
         uac.start()
@@ -131,8 +131,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--calls", type=int, default=5000, help="calls per trial (default 5000)")
-    parser.add_argument("--budget-s", type=float, default=120.0, help="time limit per proxy's search")
-    parser.add_argument("--workers", type=int, default=1, help="sipsec proxy worker processes")
+    parser.add_argument("--budget-s", type=float, default=100.0, help="time limit per proxy's search")
+    parser.add_argument("--workers", type=int, default=2, help="sipsec proxy worker processes (SO_REUSEPORT)")
     parser.add_argument("--kamailio-workers", type=int, default=2, help="kamailio UDP children (-n)")
     args = parser.parse_args()
 

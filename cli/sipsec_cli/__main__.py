@@ -15,6 +15,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the walk-through on embedded defaults")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.add_argument("--repeat", type=int, default=20, help="timed repetitions per operation (default 20)")
+    up = sub.add_parser("up", help="run the two-domain topology as local processes with Redis")
+    up.add_argument("--calls", type=int, default=0, metavar="N",
+                    help="place N secured calls alice→bob through the gateways, print results, exit")
+    up.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    up.add_argument("--redis", metavar="URL", default=None,
+                    help="use this Redis (one database per domain, counting up from the URL's) "
+                         "instead of starting one redis-server per domain (default: $SIPSEC_REDIS_URL)")
+    up.add_argument("--state-dir", default=None,
+                    help="keep key material and logs here (default: a temporary directory, removed on exit)")
+    up.add_argument("--worker-processes", type=int, default=1, help="crypto-worker pool processes (default 1)")
+    up.add_argument("--start-timeout", type=float, default=60.0, help="seconds for every service to be healthy")
+    up.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop")
+    up.add_argument("--only", action="append", default=[], metavar="SERVICE",
+                    help="start only these services (repeatable: worker, pkg, location, proxy, gateway)")
     return parser
 
 
@@ -25,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         from sipsec_cli.demo import run_demo
 
         return run_demo(json_output=args.json, repeat=args.repeat)
+    if args.command == "up":
+        import os
+
+        from sipsec_cli.up import UpOptions, run_up
+
+        return run_up(UpOptions(
+            calls=args.calls, json_output=args.json,
+            redis_url=args.redis or os.environ.get("SIPSEC_REDIS_URL") or None,
+            state_dir=args.state_dir, worker_processes=args.worker_processes,
+            start_timeout_s=args.start_timeout, grace_s=args.grace, only=tuple(args.only),
+        ))
     parser.print_help()
     return 2
 

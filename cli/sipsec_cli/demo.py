@@ -1,14 +1,24 @@
-"""``sipsec demo``: a walk-through of identity-based crypto across two domains, with timings.
+"""``sipsec demo``: identity-based crypto, then real secured and plain calls across two domains, with timings.
 
-Two PKG domains (atlanta.com, biloxi.com) are set up, Alice and Bob get their keys, Alice
-encapsulates a 256-bit key to Bob's SIP address, Bob opens it, Alice signs an INVITE and Bob
-verifies it; tampering is shown to be rejected and a 3-of-5 threshold PKG re-derives Bob's key.
-Each operation's median time is shown beside the thesis figures (Fontanini 2008, §4.9.1).
+Part 1, the crypto walk-through: two PKG domains (atlanta.com, biloxi.com) are set up, Alice
+and Bob get their keys, Alice encapsulates a 256-bit key to Bob's SIP address, Bob opens it,
+Alice signs an INVITE and Bob verifies it; tampering is shown to be rejected and a 3-of-5
+threshold PKG re-derives Bob's key.
+
+Part 2, the calls: both domains start in this process on loopback (atlanta.com on 127.0.0.2,
+biloxi.com on 127.0.0.3; PKG, location, proxy and UA gateway each, in-memory stores,
+in-process crypto — see :mod:`sipsec_cli.topology`). sip:alice@atlanta.com calls
+sip:bob@biloxi.com (Bob auto-answers) secured, holds briefly and hangs up; then the same
+call unsecured. Shown: each outer message as the proxies received it (what an eavesdropper
+sees), the inner messages as the gateways opened them with the verified signer, and the
+measured costs beside the thesis' Tables 1–6 (Fontanini 2008, §4.9).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import statistics
 import sys
 import time
@@ -21,7 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 from sipsec import ibc
 
-__all__ = ["run_demo"]
+__all__ = ["DemoFailure", "run_demo"]
 
 #: Thesis §4.9.1, Tables 1–4 (MIRACL, 512-bit supersingular curve, ~80-bit security): medians.
 THESIS_MS = {"encapsulate": 90.0, "decapsulate": 80.0}
@@ -172,10 +182,235 @@ def _walk(repeat: int, steps: list[Step]) -> None:
     )
 
 
+# -- part 2: calls across two domains ----------------------------------------------------------
+
+ALICE = "sip:alice@atlanta.com"
+BOB = "sip:bob@biloxi.com"
+#: Thesis §4.9: Tables 1 and 2 (total encrypt / decrypt of a message, median of 5 runs) and
+#: Tables 5 and 6 (test 1: setup time and signalling bytes per call, unsecured vs secured).
+THESIS_TOTAL_MS = {"seal_kem": 591.0, "open_kem": 438.0}
+THESIS_CALL = {"plain_setup_ms": 182.0, "secured_setup_ms": 1347.0, "plain_bytes": 2668, "secured_bytes": 7429}
+HOLD_S = 0.3
+CALL_RUNS = 5
+_SECRETS_ON_THE_WIRE = (b"alice", b"m=audio", b"application/sdp")
+
+
+@dataclass
+class CallRun:
+    """One call's measured cost, from the caller's point of view (the thesis' §4.9.2)."""
+
+    secure: bool
+    setup_ms: float
+    bytes_total: int
+    messages: int
+    caller_crypto_ms: dict[str, list[float]]
+    callee_crypto_ms: dict[str, list[float]]
+    summary: dict[str, Any]
+
+
+@dataclass
+class CallSection:
+    secured: list[CallRun] = field(default_factory=list)
+    plain: list[CallRun] = field(default_factory=list)
+    wire: list[dict[str, Any]] = field(default_factory=list)
+    inner: list[dict[str, Any]] = field(default_factory=list)
+    hosts: dict[str, str] = field(default_factory=dict)
+
+
+def _ms(crypto: dict[str, list[float]]) -> dict[str, list[float]]:
+    return {op: [v * 1e3 for v in values] for op, values in crypto.items()}
+
+
+async def _one_call(topo: Any, secure: bool, hold_s: float) -> tuple[CallRun, Any, Any]:
+    from sipsec_gateway.calls import CallState
+
+    kind = "secured" if secure else "plain"
+    alice, bob = topo.atlanta.gateway, topo.biloxi.gateway
+    assert bob.secure is not None
+    before = set(bob.secure.calls)
+    t0 = time.perf_counter()
+    call = await alice.place_call(ALICE, BOB, secure=secure, timeout=10.0)
+    setup_ms = (time.perf_counter() - t0) * 1e3
+    if call.state is not CallState.ESTABLISHED:
+        raise DemoFailure(f"the {kind} call from {ALICE} to {BOB} was not answered: "
+                          f"{call.status} {call.reason}".rstrip())
+    if call.secure is not secure:
+        raise DemoFailure(f"the {kind} call was set up {'secured' if call.secure else 'plain'}")
+    if hold_s > 0:
+        await asyncio.sleep(hold_s)
+    status = await alice.hangup(call.id)
+    if status != 200:
+        raise DemoFailure(f"hanging up the {kind} call got {status} instead of 200")
+    incoming = [c for cid, c in bob.secure.calls.items() if cid not in before and c.direction == "incoming"]
+    if len(incoming) != 1:
+        raise DemoFailure(f"bob's gateway saw {len(incoming)} incoming calls instead of 1")
+    callee = incoming[0]
+    try:
+        await asyncio.wait_for(callee.ended.wait(), 5.0)
+    except TimeoutError:
+        raise DemoFailure(f"bob's side of the {kind} call did not end after alice's BYE") from None
+    run = CallRun(secure, setup_ms, call.bytes_sent + call.bytes_received,
+                  call.messages_sent + call.messages_received, _ms(call.crypto), _ms(callee.crypto),
+                  call.summary())
+    return run, call, callee
+
+
+def _header(text: str, *names: str) -> str:
+    for line in text.split("\r\n")[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        if name.strip().lower() in names:
+            return value.strip()
+    return ""
+
+
+def _wire(topo: Any, caller: Any) -> list[dict[str, Any]]:
+    """What each proxy received for this call: the eavesdropper's view."""
+    from sipsec_gateway.trace import render
+
+    views = []
+    for name, stack in topo.domains.items():
+        if stack.tap is None:
+            continue
+        raw = [data for cid, data in stack.tap.records if cid == caller.outer_call_id]
+        lowered = b"\n".join(raw).lower()
+        for secret in _SECRETS_ON_THE_WIRE:
+            if caller.secure and secret in lowered:
+                raise DemoFailure(f"the {name} proxy saw {secret.decode()!r} in a secured call")
+        views.append({"proxy": name, "messages": [render(d) for d in raw], "bytes": [len(d) for d in raw]})
+    if caller.secure and not all(v["messages"] for v in views):
+        raise DemoFailure("a proxy saw none of the secured call's messages")
+    return views
+
+
+def _inner(caller: Any, callee: Any) -> list[dict[str, Any]]:
+    """Every secured message of the call as its receiving gateway opened it, with the verified signer."""
+    from sipsec_gateway.trace import render
+
+    entries = []
+    for call, opened_by, expected in ((callee, BOB, ALICE), (caller, ALICE, BOB)):
+        for entry in call.trace or []:
+            if entry.direction != "received" or not entry.secured or entry.inner is None:
+                continue
+            inner = render(entry.inner)
+            entries.append({
+                "at": entry.at, "opened_by": opened_by, "start_line": inner.split("\r\n", 1)[0],
+                "inner": inner, "outer_bytes": len(entry.outer), "signer": entry.signer,
+                "expected_signer": expected, "verified": entry.signer == expected,
+            })
+    entries.sort(key=lambda e: e["at"])
+    if len(entries) < 6:
+        raise DemoFailure(f"only {len(entries)} secured messages were opened (INVITE, 180, 200, ACK, BYE, 200 expected)")
+    for e in entries:
+        if not e["verified"]:
+            raise DemoFailure(f"{e['start_line']!r} opened by {e['opened_by']} was signed by "
+                              f"{e['signer']}, not {e['expected_signer']}")
+    return entries
+
+
+async def _calls(runs: int) -> CallSection:
+    from sipsec_cli.topology import TwoDomainTopology
+
+    section = CallSection()
+    async with TwoDomainTopology() as topo:
+        section.hosts = dict(topo.hosts)
+        await topo.login(ALICE)
+        await topo.login(BOB, auto_answer=True)
+        topo.clear_taps()  # registrations done: from here on, only the call
+        run, caller, callee = await _one_call(topo, True, HOLD_S)
+        section.secured.append(run)
+        section.wire = _wire(topo, caller)
+        section.inner = _inner(caller, callee)
+        run, caller, _ = await _one_call(topo, False, HOLD_S)
+        section.plain.append(run)
+        for _ in range(runs - 1):
+            section.secured.append((await _one_call(topo, True, 0.0))[0])
+            section.plain.append((await _one_call(topo, False, 0.0))[0])
+    secured_bytes = statistics.median(r.bytes_total for r in section.secured)
+    plain_bytes = statistics.median(r.bytes_total for r in section.plain)
+    if not secured_bytes > plain_bytes:
+        raise DemoFailure(f"a secured call took {secured_bytes} bytes, not more than a plain one ({plain_bytes})")
+    return section
+
+
+def _op_median(runs: list[CallRun], side: str, op: str) -> float | None:
+    samples = [v for r in runs for v in getattr(r, side).get(op, [])]
+    return statistics.median(samples) if samples else None
+
+
+def _call_doc(runs: list[CallRun]) -> dict[str, Any]:
+    first = runs[0].summary
+    ops = sorted({op for r in runs for op in r.caller_crypto_ms} | {op for r in runs for op in r.callee_crypto_ms})
+    return {
+        "answered": first["state"] in ("established", "ended") and first["sip_status"] == 200,
+        "sip_status": first["sip_status"],
+        "secure": first["secure"],
+        "runs": len(runs),
+        "setup_ms": statistics.median(r.setup_ms for r in runs),
+        "setup_ms_runs": [round(r.setup_ms, 3) for r in runs],
+        "bytes": statistics.median(r.bytes_total for r in runs),
+        "bytes_runs": [r.bytes_total for r in runs],
+        "messages": runs[0].messages,
+        "caller_crypto_ms": {op: _op_median(runs, "caller_crypto_ms", op) for op in ops
+                             if _op_median(runs, "caller_crypto_ms", op) is not None},
+        "callee_crypto_ms": {op: _op_median(runs, "callee_crypto_ms", op) for op in ops
+                             if _op_median(runs, "callee_crypto_ms", op) is not None},
+    }
+
+
+def _comparison(steps: list[Step], section: CallSection) -> list[dict[str, Any]]:
+    """The rows of the thesis' Tables 1–6, measured in this run, with the thesis' figures."""
+    by_name = {s.name: s for s in steps}
+    secured, plain = _call_doc(section.secured), _call_doc(section.plain)
+    rows: list[dict[str, Any]] = []
+
+    def row(table: str, measure: str, value: float | None, thesis: float | None, unit: str) -> None:
+        rows.append({"tables": table, "measure": measure, "sipsec": value, "thesis": thesis, "unit": unit})
+
+    row("1, 3", "IBE encrypt (BF KEM of a 256-bit key to bob's SIP address)",
+        by_name["encapsulate"].median_ms if "encapsulate" in by_name else None, THESIS_MS["encapsulate"], "ms")
+    row("2, 4", "IBE decrypt (bob's private key)",
+        by_name["decapsulate"].median_ms if "decapsulate" in by_name else None, THESIS_MS["decapsulate"], "ms")
+    row("—", "IBS sign (the thesis had no signatures)",
+        by_name["sign"].median_ms if "sign" in by_name else None, None, "ms")
+    row("—", "IBS verify", by_name["verify"].median_ms if "verify" in by_name else None, None, "ms")
+    row("1", "INVITE secured by alice's gateway (sign + KEM + AES-GCM + CMS)",
+        secured["caller_crypto_ms"].get("seal_kem"), THESIS_TOTAL_MS["seal_kem"], "ms")
+    row("2", "INVITE opened by bob's gateway (KEM + AES-GCM + verify + checks)",
+        secured["callee_crypto_ms"].get("open_kem"), THESIS_TOTAL_MS["open_kem"], "ms")
+    row("—", "later message secured with the dialog key (sign + AES-GCM)",
+        secured["caller_crypto_ms"].get("seal_kek"), None, "ms")
+    row("—", "later message opened with the dialog key (AES-GCM + verify)",
+        secured["caller_crypto_ms"].get("open_kek"), None, "ms")
+    row("5", "setup time, plain call (INVITE → 200 → ACK)", plain["setup_ms"], THESIS_CALL["plain_setup_ms"], "ms")
+    row("6", "setup time, secured call", secured["setup_ms"], THESIS_CALL["secured_setup_ms"], "ms")
+    row("5", "signalling bytes per plain call (INVITE … BYE/200)", plain["bytes"], THESIS_CALL["plain_bytes"], "bytes")
+    row("6", "signalling bytes per secured call", secured["bytes"], THESIS_CALL["secured_bytes"], "bytes")
+    row("5, 6", "setup time, secured / plain", secured["setup_ms"] / plain["setup_ms"],
+        THESIS_CALL["secured_setup_ms"] / THESIS_CALL["plain_setup_ms"], "×")
+    row("5, 6", "bytes, secured / plain", secured["bytes"] / plain["bytes"],
+        THESIS_CALL["secured_bytes"] / THESIS_CALL["plain_bytes"], "×")
+    return rows
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "bytes":
+        return f"{value:,.0f} B"
+    if unit == "×":
+        return f"{value:.2f}×"
+    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+
+
 def _render(console: Console, steps: list[Step], repeat: int) -> None:
     console.print(
         Panel.fit(
-            "Identity-based crypto for SIP, suite v1\n"
+            "Part 1 — identity-based crypto for SIP, suite v1\n"
             f"[dim]{ibc.SUITE_ID.decode()} — BLS12-381 (~128-bit security)[/]",
             title="sipsec demo",
         )
@@ -198,15 +433,70 @@ def _render(console: Console, steps: list[Step], repeat: int) -> None:
     console.print(table)
 
 
-def run_demo(json_output: bool, repeat: int) -> int:
-    """Run the walk-through; print tables (or one JSON object); 0 on success, 1 on failure."""
+def _render_calls(console: Console, steps: list[Step], section: CallSection) -> None:
+    hosts = ", ".join(f"{d} on {h}" for d, h in section.hosts.items())
+    console.print(Panel.fit(
+        f"Part 2 — {ALICE} calls {BOB}: secured, held {HOLD_S:g} s, hung up; then the same call plain\n"
+        f"[dim]two domains in this process ({hosts}): PKG, location, proxy and UA gateway each; "
+        "in-memory stores, in-process crypto[/]",
+        title="sipsec demo"))
+
+    for view in section.wire[:1]:
+        table = Table(title=f"1. the wire: the secured call as the {view['proxy']} proxy received it "
+                            "(what an eavesdropper sees)")
+        for col in ("#", "start line", "From", "Call-ID", "body", "bytes"):
+            table.add_column(col, overflow="fold")
+        for i, (text, size) in enumerate(zip(view["messages"], view["bytes"], strict=True), 1):
+            body = _header(text, "content-type", "c").split(";", 1)[0] or "—"
+            table.add_row(str(i), text.split("\r\n", 1)[0], _header(text, "from", "f"),
+                          _header(text, "call-id", "i")[:24], body, str(size))
+        console.print(table)
+        invite = next((m for m in view["messages"] if m.startswith("INVITE ")), None)
+        if invite is not None:
+            console.print(Panel(invite.rstrip(), title=f"the outer INVITE at the {view['proxy']} proxy",
+                                border_style="red"))
+
+    table = Table(title="2. inside: every secured message as the receiving gateway opened it")
+    for col in ("#", "opened by", "inner start line", "verified signer"):
+        table.add_column(col, overflow="fold")
+    for i, e in enumerate(section.inner, 1):
+        mark = "[green]✓[/] " if e["verified"] else "[red]✗[/] "
+        table.add_row(str(i), e["opened_by"], e["start_line"], mark + str(e["signer"]))
+    console.print(table)
+    first = next((e for e in section.inner if e["start_line"].startswith("INVITE ")), None)
+    if first is not None:
+        console.print(Panel(first["inner"].rstrip(), border_style="green",
+                            title=f"the inner INVITE as bob's gateway opened it — signed by {first['signer']}"))
+
+    table = Table(title=f"3. this run vs the thesis' Tables 1–6 (calls: median of {len(section.secured)})")
+    for col, justify in (("thesis table", "center"), ("measure", "left"), ("sipsec", "right"),
+                         ("thesis (2008)", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in _comparison(steps, section):
+        thesis = _fmt(r["thesis"], r["unit"])
+        table.add_row(r["tables"], r["measure"], _fmt(r["sipsec"], r["unit"]),
+                      ("~" + thesis) if r["unit"] == "ms" and r["thesis"] else thesis)
+    console.print(table)
+
+
+def run_demo(json_output: bool, repeat: int, calls: bool = True, call_runs: int = CALL_RUNS) -> int:
+    """Run the walk-through, then (with ``calls``) the two-domain calls; print tables (or one JSON
+    object); 0 on success, 1 on failure (the message on stderr; everything started is stopped)."""
     repeat = max(1, repeat)
     steps: list[Step] = []
+    section: CallSection | None = None
     error: str | None = None
     try:
         _walk(repeat, steps)
     except (DemoFailure, ibc.IbcError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+    if error is None and calls:
+        logging.getLogger("sipsec").setLevel(logging.WARNING)
+        try:
+            section = asyncio.run(_calls(max(1, call_runs)))
+        except Exception as exc:  # noqa: BLE001 - the demo's top level: one clear line, exit 1
+            logging.getLogger("sipsec.demo").debug("the call part failed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
     if json_output:
         doc: dict[str, Any] = {
             "ok": error is None,
@@ -223,11 +513,24 @@ def run_demo(json_output: bool, repeat: int) -> int:
                 for s in steps
             ],
         }
+        if section is not None:
+            secured, plain = _call_doc(section.secured), _call_doc(section.plain)
+            doc["calls"] = {
+                "hosts": section.hosts, "secured": secured, "plain": plain,
+                "setup_ratio": secured["setup_ms"] / plain["setup_ms"],
+                "bytes_ratio": secured["bytes"] / plain["bytes"],
+            }
+            doc["wire"] = section.wire
+            doc["inner"] = [{k: v for k, v in e.items() if k != "at"} for e in section.inner]
+            doc["comparison"] = _comparison(steps, section)
         if error:
             doc["error"] = error
         print(json.dumps(doc))
     else:
-        _render(Console(), steps, repeat)
+        console = Console()
+        _render(console, steps, repeat)
+        if section is not None:
+            _render_calls(console, steps, section)
     if error:
         print(f"sipsec demo: step failed: {error}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from sipsec.envelope.policy import (
     CONTENT_DISPOSITION,
     CONTENT_TYPE,
     OPTION_TAG,
+    Compression,
     Fallback,
     SecurityPolicy,
     SigningPolicy,
@@ -35,6 +36,8 @@ from sipsec.envelope.policy import (
     is_secured,
     needs_signature,
     peer_accepts_secured,
+    rejection_response,
+    unsupported_media_response,
 )
 from sipsec.envelope.register import VerifiedRegister, sign_register, verify_register
 from sipsec.envelope.sealing import EnvelopeBuilder, Sealed, seal, seal_async
@@ -45,6 +48,7 @@ __all__ = [
     "DEFAULT_WINDOW_S",
     "OPTION_TAG",
     "REASONS",
+    "Compression",
     "DialogKey",
     "EnvelopeBuilder",
     "EnvelopeError",
@@ -69,8 +73,10 @@ __all__ = [
     "open",
     "open_message",
     "peer_accepts_secured",
+    "rejection_response",
     "seal",
     "seal_async",
     "sign_register",
+    "unsupported_media_response",
     "verify_register",
 ]

@@ -5,7 +5,8 @@ Importing this module registers, additively, in asn1crypto's tables:
 * ``OtherRecipientInfo`` (RFC 5652 §6.2.5) becomes an OID-keyed choice, with
   ``id-ori-kem`` -> :class:`KEMRecipientInfo` (RFC 9629 §3);
 * ``id-aes256-GCM`` parameters -> :class:`GCMParameters` (RFC 5084 §3.2);
-* the two sipsec signed attributes (:mod:`sipsec.envelope.oids`).
+* the sipsec signed attributes (:mod:`sipsec.envelope.oids`; ``id-sipsec-aa-signer`` is
+  registered so that bodies of the first wire version still decode).
 
 Why RFC 9629 rather than RFC 5409: our Boneh–Franklin FullIdent is used as a KEM (the
 ``sipsec.ibc`` API is ``encapsulate -> (key, ciphertext)``), and KEMRecipientInfo is the
@@ -67,7 +68,7 @@ class SipsecIdentity(Sequence):  # type: ignore[misc]  # asn1crypto is untyped
 
     ``SipsecIdentity ::= SEQUENCE { aor UTF8String, period INTEGER, periodLength INTEGER }``.
     The purpose (``enc``/``sig``) and the suite follow from where it appears: in a KEM
-    ``rid`` it is an encryption identity of the KEM's suite; as the signer attribute it is a
+    ``rid`` it is an encryption identity of the KEM's suite; as a SignerInfo's sid it is a
     signature identity of the signature algorithm's suite.
     """
 

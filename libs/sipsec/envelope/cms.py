@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from sipsec.envelope import _der as der
-from sipsec.envelope import oids
+from sipsec.envelope import compression, oids
 from sipsec.envelope.asn1 import GCMParameters, KEMRecipientInfo, SipsecIdentity
 from sipsec.envelope.errors import Forbidden, MalformedEnvelope, Undecipherable
 
@@ -44,17 +44,21 @@ __all__ = [
     "SignedContent",
     "WireIdentity",
     "build_auth_enveloped",
+    "build_compressed_data",
     "build_signed_content_info",
     "assemble_signed_data",
     "build_signed_data",
     "decrypt_content",
+    "dialog_primer",
     "kek_recipient_info",
     "kek_unwrap",
     "kem_recipient_info",
     "kem_unwrap",
     "mime_unwrap",
     "mime_wrap",
+    "open_content",
     "parse_auth_enveloped",
+    "parse_compressed_data",
     "parse_signed_content_info",
     "parse_signed_data",
     "signed_attributes",
@@ -64,7 +68,7 @@ CEK_BYTES = 32  # AES-256
 KEK_BYTES = 32  # AES-256 key wrap
 GCM_NONCE_BYTES = 12  # RFC 5084 §3.2 recommends 12
 GCM_TAG_BYTES = 16  # full-length ICV
-NONCE_BYTES = 16  # the signed nonce attribute
+NONCE_BYTES = 12  # the signed nonce attribute: 96 random bits, as the GCM nonce
 
 #: The S/MIME entity header of the tunnelled SIP message (RFC 3261 §23.4: message/sip).
 MIME_PREFIX = b"Content-Type: message/sip\r\n\r\n"
@@ -112,7 +116,7 @@ class AuthEnveloped:
     """A parsed AuthEnvelopedData with AES-256-GCM content."""
 
     recipient: KemRecipient | KekRecipient
-    content_type: str  # oids.ID_SIGNED_DATA or oids.ID_DATA
+    content_type: str  # oids.ID_SIGNED_DATA, oids.ID_DATA or oids.ID_CT_COMPRESSED_DATA
     nonce: bytes
     ciphertext: bytes = field(repr=False)
     mac: bytes = field(repr=False)
@@ -187,22 +191,21 @@ def mime_unwrap(entity: bytes) -> bytes:
 # --- SignedData ---------------------------------------------------------------------------
 
 
-def _signed_attrs(content_digest: bytes, when: int, signer: WireIdentity, nonce: bytes) -> bytes:
+def _signed_attrs(content_digest: bytes, when: int, nonce: bytes) -> bytes:
     """DER of the SET OF signed attributes (RFC 5652 §5.3, §11), in DER (sorted) order."""
     return der.set_of(
         der.seq(der.oid(oids.ID_CONTENT_TYPE), der.set_of(der.oid(oids.ID_DATA))),
         der.seq(der.oid(oids.ID_MESSAGE_DIGEST), der.set_of(der.octets(content_digest))),
         der.seq(der.oid(oids.ID_SIGNING_TIME), der.set_of(der.signing_time(when))),
-        der.seq(der.oid(oids.ID_SIPSEC_AA_SIGNER), der.set_of(signer.to_der())),
         der.seq(der.oid(oids.ID_SIPSEC_AA_NONCE), der.set_of(der.octets(nonce))),
     )
 
 
-def _signed_data(content: bytes, signed_attrs: bytes, ski: bytes, signature: bytes) -> bytes:
+def _signed_data(content: bytes, signed_attrs: bytes, signer: bytes, signature: bytes) -> bytes:
     _, start, _ = der.read_tlv(signed_attrs)
     signer_info = der.seq(
         der.integer(3),
-        der.ctx(0, ski, constructed=False),  # sid: subjectKeyIdentifier [0]
+        der.ctx(0, signer, constructed=False),  # sid: subjectKeyIdentifier [0] = DER SipsecIdentity
         _alg(oids.ID_SHA256),
         der.ctx(0, signed_attrs[start:]),  # signedAttrs [0] IMPLICIT
         _alg(oids.ID_SIPSEC_SIG_CC_BLS12381),
@@ -225,27 +228,31 @@ def build_signed_data(
 ) -> bytes:
     """DER of a SignedData (RFC 5652 §5) over ``content`` (``id-data``), one signer.
 
-    Signed attributes: content-type, message-digest (SHA-256), signing-time, the signer's
-    :class:`SipsecIdentity` and a 16-byte nonce. ``sign`` receives the DER of the SET OF
-    signed attributes (RFC 5652 §5.4) and returns the Cha–Cheon signature. The
-    SignerIdentifier is ``subjectKeyIdentifier`` = SHA-256(signer identity DER)[:8] (a
-    lookup hint; the authoritative identity is the signed attribute).
+    Signed attributes: content-type, message-digest (SHA-256), signing-time and a 12-byte
+    nonce. ``sign`` receives the DER of the SET OF signed attributes (RFC 5652 §5.4) and
+    returns the Cha–Cheon signature. The SignerIdentifier is ``subjectKeyIdentifier`` =
+    the DER :class:`SipsecIdentity` of the signer (as the KEM ``rid`` names its recipient):
+    it is not a signed attribute, and needs not be — an identity-based signature verifies
+    only under the identity it was made for, so a substituted identity fails the
+    signature check.
     """
     attrs = signed_attributes(content, signer, signing_time, nonce)
     return assemble_signed_data(content, signer, attrs, sign(attrs))
 
 
 def signed_attributes(content: bytes, signer: WireIdentity, signing_time: int, nonce: bytes) -> bytes:
-    """The DER SET OF signed attributes :func:`build_signed_data` signs (for an async signer)."""
+    """The DER SET OF signed attributes :func:`build_signed_data` signs (for an async signer).
+
+    ``signer`` is accepted for the callers' symmetry; the identity travels in the sid.
+    """
     if len(nonce) != NONCE_BYTES:
-        raise ValueError("nonce must be 16 bytes")
-    return _signed_attrs(hashlib.sha256(content).digest(), signing_time, signer, nonce)
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
+    return _signed_attrs(hashlib.sha256(content).digest(), signing_time, nonce)
 
 
 def assemble_signed_data(content: bytes, signer: WireIdentity, attrs: bytes, signature: bytes) -> bytes:
     """The SignedData DER from the content, its :func:`signed_attributes` and their signature."""
-    ski = hashlib.sha256(signer.to_der()).digest()[:8]
-    return _signed_data(content, attrs, ski, signature)
+    return _signed_data(content, attrs, signer.to_der(), signature)
 
 
 def parse_signed_data(data: bytes) -> SignedContent:
@@ -271,6 +278,7 @@ def parse_signed_data(data: bytes) -> SignedContent:
         si = infos[0]
         if si["sid"].name != "subject_key_identifier":
             raise MalformedEnvelope("malformed-cms", "signer identifier")
+        signer = WireIdentity.from_asn1(_load(SipsecIdentity, bytes(si["sid"].chosen.native)))
         if si["digest_algorithm"]["algorithm"].dotted != oids.ID_SHA256:
             raise MalformedEnvelope("unsupported-algorithm", "digest")
         if si["signature_algorithm"]["algorithm"].dotted != oids.ID_SIPSEC_SIG_CC_BLS12381:
@@ -282,24 +290,22 @@ def parse_signed_data(data: bytes) -> SignedContent:
                 raise MalformedEnvelope("malformed-cms", "attribute values")
             found[attr["type"].dotted] = values[0]
         wanted = {oids.ID_CONTENT_TYPE, oids.ID_MESSAGE_DIGEST, oids.ID_SIGNING_TIME,
-                  oids.ID_SIPSEC_AA_SIGNER, oids.ID_SIPSEC_AA_NONCE}
+                  oids.ID_SIPSEC_AA_NONCE}
         if set(found) != wanted or len(si["signed_attrs"]) != len(wanted):
             raise MalformedEnvelope("malformed-cms", "signed attributes")
         digest = bytes(found[oids.ID_MESSAGE_DIGEST].native)
         when = found[oids.ID_SIGNING_TIME].native
         nonce = bytes(found[oids.ID_SIPSEC_AA_NONCE].native)
-        signer = WireIdentity.from_asn1(found[oids.ID_SIPSEC_AA_SIGNER])
         if len(nonce) != NONCE_BYTES or not isinstance(when, datetime):
             raise MalformedEnvelope("malformed-cms", "nonce or time")
         signing_time = int(when.timestamp())
-        ski = bytes(si["sid"].chosen.native)
         signature = bytes(si["signature"].native)
     except MalformedEnvelope:
         raise
     except _PARSE_ERRORS as exc:
         raise MalformedEnvelope("malformed-cms", type(exc).__name__) from None
-    signed_attrs = _signed_attrs(digest, signing_time, signer, nonce)
-    _require_der(data, _signed_data(content, signed_attrs, ski, signature))
+    signed_attrs = _signed_attrs(digest, signing_time, nonce)
+    _require_der(data, assemble_signed_data(content, signer, signed_attrs, signature))
     if not hmac.compare_digest(digest, hashlib.sha256(content).digest()):
         raise Forbidden("bad-signature", "message-digest mismatch")
     return SignedContent(
@@ -332,6 +338,89 @@ def parse_signed_content_info(data: bytes) -> SignedContent:
         raise MalformedEnvelope("malformed-cms", "not signed-data")
     _require_der(data, build_signed_content_info(inner))
     return parse_signed_data(inner)
+
+
+# --- CompressedData (RFC 3274) ------------------------------------------------------------
+
+#: What a CompressedData may encapsulate: the signed or the unsigned content of an envelope.
+_COMPRESSIBLE = (oids.ID_SIGNED_DATA, oids.ID_DATA)
+
+
+def _compressed_data(algorithm: str, content_type: str, stream: bytes) -> bytes:
+    return der.seq(
+        der.integer(0),
+        _alg(algorithm),
+        der.seq(der.oid(content_type), der.ctx(0, der.octets(stream))),  # eContent [0] EXPLICIT
+    )
+
+
+def build_compressed_data(content_type: str, content: bytes, primer: bytes = b"") -> bytes:
+    """DER of a CompressedData (RFC 3274) of ``content`` (``id-signedData`` or ``id-data``).
+
+    Version 0; compressionAlgorithm ``id-sipsec-alg-zlib-sipdict-v1`` (the static
+    dictionary), or ``id-sipsec-alg-zlib-sipdict-dialog-v1`` when a dialog's ``primer`` (its
+    first request's content) extends it — parameters absent, the OID names the dictionary;
+    the zlib stream is the encapsulated eContent.
+    """
+    if content_type not in _COMPRESSIBLE:
+        raise ValueError("only id-signedData or id-data content is compressed")
+    algorithm = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 if primer else oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1
+    return _compressed_data(algorithm, content_type, compression.compress(content, primer))
+
+
+def parse_compressed_data(data: bytes, limit: int = compression.MAX_DECOMPRESSED_BYTES,
+                          primer: bytes = b"") -> tuple[str, bytes]:
+    """``(eContentType, decompressed content)`` of a CompressedData :func:`build_compressed_data` wrote.
+
+    Strict like every parse here (exactly that DER), bounded to ``limit`` output bytes; the
+    dialog variant needs the dialog's ``primer``. Anything else raises
+    :class:`MalformedEnvelope` (400).
+    """
+    try:
+        tag, start, end = der.read_tlv(data)
+        if tag != 0x30 or end != len(data):
+            raise ValueError("not one SEQUENCE")
+        _, _, pos = der.read_tlv(data, start)  # version
+        tag, alg_start, pos = der.read_tlv(data, pos)
+        algorithm = data[alg_start:pos]
+        tag_eci, eci_start, _ = der.read_tlv(data, pos)
+        tag_oid, _, oid_end = der.read_tlv(data, eci_start)
+        content_oid = data[eci_start:oid_end]
+        _, wrap_start, _ = der.read_tlv(data, oid_end)
+        _, stream_start, stream_end = der.read_tlv(data, wrap_start)
+    except ValueError as exc:
+        raise MalformedEnvelope("malformed-cms", str(exc)) from None
+    if tag == 0x30 and algorithm == der.oid(oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1):
+        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1, b""
+    elif tag == 0x30 and algorithm == der.oid(oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1):
+        if not primer:
+            raise MalformedEnvelope("unsupported-algorithm", "no dialog dictionary here")
+        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1, primer
+    else:
+        raise MalformedEnvelope("unsupported-algorithm", "compression")
+    content_type = next((ct for ct in _COMPRESSIBLE if der.oid(ct) == content_oid), None)
+    if content_type is None or tag_eci != 0x30 or tag_oid != 0x06:
+        raise MalformedEnvelope("malformed-cms", "compressed content type")
+    stream = data[stream_start:stream_end]
+    _require_der(data, _compressed_data(algorithm_oid, content_type, stream))
+    return content_type, compression.decompress(stream, limit, dictionary_primer)
+
+
+def dialog_primer(recipient: WireIdentity, first_content: bytes) -> bytes:
+    """The dialog dictionary's extension: the first request's recipient identity DER and its content.
+
+    Both ends hold both (the KEM ``rid`` and the decrypted first content); the callee's
+    SipsecIdentity in the sid of its signatures is the ``rid``'s bytes. At most
+    :data:`~sipsec.envelope.compression.MAX_PRIMER_BYTES` of the content are used.
+    """
+    return first_content[: compression.MAX_PRIMER_BYTES] + recipient.to_der()
+
+
+def open_content(content_type: str, content: bytes, primer: bytes = b"") -> tuple[str, bytes]:
+    """The decrypted content with any CompressedData layer removed: ``(id-signedData | id-data, bytes)``."""
+    if content_type == oids.ID_CT_COMPRESSED_DATA:
+        return parse_compressed_data(content, primer=primer)
+    return content_type, content
 
 
 # --- recipients -------------------------------------------------------------------------
@@ -411,7 +500,8 @@ def build_auth_enveloped(recipient: bytes, content_type: str, content: bytes, ce
     A fresh 12-byte nonce per message, a 16-byte tag in ``mac``, no authAttrs (so the
     GCM additional data is empty, RFC 5083 §2.2). ``recipient`` is the DER of one
     RecipientInfo; ``content_type`` is ``id-signedData`` (the content is then the DER of a
-    SignedData) or ``id-data`` (a MIME entity).
+    SignedData), ``id-data`` (a MIME entity) or ``id-ct-compressedData`` (the DER of a
+    :func:`build_compressed_data` holding either).
     """
     if len(cek) != CEK_BYTES:
         raise ValueError("content-encryption key must be 32 bytes")
@@ -434,7 +524,7 @@ def parse_auth_enveloped(data: bytes) -> AuthEnveloped:
         recipient, recipient_der = _parse_recipient(ris[0])
         eci = aed["auth_encrypted_content_info"]
         content_type = eci["content_type"].dotted
-        if content_type not in (oids.ID_SIGNED_DATA, oids.ID_DATA):
+        if content_type not in (oids.ID_SIGNED_DATA, oids.ID_DATA, oids.ID_CT_COMPRESSED_DATA):
             raise MalformedEnvelope("malformed-cms", "content type")
         alg = eci["content_encryption_algorithm"]
         if alg["algorithm"].dotted != oids.ID_AES256_GCM:

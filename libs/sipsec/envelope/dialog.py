@@ -13,6 +13,9 @@ KEK of that first message and these values are independent):
   **outer tags** ``b64url(HMAC(dk, "sipsec-v1 tag" 0 inner-tag)[:9])``: both ends compute
   them, so no mapping is stored, responses map back to requests by construction, and an
   observer without ``dk`` cannot link them to the inner Call-ID or tags (HMAC is a PRF).
+
+Both ends also keep the first request's uncompressed content (``primer``): the compression
+dictionary of the dialog's later messages (:mod:`sipsec.envelope.compression`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["DIALOG_KEY_BYTES", "KEY_ID_BYTES", "DialogKey", "derive_dialog_key"]
+__all__ = ["DEFAULT_DIALOG_TTL_S", "DIALOG_KEY_BYTES", "KEY_ID_BYTES", "DialogKey", "derive_dialog_key"]
 
 DIALOG_KEY_BYTES = 32
 KEY_ID_BYTES = 8
+#: How long a dialog key is kept when nobody says otherwise (a long call plus margin).
+DEFAULT_DIALOG_TTL_S = 12 * 3600.0
 
 
 def _hkdf(secret: bytes, length: int, info: bytes) -> bytes:
@@ -66,6 +71,10 @@ class DialogKey:
     peer_aor: str
     local_is_caller: bool
     created: float = 0.0
+    #: The uncompressed content of the dialog's first request (its SignedData DER), which
+    #: both ends hold: it extends the compression dictionary of every later message
+    #: (``id-sipsec-alg-zlib-sipdict-dialog-v1``). Empty: later messages use the static one.
+    primer: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != DIALOG_KEY_BYTES or len(self.key_id) != KEY_ID_BYTES:
@@ -89,22 +98,22 @@ class DialogKey:
     def reversed(self) -> DialogKey:
         """The same dialog seen from the other end (local and peer swapped)."""
         return DialogKey(self.key, self.key_id, self.call_id, self.peer_aor, self.local_aor,
-                         not self.local_is_caller, self.created)
+                         not self.local_is_caller, self.created, self.primer)
 
     def to_bytes(self) -> bytes:
         """A compact JSON record for a dialog store (the key is secret: protect the store)."""
-        return json.dumps(
-            {
-                "k": _b64(self.key),
-                "i": _b64(self.key_id),
-                "c": self.call_id,
-                "l": self.local_aor,
-                "p": self.peer_aor,
-                "o": self.local_is_caller,
-                "t": self.created,
-            },
-            separators=(",", ":"),
-        ).encode()
+        record: dict[str, object] = {
+            "k": _b64(self.key),
+            "i": _b64(self.key_id),
+            "c": self.call_id,
+            "l": self.local_aor,
+            "p": self.peer_aor,
+            "o": self.local_is_caller,
+            "t": self.created,
+        }
+        if self.primer:
+            record["f"] = _b64(self.primer)
+        return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DialogKey:
@@ -119,6 +128,7 @@ class DialogKey:
                 peer_aor=str(rec["p"]),
                 local_is_caller=bool(rec["o"]),
                 created=float(rec["t"]),
+                primer=_unb64(rec["f"]) if "f" in rec else b"",
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError("damaged dialog record") from exc

@@ -5,15 +5,17 @@ reason, counted in ``sipsec_envelope_rejections_total{reason}``):
 
 1. the outer message declares an authEnveloped-data body (400 ``not-secured``);
 2. the CMS parses as exactly sipsec's DER structure (400 ``malformed-cms`` /
-   ``unsupported-algorithm``);
+   ``unsupported-algorithm``) — and after decryption, a CompressedData layer inflates
+   within its bound and dictionary (400 ``malformed-cms``);
 3. a key opens it — the own ENC key of the named identity and period (493
    ``wrong-recipient`` / ``key-period`` / ``kem-failed``) or the dialog key named by the
    KEKIdentifier (493 ``unknown-dialog``); then key unwrap and AES-GCM (493
    ``unwrap-failed`` / ``decrypt-failed``);
 4. the signature, when present: known domain, current or previous key period, valid
    Cha–Cheon signature over the signed attributes, message digest, signer = the party the
-   message claims to come from (403 ``unknown-domain`` / ``signer-period`` /
-   ``bad-signature`` / ``signer-mismatch``), signing time within the window (403 ``stale``);
+   message claims to come from (403 ``unknown-domain`` / ``signer-period`` / ``stale`` —
+   signing time outside the window, checked before the pairing — / ``bad-signature`` /
+   ``signer-mismatch``);
 5. the inner message parses (400 ``malformed-inner``); the outer agrees with it (403
    ``outer-mismatch``); it belongs to the dialog of its key (403 ``dialog-mismatch`` /
    ``recipient-mismatch``); the receiver's signing policy is met (403 ``unsigned``);
@@ -34,16 +36,16 @@ from typing import TYPE_CHECKING
 from sipsec import ibc
 from sipsec.envelope import _suite, cms, oids
 from sipsec.envelope._binding import check_binding
-from sipsec.envelope.dialog import DialogKey, derive_dialog_key
+from sipsec.envelope.dialog import DEFAULT_DIALOG_TTL_S, DialogKey, derive_dialog_key
 from sipsec.envelope.errors import Forbidden, MalformedEnvelope, RejectedEnvelope, Undecipherable
 from sipsec.envelope.keys import Keyring
 from sipsec.envelope.policy import SigningPolicy, is_secured, needs_signature
 from sipsec.sip import Request, Response, SipError, parse_message
-from sipsec.stores.envelope import DEFAULT_DIALOG_TTL_S, DialogStore, ReplayCache
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS, ENVELOPE_REJECTIONS
 
-if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
+if TYPE_CHECKING:  # only the Protocols' shapes: sipsec.engine pulls in grpc, the stores redis
     from sipsec.engine.protocol import CryptoEngine
+    from sipsec.stores.envelope import DialogStore, ReplayCache
 
 __all__ = ["DEFAULT_WINDOW_S", "Opened", "open", "open_message", "verify_signer"]
 
@@ -97,6 +99,8 @@ async def verify_signer(
     current = params.policy.current(now)
     if wire.period_length != params.policy.length_s or wire.period not in (current, current - 1):
         raise Forbidden("signer-period", "signer key period is not current or previous")
+    if abs(now - signed.signing_time) > window_s:  # before the pairing: stale floods cost little
+        raise Forbidden("stale", "signing time outside the window")
     identity = params.identity(aor, ibc.Purpose.SIG, wire.period)
     signature = _suite.expand(signed.signature)
     try:
@@ -106,8 +110,6 @@ async def verify_signer(
             await engine.verify(params, identity, signed.signed_attrs, signature)
     except ibc.IbcError:
         raise Forbidden("bad-signature") from None
-    if abs(now - signed.signing_time) > window_s:
-        raise Forbidden("stale", "signing time outside the window")
     return identity
 
 
@@ -181,12 +183,13 @@ async def _open(
         if stored is None:
             raise Undecipherable("unknown-dialog", "no dialog key with that id")
         cek = cms.kek_unwrap(env.recipient, stored.key)
-    content = cms.decrypt_content(env, cek)
+    content_type, content = cms.open_content(env.content_type, cms.decrypt_content(env, cek),
+                                             b"" if stored is None else stored.primer)
 
     # 4. the signature
     signer: ibc.Identity | None = None
     signed: cms.SignedContent | None = None
-    if env.content_type == oids.ID_SIGNED_DATA:
+    if content_type == oids.ID_SIGNED_DATA:
         signed = cms.parse_signed_data(content)
         signer = await verify_signer(keys.params, signed, now, window_s, engine)
         entity = signed.content
@@ -212,7 +215,9 @@ async def _open(
             raise Forbidden("unsigned", "a dialog's first request must be signed")
         if inner_to != keys.aor:
             raise Forbidden("recipient-mismatch", "inner request is addressed to another AOR")
-        dialog = DialogKey(dialog_key, key_id, inner_call_id, keys.aor, inner_from, False, now)
+        assert isinstance(env.recipient, cms.KemRecipient)
+        dialog = DialogKey(dialog_key, key_id, inner_call_id, keys.aor, inner_from, False, now,
+                           cms.dialog_primer(env.recipient.identity, content))
     else:
         assert stored is not None
         dialog = stored

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-from sipsec.sip import Message, Request, Response
+from sipsec.sip import Message, Request, Response, make_response
 
 __all__ = [
     "ACCEPT_VALUE",
@@ -16,6 +16,7 @@ __all__ = [
     "OPTION_TAG",
     "SECURED_MEDIA_TYPE",
     "SIGNED_CONTENT_TYPE",
+    "Compression",
     "Fallback",
     "SecurityPolicy",
     "SigningPolicy",
@@ -26,13 +27,15 @@ __all__ = [
     "is_secured",
     "needs_signature",
     "peer_accepts_secured",
+    "rejection_response",
+    "unsupported_media_response",
 ]
 
 #: The option tag a sipsec UA lists in ``Supported`` (RFC 3261 §19.2 option tags).
 OPTION_TAG = "sipsec"
 SECURED_MEDIA_TYPE = "application/pkcs7-mime"
 #: An AuthEnvelopedData body (smime-type ``authEnveloped-data``, RFC 8551 §3.2.2) as RFC 3261 §23 carries S/MIME.
-CONTENT_TYPE = "application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m"
+CONTENT_TYPE = "application/pkcs7-mime; smime-type=authEnveloped-data"
 SIGNED_CONTENT_TYPE = "application/pkcs7-mime; smime-type=signed-data; name=smime.p7m"
 CONTENT_DISPOSITION = "attachment; handling=required"
 ACCEPT_VALUE = "application/pkcs7-mime, application/sdp"
@@ -46,6 +49,20 @@ class SigningPolicy(enum.Enum):
     #: Only messages that establish the dialog (the first request, and 101–299 responses to
     #: INVITE) are signed; later messages are authenticated by the dialog key alone.
     DIALOG_ESTABLISHING = "dialog-establishing"
+
+
+class Compression(enum.Enum):
+    """Whether the sealed content is compressed (RFC 3274 CompressedData) before encryption.
+
+    ``SIP_DICTIONARY`` (default): zlib with sipsec's static SIP/SDP/CMS dictionary v1
+    (:mod:`sipsec.envelope.compression`) around the SignedData (or the unsigned entity);
+    about half the bytes of a secured call. The length of a compressed message depends on
+    its content; see the envelope README ("Compression and its side channel") for why that
+    is acceptable here. ``NONE``: the content is encrypted as is. Receivers open both.
+    """
+
+    SIP_DICTIONARY = "zlib-sipdict-v1"
+    NONE = "none"
 
 
 class SecurityPolicy(enum.Enum):
@@ -133,3 +150,24 @@ def fallback_after(policy: SecurityPolicy, status: int, *, already_retried: bool
     if policy is SecurityPolicy.PREFER_SECURE and not already_retried:
         return Fallback.RETRY_PLAIN
     return Fallback.FAIL
+
+
+def rejection_response(request: Request, status: int, phrase: str, to_tag: str | None = None) -> Response:
+    """The answer to a secured request that was rejected (``RejectedEnvelope.status``/``.phrase``).
+
+    It answers the *outer* request (its Via, From, To, Call-ID, CSeq are copied, RFC 3261
+    §8.2.6.2) and carries no detail of why — the reason label is for the metric and the log,
+    not for the network. A 493 lists what this UA accepts (``Accept``), so the caller's
+    policy can decide on a plain retry (:func:`fallback_after`).
+    """
+    response = make_response(request, status, phrase, to_tag)
+    if status in (415, 493):
+        response.headers.add("Accept", ACCEPT_VALUE)
+    return response
+
+
+def unsupported_media_response(request: Request, to_tag: str | None = None) -> Response:
+    """415 from a UA that does not open secured bodies (RFC 3261 §21.4.13: with Accept)."""
+    response = make_response(request, 415, "Unsupported Media Type", to_tag)
+    response.headers.add("Accept", "application/sdp")
+    return response

@@ -31,11 +31,11 @@ from sipsec.envelope.keys import Keyring
 from sipsec.envelope.opening import DEFAULT_WINDOW_S, verify_signer
 from sipsec.envelope.policy import CONTENT_DISPOSITION, SIGNED_CONTENT_TYPE
 from sipsec.sip import LocalProtocolError, Request, SipError, parse_message
-from sipsec.stores.envelope import ReplayCache
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS, ENVELOPE_REJECTIONS
 
-if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
+if TYPE_CHECKING:  # only the Protocols' shapes: sipsec.engine pulls in grpc, the stores redis
     from sipsec.engine.protocol import CryptoEngine
+    from sipsec.stores.envelope import ReplayCache
 
 __all__ = ["VerifiedRegister", "sign_register", "verify_register"]
 
@@ -70,7 +70,7 @@ def sign_register(register: Request, keys: Keyring, *, now: float | None = None)
         cms.mime_wrap(inner),
         cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
         int(when),
-        os.urandom(16),
+        os.urandom(cms.NONCE_BYTES),
         lambda data: _suite.compact(ibc.sign(sig_key, data)),
     )
     outer = register.copy()

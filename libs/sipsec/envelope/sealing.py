@@ -19,7 +19,7 @@ from sipsec.envelope._binding import build_outer
 from sipsec.envelope.dialog import DialogKey, derive_dialog_key
 from sipsec.envelope.errors import EnvelopeUsageError
 from sipsec.envelope.keys import Keyring
-from sipsec.envelope.policy import SigningPolicy, needs_signature
+from sipsec.envelope.policy import Compression, SigningPolicy, needs_signature
 from sipsec.sip import LocalProtocolError, Request, Response, SipError
 from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS
 
@@ -82,6 +82,7 @@ class EnvelopeBuilder:
     _in_reply_to: Request | None = None
     _route: tuple[str, ...] | None = None
     _now: float | None = None
+    _compression: Compression | None = None
 
     def _set(self, name: str, value: object) -> EnvelopeBuilder:
         if getattr(self, name) is not None:
@@ -124,6 +125,12 @@ class EnvelopeBuilder:
         if not all(isinstance(v, str) and v for v in values):
             raise EnvelopeUsageError("route values must be non-empty strings")
         return self._set("_route", values)
+
+    def compression(self, compression: Compression) -> EnvelopeBuilder:
+        """Compress the content before encryption (default :attr:`Compression.SIP_DICTIONARY`) or not."""
+        if not isinstance(compression, Compression):
+            raise EnvelopeUsageError("compression must be a Compression")
+        return self._set("_compression", compression)
 
     def at(self, now: float) -> EnvelopeBuilder:
         """The signing time (unix seconds); defaults to the wall clock at :meth:`seal`."""
@@ -190,7 +197,7 @@ class EnvelopeBuilder:
             plan.sig_key = keys.signing_key(now)
             ident = plan.sig_key.identity
             plan.signer = cms.WireIdentity(ident.aor, ident.period, ident.period_length_s)
-            plan.to_sign = cms.signed_attributes(plan.entity, plan.signer, int(now), os.urandom(16))
+            plan.to_sign = cms.signed_attributes(plan.entity, plan.signer, int(now), os.urandom(cms.NONCE_BYTES))
         return plan
 
     def _finish(self, plan: _Plan, signature: bytes | None,
@@ -203,20 +210,23 @@ class EnvelopeBuilder:
             content_type = oids.ID_SIGNED_DATA
         else:
             content, content_type = plan.entity, oids.ID_DATA
+        primer = b""  # a dialog's first request is compressed with the static dictionary
+        if self._dialog is not None:
+            primer = self._dialog.primer
+        uncompressed = content
+        if (self._compression or Compression.SIP_DICTIONARY) is Compression.SIP_DICTIONARY:
+            content = cms.build_compressed_data(content_type, content, primer)
+            content_type = oids.ID_CT_COMPRESSED_DATA
         cek = os.urandom(cms.CEK_BYTES)
         if plan.recipient is not None:
             assert kem is not None
             shared, kemct = kem
-            info = cms.kem_recipient_info(
-                cms.WireIdentity(plan.recipient.aor, plan.recipient.period,
-                                 plan.recipient.period_length_s),
-                _suite.compact(kemct),
-                shared,
-                cek,
-            )
+            rid = cms.WireIdentity(plan.recipient.aor, plan.recipient.period,
+                                   plan.recipient.period_length_s)
+            info = cms.kem_recipient_info(rid, _suite.compact(kemct), shared, cek)
             key, key_id = derive_dialog_key(shared)
             dialog = DialogKey(key, key_id, plan.message.call_id, plan.keys.aor,
-                               plan.recipient.aor, True, plan.now)
+                               plan.recipient.aor, True, plan.now, cms.dialog_primer(rid, uncompressed))
         else:
             assert self._dialog is not None
             dialog = self._dialog
@@ -273,14 +283,16 @@ def seal(
     in_reply_to: Request | None = None,
     route: Sequence[str] | None = None,
     now: float | None = None,
+    compression: Compression = Compression.SIP_DICTIONARY,
 ) -> Sealed:
     """Seal ``message`` from ``keys`` to ``to``: a recipient identity / AOR (a dialog's first
     request) or a :class:`DialogKey` (every later message, both directions).
 
-    Responses need ``in_reply_to``, the outer request they answer. Misuse raises
+    Responses need ``in_reply_to``, the outer request they answer. ``compression`` says
+    whether the content is compressed before encryption. Misuse raises
     :class:`EnvelopeUsageError` before any cryptography runs.
     """
-    builder = EnvelopeBuilder().keys(keys).signing_policy(policy)
+    builder = EnvelopeBuilder().keys(keys).signing_policy(policy).compression(compression)
     builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
     if in_reply_to is not None:
         builder = builder.in_reply_to(in_reply_to)
@@ -301,9 +313,10 @@ async def seal_async(
     in_reply_to: Request | None = None,
     route: Sequence[str] | None = None,
     now: float | None = None,
+    compression: Compression = Compression.SIP_DICTIONARY,
 ) -> Sealed:
     """:func:`seal` with the pairing operations run by ``engine`` (in-process or a crypto-worker)."""
-    builder = EnvelopeBuilder().keys(keys).signing_policy(policy)
+    builder = EnvelopeBuilder().keys(keys).signing_policy(policy).compression(compression)
     builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
     if in_reply_to is not None:
         builder = builder.in_reply_to(in_reply_to)

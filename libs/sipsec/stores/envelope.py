@@ -8,13 +8,16 @@ the Redis ones use server-side TTLs (``SET ... NX PX``).
 from __future__ import annotations
 
 import math
+import os
 from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
+from Crypto.Cipher import AES
 
-from sipsec.envelope.dialog import DialogKey
+from sipsec.envelope.dialog import DEFAULT_DIALOG_TTL_S, DialogKey
 
 __all__ = [
+    "DEFAULT_DIALOG_TTL_S",
     "DialogStore",
     "InMemoryDialogStore",
     "InMemoryReplayCache",
@@ -22,8 +25,6 @@ __all__ = [
     "RedisReplayCache",
     "ReplayCache",
 ]
-
-DEFAULT_DIALOG_TTL_S = 12 * 3600.0
 
 
 @runtime_checkable
@@ -112,31 +113,60 @@ def _ttl_ms(ttl_s: float) -> int:
 class RedisDialogStore:
     """A :class:`DialogStore` in Redis: one string per dialog, ``<prefix>dlg:<key id hex>``, with a TTL.
 
-    The record holds the dialog key in clear: run Redis on a trusted network with AUTH/TLS,
-    as for every other secret the gateway keeps there.
+    With ``sealing_key`` (32 bytes, e.g. from a secret mounted into every gateway replica)
+    each record is AES-256-GCM encrypted, the Redis key name as additional data — so
+    dialog keys are not readable from Redis, and a record moved to another key id or
+    altered reads as absent. Without it the record (dialog key included) is stored in
+    clear: then run Redis on a trusted network with AUTH/TLS.
     """
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:envelope:") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:envelope:",
+                 sealing_key: bytes | None = None) -> None:
+        if sealing_key is not None and len(sealing_key) != 32:
+            raise ValueError("sealing_key must be 32 bytes")
         self._r = client
         self._prefix = prefix
+        self._sealing_key = sealing_key
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sipsec:envelope:") -> RedisDialogStore:
-        return cls(aioredis.Redis.from_url(url), prefix)
+    def from_url(cls, url: str, prefix: str = "sipsec:envelope:",
+                 sealing_key: bytes | None = None) -> RedisDialogStore:
+        return cls(aioredis.Redis.from_url(url), prefix, sealing_key)
 
     def _key(self, key_id: bytes) -> str:
         return f"{self._prefix}dlg:{key_id.hex()}"
 
+    def _seal(self, name: str, record: bytes) -> bytes:
+        if self._sealing_key is None:
+            return record
+        nonce = os.urandom(12)
+        cipher = AES.new(self._sealing_key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+        cipher.update(name.encode())
+        body, tag = cipher.encrypt_and_digest(record)
+        return nonce + body + tag
+
+    def _unseal(self, name: str, data: bytes) -> bytes:
+        if self._sealing_key is None:
+            return data
+        if len(data) < 28:
+            raise ValueError("short record")
+        cipher = AES.new(self._sealing_key, AES.MODE_GCM, nonce=data[:12], mac_len=16)
+        cipher.update(name.encode())
+        return bytes(cipher.decrypt_and_verify(data[12:-16], data[-16:]))
+
     async def put(self, dialog: DialogKey, ttl_s: float, now: float) -> None:
-        await self._r.set(self._key(dialog.key_id), dialog.to_bytes(), px=_ttl_ms(ttl_s))
+        name = self._key(dialog.key_id)
+        await self._r.set(name, self._seal(name, dialog.to_bytes()), px=_ttl_ms(ttl_s))
 
     async def get(self, key_id: bytes, now: float) -> DialogKey | None:
-        data = await self._r.get(self._key(key_id))
+        name = self._key(key_id)
+        data = await self._r.get(name)
         if data is None:
             return None
         try:
-            return DialogKey.from_bytes(data if isinstance(data, bytes) else str(data).encode())
-        except ValueError:
+            raw = data if isinstance(data, bytes) else str(data).encode()
+            return DialogKey.from_bytes(self._unseal(name, raw))
+        except ValueError:  # damaged, tampered or sealed under another key: unusable
             return None
 
     async def delete(self, key_id: bytes) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -118,9 +119,8 @@ class CryptoPool:
         if self.in_flight > 0 and self.in_flight + len(chunks) > self.capacity:
             raise QueueFull(f"worker queue is full ({self.capacity} tasks admitted)")
         loop = asyncio.get_running_loop()
-        deadline = None if time_remaining is None else loop.time() + time_remaining
-        # loop.time() is time.monotonic() for the default loop: the pool processes compare
-        # against the same system-wide clock.
+        # CLOCK_MONOTONIC is system-wide: the pool processes compare against the same clock.
+        deadline = None if time_remaining is None else time.monotonic() + time_remaining
         executor = self._executor
         futures: list[Future[list[ItemResult]]] = []
         waiters: list[asyncio.Future[list[ItemResult]]] = []

@@ -51,7 +51,7 @@ class LocationServer:
         servicer = LocationServicer(self.service, self.metrics)
         self.grpc, self.port, self.health = create_server(
             config.listen,
-            [lambda s: location_pb2_grpc.add_LocationServiceServicer_to_server(servicer, s)],
+            [lambda s: location_pb2_grpc.add_LocationServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call,unused-ignore]
             service_names=[SERVICE_NAME], tls=_tls(config),
         )
         self.metrics_port: int | None = None

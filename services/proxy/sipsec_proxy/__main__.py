@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sipsec_proxy.config import parse_args
 from sipsec_proxy.server import create_proxy_server
+from sipsec_proxy.workers import run_workers
 
 __all__ = ["main"]
 
@@ -33,6 +34,9 @@ async def _serve(argv: Sequence[str] | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    if config.workers > 1:
+        return run_workers(config)
     asyncio.run(_serve(argv))
     return 0
 

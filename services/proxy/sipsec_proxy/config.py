@@ -36,10 +36,12 @@ ENV: dict[str, tuple[str, str, str]] = {
     "rate_burst": ("SIPSEC_PROXY_RATE_BURST", "1000", "token bucket size per source address"),
     "max_message_bytes": ("SIPSEC_PROXY_MAX_MESSAGE_BYTES", "65535", "largest SIP message accepted"),
     "max_transactions": ("SIPSEC_PROXY_MAX_TRANSACTIONS", "100000", "transaction table size (503 beyond)"),
+    "udp_rcvbuf": ("SIPSEC_PROXY_UDP_RCVBUF", "4194304", "UDP socket receive buffer, bytes (capped by net.core.rmem_max; 0 = system default)"),
     "queue_size": ("SIPSEC_PROXY_QUEUE_SIZE", "8192", "inbound message queue (drops beyond)"),
     "metrics_host": ("SIPSEC_PROXY_METRICS_HOST", "0.0.0.0", "Prometheus /metrics bind host"),
     "metrics_port": ("SIPSEC_PROXY_METRICS_PORT", "9463", "Prometheus port (0 = any free port, -1 = off)"),
     "workers": ("SIPSEC_PROXY_WORKERS", "1", "worker processes sharing the UDP port (SO_REUSEPORT)"),
+    "reuse_port": ("SIPSEC_PROXY_REUSE_PORT", "0", "bind the UDP port with SO_REUSEPORT (set by the parent for its workers)"),
     "drain_seconds": ("SIPSEC_PROXY_DRAIN_SECONDS", "2", "time to finish transactions after SIGTERM"),
     "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
 }
@@ -83,10 +85,12 @@ class ProxyConfig:
     rate_burst: float = 1000.0
     max_message_bytes: int = 65535
     max_transactions: int = 100000
+    udp_rcvbuf: int = 4194304
     queue_size: int = 8192
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9463
     workers: int = 1
+    reuse_port: int = 0
     drain_seconds: float = 2.0
     log_level: str = "INFO"
 

@@ -65,6 +65,8 @@ BRANCH_PREFIX = "z9hG4bK-sps"
 #: Methods after which a dialog may exist: the proxy Record-Routes them (§16.6 step 4).
 RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+#: §16.6 step 11 / §16.8: Timer C, "greater than 3 minutes", bounds an INVITE that rings forever.
+TIMER_C = 181.0
 
 
 def _is_ip(host: str) -> bool:
@@ -149,6 +151,7 @@ class ProxyCore:
         *,
         register_handler: Callable[[ProxyCore, ResponseContext], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        shared_udp: tuple[str, int] | None = None,
     ) -> None:
         self.config = config
         self.locator = locator
@@ -159,16 +162,20 @@ class ProxyCore:
         self.register_handler = register_handler
         self.clock = clock
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst)
+        # the next hops of the route table are peer proxies carrying many users: not rate-limited
+        self._peers = frozenset(r.host for r in self.routes.values())
         self.max_transactions = config.max_transactions
         self._server: dict[Any, ResponseContext] = {}
         self._client: dict[Any, Branch] = {}
         self._out: list[tuple[bytes, Any]] = []
         self._events: deque[Event] = deque()
         self._timers: list[tuple[float, int, Transaction]] = []
+        self._next_sweep = 0.0
         self._seq = itertools.count()
         self._branch_seq = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup: Callable[[float], None] | None = None
+        self._forwarded_children: dict[str, Any] = {}
         # our addresses: what we write in Via / Record-Route, and what we recognise as us
         self.sent_by: dict[str, tuple[str, int]] = {}
         self.my_addresses: set[tuple[str, int]] = set()
@@ -178,6 +185,13 @@ class ProxyCore:
             self.sent_by[name] = (adv, port)
             self.my_addresses.add((adv.lower(), port))
             self.my_addresses.add((host.lower(), port))
+        # Record-Route names the address clients use: the shared port when running as a worker
+        self.rr_address: dict[str, tuple[str, int]] = dict(self.sent_by)
+        if shared_udp is not None:
+            adv = config.advertise or (shared_udp[0] if shared_udp[0] not in ("0.0.0.0", "::") else "127.0.0.1")
+            self.rr_address["UDP"] = (adv, shared_udp[1])
+            self.my_addresses.add((adv.lower(), shared_udp[1]))
+            self.my_addresses.add((shared_udp[0].lower(), shared_udp[1]))
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -207,8 +221,30 @@ class ProxyCore:
                     tx.handle_timer(now)
                 except SipError:
                     log.exception("timer handling failed")
+        if now >= self._next_sweep:
+            # Timer C by a periodic sweep (no per-INVITE heap entry that would pin finished calls)
+            self._next_sweep = now + min(10.0, TIMER_C / 4)
+            limit = now - TIMER_C
+            for ctx in [c for c in self._server.values()
+                        if c.method == "INVITE" and not c.final_sent and c.started <= limit and c.branches]:
+                self._fire_timer_c(ctx, now)
         self._drain(now)
         self.metrics.active.set(self.transaction_count)
+
+    def _fire_timer_c(self, ctx: ResponseContext, now: float) -> None:
+        """§16.8: cancel branches that only rang; give up on the silent ones (408)."""
+        for b in ctx.branches:
+            if b.final or b.tx is None:
+                continue
+            if b.provisional:
+                self._cancel_branch(b, now)
+            else:
+                b.final = 408
+                b.tx.terminate()
+        for b in ctx.branches:
+            if not b.final and b.provisional and b.tx is not None:
+                b.final = 408  # the CANCEL is on its way; do not wait for the 487 any longer
+        self._check_done(ctx, now)
 
     def _flush(self) -> None:
         out = self._out
@@ -217,8 +253,12 @@ class ProxyCore:
         items = out[:]
         out.clear()
         transports = self.transports
-        for data, peer in items:
-            transport = transports.get(peer.transport) or transports["UDP"]
+        for data, dest in items:
+            if type(dest) is tuple:  # (transport, peer): a response goes out where its request came in
+                transport, peer = dest
+            else:
+                peer = dest
+                transport = transports.get(peer.transport) or transports["UDP"]
             transport.send(data, peer)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -237,6 +277,12 @@ class ProxyCore:
 
     def reject(self, reason: str) -> None:
         self.metrics.rejections.labels(reason).inc()
+
+    def _forwarded(self, method: str) -> Any:
+        child = self._forwarded_children.get(method)
+        if child is None:
+            child = self._forwarded_children[method] = self.metrics.forwarded.labels(method_label(method))
+        return child
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -297,8 +343,8 @@ class ProxyCore:
         try:
             if ctx.final_sent and status >= 200 and status < 300 and ctx.method == "INVITE":
                 # another 2xx from a fork, or a 2xx retransmission (§16.7 step 5): stateless
-                peer = ctx.inbound.transport.response_peer(ctx.request, ctx.inbound.peer)
-                self._out.append((resp.to_bytes(), peer))
+                inbound = ctx.inbound.transport
+                self._out.append((resp.to_bytes(), (inbound, inbound.response_peer(ctx.request, ctx.inbound.peer))))
                 return
             if stx.terminated or (ctx.final_sent and status >= 200):
                 return
@@ -314,7 +360,7 @@ class ProxyCore:
     # -- requests ---------------------------------------------------------------------------
 
     def _on_request(self, req: Request, item: Inbound, now: float) -> None:
-        if not self.limiter.allow(item.peer.host, now):
+        if item.peer.host not in self._peers and not self.limiter.allow(item.peer.host, now):
             self.reject("rate-limited")
             return
         method = req.method
@@ -334,15 +380,25 @@ class ProxyCore:
             self._stateless_reply(req, item, 503, None, [("Retry-After", "5")])
             return
         stx = ServerTransaction(
-            req, item.transport.reliable, now, addr=item.transport.response_peer(req, item.peer),
+            req, item.transport.reliable, now,
+            addr=(item.transport, item.transport.response_peer(req, item.peer)),
             key=key, out=self._out, events=self._events, on_change=self._changed,
         )
         ctx = ResponseContext(stx, item, now)
         self._server[key] = ctx
-        if method == "CANCEL":
-            self._on_cancel(ctx, now)
-            return
-        self._process_request(ctx, now)
+        try:
+            if method == "CANCEL":
+                self._on_cancel(ctx, now)
+            else:
+                self._process_request(ctx, now)
+        except RemoteProtocolError as exc:  # a header read lazily was malformed: answer in-transaction
+            self.reject("bad-request")
+            if not ctx.final_sent:
+                self.respond(ctx, 400, exc.reason[:64], now=now)
+        except Exception:
+            log.exception("unexpected error processing a request")
+            if not ctx.final_sent:
+                self.respond(ctx, 500, now=now)
 
     def _process_request(self, ctx: ResponseContext, now: float) -> None:
         req = ctx.request
@@ -565,12 +621,12 @@ class ProxyCore:
                                    events=self._events, on_change=self._changed)
             b.tx = tx
             self._client[tx.key] = b
-            self.metrics.forwarded.labels(method_label(ctx.method)).inc()
+            self._forwarded(ctx.method).inc()
         if not ctx.branches:
             self.respond(ctx, 503, now=now)
 
     def _rr_value(self, transport: str) -> str:
-        host, port = self.sent_by.get(transport) or self.sent_by["UDP"]
+        host, port = self.rr_address.get(transport) or self.rr_address["UDP"]
         suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
         return f"<sip:{host}:{port}{suffix};lr>"
 
@@ -625,7 +681,7 @@ class ProxyCore:
         host, port = self.sent_by.get(hop.transport) or self.sent_by["UDP"]
         fwd.headers.prepend("Via", f"SIP/2.0/{hop.transport} {host}:{port};branch=z9hG4bK-spl{digest}")
         self._out.append((fwd.to_bytes(), hop))
-        self.metrics.forwarded.labels(method_label(fwd.method)).inc()
+        self._forwarded(fwd.method).inc()
 
     # §16.10 CANCEL
     def _on_cancel(self, ctx: ResponseContext, now: float) -> None:
@@ -694,7 +750,7 @@ class ProxyCore:
                 b = self._client.get(tx.key)
                 if b is not None and b.tx is tx:
                     del self._client[tx.key]
-            else:
+            elif tx is not None:
                 ctx = self._server.get(tx.key)
                 if ctx is not None and ctx.stx is tx:
                     del self._server[tx.key]
@@ -751,7 +807,7 @@ class ProxyCore:
 
     def _check_done(self, ctx: ResponseContext, now: float) -> None:
         """§16.7 step 6: when every branch is final, send the best response upstream."""
-        if ctx.final_sent or any(not b.final for b in ctx.branches):
+        if ctx.final_sent or not ctx.branches or any(not b.final for b in ctx.branches):
             return
         best = min(ctx.branches, key=lambda b: (0 if b.final >= 600 else 1, b.final // 100, b.final))
         if best.response is None:
@@ -771,7 +827,7 @@ def _name_addr(uri: str) -> str:
 def _pop_via(msg: Response) -> None:
     """Remove the topmost via-parm, keeping the others on its header line (§16.7 step 3)."""
     first = msg.headers.remove_first("Via")
-    if first is None:
+    if first is None or "," not in first:
         return
     rest: list[Via] = parse_via_list(first)[1:]
     if rest:

@@ -114,7 +114,7 @@ class GrpcLocator:
     def __init__(self, target: str, *, root_certificates: bytes | None = None, timeout: float = 2.0) -> None:
         self._channel = client_channel(target, root_certificates=root_certificates,
                                        plaintext=root_certificates is None)
-        self._stub = pb_grpc.LocationServiceStub(self._channel)
+        self._stub = pb_grpc.LocationServiceStub(self._channel)  # type: ignore[no-untyped-call,unused-ignore]
         self._timeout = timeout
 
     async def _call(self, rpc: object, request: object) -> object:

@@ -20,6 +20,7 @@ from sipsec_proxy.core import ProxyCore
 from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.metrics import ProxyMetrics
 from sipsec_proxy.registrar import RegisterVerifier, Registrar
+from sipsec_proxy.workers import listen_udp
 
 __all__ = ["ProxyServer", "create_proxy_server", "make_locator"]
 
@@ -63,19 +64,34 @@ class ProxyServer:
         self.metrics_port: int | None = None
         self._http: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.shared_udp: UdpTransport | None = None
 
     @property
     def udp_address(self) -> tuple[str, int]:
-        return self.transports["UDP"].local_address
+        """Where UDP clients send (the shared port for a worker)."""
+        transport = self.shared_udp if self.shared_udp is not None else self.transports["UDP"]
+        return self.address_of(transport)
 
     def address(self, transport: str = "UDP") -> tuple[str, int]:
-        return self.transports[transport].local_address
+        return self.address_of(self.transports[transport])
+
+    @staticmethod
+    def address_of(transport: Transport) -> tuple[str, int]:
+        host, port = transport.local_address
+        return (str(host), int(port))
 
     async def start(self) -> None:
         cfg = self.config
         limits = Limits(max_message_bytes=cfg.max_message_bytes)
         host, port = split_hostport(cfg.listen)
-        self.transports["UDP"] = await UdpTransport.listen(self.queue, host, port, limits=limits)
+        shared: UdpTransport | None = None
+        if cfg.reuse_port:
+            # a worker: requests arrive on the shared port; forward from a private one (workers.py)
+            shared = await listen_udp(self.queue, host, port, limits, reuse_port=True,
+                                      rcvbuf=cfg.udp_rcvbuf)
+            self.shared_udp = shared
+            port = 0
+        self.transports["UDP"] = await listen_udp(self.queue, host, port, limits, rcvbuf=cfg.udp_rcvbuf)
         if cfg.tcp_listen:
             host, port = split_hostport(cfg.tcp_listen)
             self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits)
@@ -88,11 +104,12 @@ class ProxyServer:
         self.registrar = Registrar(cfg, self.locator, self.metrics, verifier=self.verifier)
         loop = asyncio.get_running_loop()
         self.core = ProxyCore(cfg, self.locator, self.metrics, self.transports,
-                              register_handler=self.registrar, clock=loop.time)
+                              register_handler=self.registrar, clock=loop.time,
+                              shared_udp=shared.local_address if shared is not None else None)
         self._tasks = [loop.create_task(self._consume()), loop.create_task(self._timers())]
         if cfg.metrics_port >= 0:
             self._http, _ = start_http_server(cfg.metrics_port, cfg.metrics_host,
-                                              registry=_Exposed(self.metrics.registry))  # type: ignore[arg-type]
+                                              registry=_Exposed(self.metrics.registry))
             self.metrics_port = int(self._http.server_port)
         log.info("proxy for %s on %s (metrics port %s)", ",".join(sorted(cfg.domain_set)),
                  {k: v.local_address for k, v in self.transports.items()}, self.metrics_port)
@@ -102,8 +119,9 @@ class ProxyServer:
         assert core is not None
         queue = self.queue
         while True:
-            item = await queue.get()
-            core.handle(item)
+            core.handle(await queue.get())
+            while queue.qsize():  # drain what is already queued without yielding per message
+                core.handle(queue.get_nowait())
 
     async def _timers(self) -> None:
         core = self.core
@@ -135,7 +153,7 @@ class ProxyServer:
                 await task
         if core is not None:
             await core.aclose()
-        for transport in self.transports.values():
+        for transport in [*self.transports.values(), *([self.shared_udp] if self.shared_udp else [])]:
             await transport.close()
         if self._http is not None:
             self._http.shutdown()

@@ -19,7 +19,8 @@ class ConfigError(ValueError):
 ENV: dict[str, tuple[str, str, str]] = {
     "domain": ("SIPSEC_GATEWAY_DOMAIN", "localhost", "the provider domain of the users this gateway serves"),
     "sip_listen": ("SIPSEC_GATEWAY_SIP_LISTEN", "127.0.0.1:5070", "secured-side SIP (UDP) listen address host:port (port 0 = any)"),
-    "sip_advertise": ("SIPSEC_GATEWAY_SIP_ADVERTISE", "", "host written in Via/Contact (default: the listen host; 127.0.0.1 for 0.0.0.0)"),
+    "advertise": ("SIPSEC_GATEWAY_ADVERTISE", "", "host written in Via and Contact (default: the listen host; set it when listening on 0.0.0.0)"),
+    "contact_secret": ("SIPSEC_GATEWAY_CONTACT_SECRET", "", "hex key of the opaque Contact user parts (replicas share it; empty = random per start)"),
     "plain_listen": ("SIPSEC_GATEWAY_PLAIN_LISTEN", "", "legacy-side plain SIP (UDP) listen address for phones (empty = off)"),
     "proxy": ("SIPSEC_GATEWAY_PROXY", "127.0.0.1:5060", "the domain's SIP proxy/registrar host:port (outbound proxy)"),
     "pkg": ("SIPSEC_GATEWAY_PKG", "127.0.0.1:50051", "PKG gRPC target(s), comma-separated; several = threshold PKG nodes"),
@@ -33,11 +34,12 @@ ENV: dict[str, tuple[str, str, str]] = {
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (store=redis)"),
     "http_listen": ("SIPSEC_GATEWAY_HTTP_LISTEN", "127.0.0.1:8080", "control API (FastAPI) listen address host:port"),
     "register_expires": ("SIPSEC_GATEWAY_REGISTER_EXPIRES", "3600", "Expires asked for in REGISTER, seconds (refreshed at 80 %)"),
-    "key_renew_before_s": ("SIPSEC_GATEWAY_KEY_RENEW_BEFORE_S", "86400", "fetch the next period's keys this long before the current period ends, seconds"),
+    "key_retry_s": ("SIPSEC_GATEWAY_KEY_RETRY_S", "60", "retry interval when a key fetch or re-registration failed, seconds"),
     "signing": ("SIPSEC_GATEWAY_SIGNING", "every-message", "signing policy: every-message | dialog-establishing"),
     "default_policy": ("SIPSEC_GATEWAY_DEFAULT_POLICY", "secure-only", "per-user default: secure-only | prefer-secure | plain"),
     "call_timeout_s": ("SIPSEC_GATEWAY_CALL_TIMEOUT_S", "32", "longest wait for a final response to an INVITE, seconds"),
     "dialog_ttl_s": ("SIPSEC_GATEWAY_DIALOG_TTL_S", "43200", "how long dialog keys and call records are kept, seconds"),
+    "keep_calls": ("SIPSEC_GATEWAY_KEEP_CALLS", "1000", "how many finished calls stay visible in the API (older ones are forgotten)"),
     "trace_calls": ("SIPSEC_GATEWAY_TRACE_CALLS", "200", "how many recent calls keep a wire trace (0 = none)"),
     "drain_seconds": ("SIPSEC_GATEWAY_DRAIN_SECONDS", "2", "time to end calls after SIGTERM before exiting"),
     "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
@@ -65,7 +67,8 @@ class GatewayConfig:
 
     domain: str = "localhost"
     sip_listen: str = "127.0.0.1:5070"
-    sip_advertise: str = ""
+    advertise: str = ""
+    contact_secret: str = ""
     plain_listen: str = ""
     proxy: str = "127.0.0.1:5060"
     pkg: str = "127.0.0.1:50051"
@@ -79,11 +82,12 @@ class GatewayConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_listen: str = "127.0.0.1:8080"
     register_expires: int = 3600
-    key_renew_before_s: float = 86400.0
+    key_retry_s: float = 60.0
     signing: str = "every-message"
     default_policy: str = "secure-only"
     call_timeout_s: float = 32.0
     dialog_ttl_s: float = 43200.0
+    keep_calls: int = 1000
     trace_calls: int = 200
     drain_seconds: float = 2.0
     log_level: str = "INFO"
@@ -93,15 +97,22 @@ class GatewayConfig:
             raise ConfigError("domain must be a host name")
         if self.store not in ("memory", "redis"):
             raise ConfigError("store must be memory or redis")
+        if self.keep_calls < 1 or self.trace_calls < 0:
+            raise ConfigError("keep_calls must be positive and trace_calls not negative")
         if self.register_expires < 60:
             raise ConfigError("register_expires must be at least 60 seconds")
-        if self.call_timeout_s <= 0 or self.dialog_ttl_s <= 0 or self.key_renew_before_s < 0:
+        if self.call_timeout_s <= 0 or self.dialog_ttl_s <= 0 or self.key_retry_s <= 0:
             raise ConfigError("timeouts must be positive")
         try:
             SigningPolicy(self.signing)
             SecurityPolicy(self.default_policy)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.contact_secret:
+            try:
+                bytes.fromhex(self.contact_secret)
+            except ValueError:
+                raise ConfigError("contact_secret must be hex") from None
         for name in ("sip_listen", "proxy", "http_listen") + (("plain_listen",) if self.plain_listen else ()):
             split_hostport(getattr(self, name))
 

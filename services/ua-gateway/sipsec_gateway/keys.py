@@ -11,6 +11,7 @@ partial keys from every node, each checked by pairing, t of them combined — al
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from sipsec.pkgclient import PkgClient, PkgClientError, ThresholdPkgClient
 
 from sipsec_gateway.metrics import GatewayMetrics
 
-__all__ = ["ClientFactory", "KeyError_", "ParamsDirectory", "PkgConnector", "UserKeys"]
+__all__ = ["ClientFactory", "KeyMaterialError", "ParamsDirectory", "PkgConnector", "UserKeys"]
 
 log = logging.getLogger("sipsec.gateway.keys")
 
@@ -30,7 +31,7 @@ log = logging.getLogger("sipsec.gateway.keys")
 ClientFactory = Callable[[str], PkgClient]
 
 
-class KeyError_(Exception):  # noqa: N801 - "KeyError" is a builtin
+class KeyMaterialError(Exception):
     """Login or key retrieval failed; ``status`` is the HTTP status the API answers with."""
 
     def __init__(self, message: str, status: int = 502) -> None:
@@ -107,12 +108,12 @@ class ParamsDirectory:
                 finally:
                     await client.close()
                 if system.params.domain != self.domain:
-                    raise KeyError_(f"the PKG serves {system.params.domain}, not {self.domain}", 502)
+                    raise KeyMaterialError(f"the PKG serves {system.params.domain}, not {self.domain}", 502)
                 self._params[self.domain] = system.params
                 self.metrics.key_fetches.labels("system_params", "ok").inc()
                 return system.params
             self.metrics.key_fetches.labels("system_params", "failed").inc()
-            raise KeyError_("no PKG node returned the domain parameters: " + "; ".join(errors), 503)
+            raise KeyMaterialError("no PKG node returned the domain parameters: " + "; ".join(errors), 503)
 
     async def peer(self, domain: str) -> DomainParams | None:
         """A peer domain's parameters (fetched once through the own PKG's federation); None if unknown."""
@@ -183,8 +184,12 @@ class UserKeys:
             status = 401 if name in ("UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND") else (
                 429 if name == "RESOURCE_EXHAUSTED" else 503 if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED") else 502)
             self.metrics.key_fetches.labels("login", "failed").inc()
-            raise KeyError_(f"PKG login failed: {exc}", status) from None
+            raise KeyMaterialError(f"PKG login failed: {exc}", status) from None
         self.metrics.key_fetches.labels("login", "ok").inc()
+
+    def check_password(self, password: str) -> bool:
+        """Constant-time check of ``password`` against the one this user logged in with."""
+        return hmac.compare_digest(password.encode(), self._password.encode())
 
     async def logout(self) -> None:
         await asyncio.gather(*(c.logout() for c in self._clients), return_exceptions=True)
@@ -196,6 +201,15 @@ class UserKeys:
             return result.key
         return await self._clients[0].get_private_key(params, purpose, period=period)
 
+    async def _fetch_logged_in(self, params: DomainParams, purpose: Purpose, period: int) -> PrivateKey:
+        try:
+            return await self._fetch(params, purpose, period)
+        except PkgClientError as exc:
+            if getattr(getattr(exc, "code", None), "name", "") != "UNAUTHENTICATED":
+                raise
+        await self.login()  # the session expired (idle timeout): once more with a fresh one
+        return await self._fetch(params, purpose, period)
+
     async def refresh_keys(self) -> bool:
         """Make sure the keys of the current and the next period are held; True if any was fetched.
 
@@ -206,40 +220,46 @@ class UserKeys:
         now = self.clock()
         current, upcoming = params.policy.current(now), params.policy.next(now)
         wanted = [p for p in (current, upcoming) if p not in self._sig or p not in self._enc]
-        if not wanted:
-            return False
+        fetched = 0
         for period in wanted:
             for purpose, table in ((Purpose.SIG, self._sig), (Purpose.ENC, self._enc)):
                 if period in table:
                     continue
                 try:
-                    table[period] = await self._fetch(params, purpose, period)
-                except PkgClientError as exc:
-                    if getattr(getattr(exc, "code", None), "name", "") == "UNAUTHENTICATED":
-                        await self.login()  # the session expired: once more with a fresh one
-                        table[period] = await self._fetch(params, purpose, period)
-                    elif period == current:
+                    table[period] = await self._fetch_logged_in(params, purpose, period)
+                except (PkgClientError, KeyMaterialError) as exc:
+                    if period == current:
                         self.metrics.key_fetches.labels("private_key", "failed").inc()
-                        raise KeyError_(f"could not get the {purpose.value} key: {exc}", 503) from None
+                        raise KeyMaterialError(f"could not get the {purpose.value} key: {exc}", 503) from None
                     else:  # the next period can wait for the next renewal
                         self.metrics.key_fetches.labels("private_key", "failed").inc()
                         log.warning("next-period %s key not available yet: %s", purpose.value, exc)
                         continue
+                fetched += 1
                 self.metrics.key_fetches.labels("private_key", "ok").inc()
         for table in (self._sig, self._enc):
             for old in [p for p in table if p < current - 1]:
                 del table[old]
         self._keyring = None
-        return True
+        return fetched > 0
 
     def renew_at(self) -> float:
-        """When the next renewal is due (unix seconds): ``renew_before`` before the period ends."""
+        """When the next renewal is due (unix seconds): the end of the current period, when the
+        PKG starts issuing the period after next (the next period's keys are held already)."""
         params = self.directory.get(self.directory.domain)
         if params is None:
             return self.clock() + 60.0
         now = self.clock()
         _, end = params.policy.bounds(params.policy.current(now))
-        return end
+        return float(end)
+
+    def holds_next(self) -> bool:
+        """Whether the keys of the next period are held already."""
+        params = self.directory.get(self.directory.domain)
+        if params is None:
+            return False
+        upcoming = params.policy.next(self.clock())
+        return upcoming in self._sig and upcoming in self._enc
 
     @property
     def periods(self) -> list[int]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.registry import Collector
 
 __all__ = ["CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
@@ -94,7 +101,7 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The text exposition of this gateway's and the process-wide metrics."""
-        return generate_latest(_Both(self.registry))  # type: ignore[arg-type]
+        return generate_latest(_Both(self.registry))
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)

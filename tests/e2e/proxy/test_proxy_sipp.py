@@ -247,3 +247,28 @@ def test_bindings_survive_proxy_restart_with_redis(redis_url: str, tmp_path: Pat
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(10) == 0
+
+
+def test_console_script_help_and_workers_share_the_port(tmp_path: Path) -> None:
+    """sipsec-proxy --help; then 2 workers on one UDP port (SO_REUSEPORT) proxy 60 sipp calls."""
+    exe = os.path.join(os.path.dirname(sys.executable), "sipsec-proxy")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "SIPSEC_PROXY_DOMAINS" in out.stdout
+    port = free_port_on("127.0.0.1")
+    env = {**os.environ, "SIPSEC_PROXY_DOMAINS": "bench.test", "SIPSEC_PROXY_LISTEN": f"127.0.0.1:{port}",
+           "SIPSEC_PROXY_AUTH": "none", "SIPSEC_PROXY_METRICS_PORT": "-1", "SIPSEC_PROXY_WORKERS": "2",
+           "SIPSEC_PROXY_DRAIN_SECONDS": "0", "SIPSEC_LOG_LEVEL": "ERROR"}
+    proc = subprocess.Popen([exe], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "(2 workers)" in proc.stdout.readline()
+        uas = Sipp("uas", calls=60, timeout_s=20, trace_msg=False)
+        uas.start()
+        uac = Sipp("uac", remote=uas.address, calls=60, rate=60, timeout_s=20, trace_msg=False,
+                   extra_args=["-rsa", f"127.0.0.1:{port}", "-d", "0"])
+        uac.start()
+        uac.wait().assert_ok(calls=60)
+        uas.wait().assert_ok(calls=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

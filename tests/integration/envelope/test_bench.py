@@ -27,6 +27,9 @@ def test_bench_json_and_dump(tmp_path: Path) -> None:
     assert figures["bytes_ratio"] == round(figures["secured_bytes"] / figures["plain_bytes"], 3)
     assert figures["outer_header_bytes"] + figures["cms_bytes"] == figures["secured_bytes"]
     assert figures["bytes_ratio_dialog_establishing"] < figures["bytes_ratio"]
+    # the bar, every message signed (default policy), and what compression buys
+    assert figures["bytes_ratio"] <= 2.2
+    assert figures["bytes_ratio_uncompressed"] > figures["bytes_ratio"]
     files = sorted(tmp_path.iterdir())
     assert [f.name for f in files] == ["01-INVITE.sip", "02-100.sip", "03-180.sip", "04-200.sip",
                                        "05-ACK.sip", "06-BYE.sip", "07-200-BYE.sip"]

@@ -6,12 +6,12 @@ import os
 import time
 
 import pytest
-
 from sipsec.engine import EngineMetrics, RemoteEngine
 from sipsec.envelope import RejectedEnvelope, SigningPolicy, cms, oids, open_message, seal_async
 from sipsec.sip import parse_message
 from sipsec_worker.config import WorkerConfig
 from sipsec_worker.server import create_worker_server
+
 from tests.unit.envelope.rfc3665 import ALICE, BOB, Party, Pki, ack, invite, ringing
 
 
@@ -44,13 +44,18 @@ async def test_seal_and_open_through_a_crypto_worker() -> None:
                                  engine=engine, now=now)
         env = cms.parse_auth_enveloped(later.message.body)
         assert isinstance(env.recipient, cms.KekRecipient)
-        signed = bytearray(cms.decrypt_content(env, cms.kek_unwrap(env.recipient, first.dialog.key)))
+        content_type, plain = cms.open_content(
+            env.content_type, cms.decrypt_content(env, cms.kek_unwrap(env.recipient, first.dialog.key)),
+            first.dialog.primer)
+        assert content_type == oids.ID_SIGNED_DATA
+        signed = bytearray(plain)
         signed[-3] ^= 0x01  # inside the signature, the last field of the SignedData
         cek = os.urandom(32)
         forged = later.message.copy()
         forged.body = cms.build_auth_enveloped(
             cms.kek_recipient_info(first.dialog.key_id, first.dialog.key, cek),
-            oids.ID_SIGNED_DATA, bytes(signed), cek)
+            oids.ID_CT_COMPRESSED_DATA,
+            cms.build_compressed_data(oids.ID_SIGNED_DATA, bytes(signed), first.dialog.primer), cek)
         with pytest.raises(RejectedEnvelope) as info:
             await open_message(forged, bob.keys, bob.dialogs, bob.replay, engine=engine, now=now)
         assert (info.value.status, info.value.reason) == (403, "bad-signature")

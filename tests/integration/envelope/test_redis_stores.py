@@ -28,6 +28,12 @@ async def test_redis_dialog_store(redis_url: str) -> None:
         assert await store.get(d.key_id, now=0) == d
         await store.delete(d.key_id)
         assert await store.get(d.key_id, now=0) is None
+        # the dialog dictionary (the first request's content) travels with the record
+        primed = DialogKey(os.urandom(32), os.urandom(8), "p@x", "sip:a@x.example", "sip:b@y.example", True,
+                           2.5, os.urandom(1500))
+        await store.put(primed, 30, now=0)
+        got = await store.get(primed.key_id, now=0)
+        assert got == primed and got is not None and got.primer == primed.primer
         await store.put(d, 0.05, now=0)  # a server-side TTL
         time.sleep(0.2)
         assert await store.get(d.key_id, now=0) is None
@@ -51,8 +57,11 @@ async def test_redis_replay_cache_is_shared_by_replicas(redis_url: str) -> None:
 
 @pytest.mark.parametrize("policy", list(SigningPolicy), ids=lambda p: p.value)
 async def test_secured_call_with_redis_state(redis_url: str, pki: Pki, policy: SigningPolicy) -> None:
+    sealing_keys = {"a:": os.urandom(32), "b:": os.urandom(32)}  # records sealed at rest
+
     def party(aor: str, prefix: str) -> Party:
-        return Party(pki.keyring(aor), RedisDialogStore.from_url(redis_url, prefix),
+        return Party(pki.keyring(aor),
+                     RedisDialogStore.from_url(redis_url, prefix, sealing_key=sealing_keys[prefix]),
                      RedisReplayCache.from_url(redis_url, prefix))
 
     alice, bob, replica = party(ALICE, "a:"), party(BOB, "b:"), party(BOB, "b:")
@@ -73,3 +82,30 @@ async def test_secured_call_with_redis_state(redis_url: str, pki: Pki, policy: S
         for p in (alice, bob, replica):
             await p.dialogs.aclose()  # type: ignore[attr-defined]
             await p.replay.aclose()  # type: ignore[attr-defined]
+
+
+async def test_redis_dialog_store_seals_records_at_rest(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    sealing_key = os.urandom(32)
+    store = RedisDialogStore.from_url(redis_url, "s:", sealing_key=sealing_key)
+    other = RedisDialogStore.from_url(redis_url, "s:", sealing_key=os.urandom(32))
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        d = DialogKey(os.urandom(32), os.urandom(8), "c@x", "sip:a@x.example", "sip:b@y.example", True)
+        await store.put(d, 30, now=0)
+        stored = await raw.get(f"s:dlg:{d.key_id.hex()}")
+        assert stored is not None
+        assert d.key not in stored and b"sip:a@x.example" not in stored and b"c@x" not in stored
+        assert await store.get(d.key_id, now=0) == d
+        assert await other.get(d.key_id, now=0) is None  # another sealing key cannot read it
+        # a record copied under another key id does not open there
+        e = DialogKey(os.urandom(32), os.urandom(8), "c2@x", "sip:a@x.example", "sip:b@y.example", True)
+        await raw.set(f"s:dlg:{e.key_id.hex()}", stored)
+        assert await store.get(e.key_id, now=0) is None
+        with pytest.raises(ValueError):
+            RedisDialogStore.from_url(redis_url, sealing_key=b"short")
+    finally:
+        await store.aclose()
+        await other.aclose()
+        await raw.aclose()

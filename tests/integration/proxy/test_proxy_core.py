@@ -321,3 +321,153 @@ async def test_tcp_register_and_options(started: list[ProxyServer]) -> None:
     assert b"transport=tcp>;expires=3600" in head
     writer.close()
     await writer.wait_closed()
+
+
+def _self_signed(tmp_path: object) -> tuple[str, str]:
+    import datetime
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atlanta.com")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("atlanta.com")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    folder = Path(str(tmp_path))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return str(folder / "cert.pem"), str(folder / "key.pem")
+
+
+async def test_tls_options(started: list[ProxyServer], tmp_path: object) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    proxy = await _proxy(started, auth="none", tls_listen="127.0.0.1:0", tls_cert=cert, tls_key=key)
+    host, port = proxy.address("TLS")
+    ctx = ssl.create_default_context(cafile=cert)
+    reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname="atlanta.com")
+    lport = writer.get_extra_info("sockname")[1]
+    writer.write((f"OPTIONS sip:atlanta.com;transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{lport};"
+                  f"branch=z9hG4bKtls1\r\nMax-Forwards: 70\r\nFrom: <sip:bob@atlanta.com>;tag=1\r\n"
+                  f"To: <sip:atlanta.com>\r\nCall-ID: tls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert head.startswith(b"SIP/2.0 200 OK") and b"Allow: INVITE" in head
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_timer_c_cancels_a_ringing_branch(started: list[ProxyServer], client: Peer,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from sipsec_proxy import core as core_module
+
+    monkeypatch.setattr(core_module, "TIMER_C", 0.4)
+    proxy = await _proxy(started, auth="none")
+    callee = Peer()
+    try:
+        await proxy.locator.bind("sip:bob@atlanta.com", BindRequest(f"sip:bob@127.0.0.1:{callee.port}", 600), "c", 1, "")
+        client.send(request("INVITE", "sip:bob@atlanta.com", client, to="sip:bob@atlanta.com"), proxy.udp_address)
+        invite = await callee.recv()
+        lines = "".join(f"{n}: {v}\r\n" for n, v in invite.headers.items() if n in ("Via", "From", "Call-ID", "CSeq"))
+        callee.send(f"SIP/2.0 180 Ringing\r\n{lines}To: {invite.headers.get('To')};tag=rr\r\nContent-Length: 0\r\n\r\n",
+                    proxy.udp_address)
+        cancel = await callee.recv(timeout=3)
+        assert cancel.method == "CANCEL" and cancel.via[0].branch == invite.via[0].branch
+        assert (await client.final()).status == 408
+    finally:
+        callee.close()
+
+
+async def test_loose_and_strict_routing(started: list[ProxyServer], client: Peer) -> None:
+    """§16.4: our own Route entry is removed (loose); a Request-URI naming us is restored (strict)."""
+    proxy = await _proxy(started, auth="none")
+    me = f"sip:127.0.0.1:{proxy.udp_address[1]}"
+    callee = Peer()
+    try:
+        # loose: Route: <us;lr>, <callee;lr> -> forwarded to the callee, R-URI unchanged
+        client.send(request("OPTIONS", "sip:carol@chicago.com", client, to="sip:carol@chicago.com",
+                            extra=f"Route: <{me};lr>, <sip:127.0.0.1:{callee.port};lr>\r\n"), proxy.udp_address)
+        fwd = await callee.recv()
+        assert str(fwd.uri) == "sip:carol@chicago.com"
+        assert fwd.headers.get_all("Route") == [f"<sip:127.0.0.1:{callee.port};lr>"]
+        # strict: the previous hop put us in the Request-URI and the real target last in Route
+        client.send(request("OPTIONS", me, client, to="sip:carol@chicago.com", call_id="strict",
+                            extra=f"Route: <sip:carol@127.0.0.1:{callee.port}>\r\n"), proxy.udp_address)
+        fwd = await callee.recv()
+        assert str(fwd.uri) == f"sip:carol@127.0.0.1:{callee.port}" and "Route" not in fwd.headers
+    finally:
+        callee.close()
+
+
+async def test_tcp_to_udp_double_record_route(started: list[ProxyServer]) -> None:
+    proxy = await _proxy(started, auth="none", tcp_listen="127.0.0.1:0")
+    callee = Peer()
+    try:
+        await proxy.locator.bind("sip:bob@atlanta.com", BindRequest(f"sip:bob@127.0.0.1:{callee.port}", 600), "c", 1, "")
+        reader, writer = await asyncio.open_connection(*proxy.address("TCP"))
+        lport = writer.get_extra_info("sockname")[1]
+        writer.write((f"INVITE sip:bob@atlanta.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{lport};branch=z9hG4bKt2u\r\n"
+                      f"Max-Forwards: 70\r\nFrom: <sip:alice@atlanta.com>;tag=1\r\nTo: <sip:bob@atlanta.com>\r\n"
+                      f"Call-ID: t2u\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:{lport};transport=tcp>\r\n"
+                      f"Content-Length: 0\r\n\r\n").encode())
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)).startswith(b"SIP/2.0 100 Trying")
+        fwd = await callee.recv()
+        udp_port, tcp_port = proxy.udp_address[1], proxy.address("TCP")[1]
+        assert fwd.headers.get_all("Record-Route") == [
+            f"<sip:127.0.0.1:{udp_port};lr>", f"<sip:127.0.0.1:{tcp_port};transport=tcp;lr>"]
+        assert fwd.via[0].transport == "UDP" and fwd.via[1].transport == "TCP"
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        callee.close()
+
+
+async def test_location_service_down_is_503(started: list[ProxyServer], client: Peer) -> None:
+    proxy = await _proxy(started, auth="none", location=f"127.0.0.1:{free_port_on('127.0.0.1', socket.SOCK_STREAM)}")
+    client.send(request("OPTIONS", "sip:bob@atlanta.com", client, to="sip:bob@atlanta.com"), proxy.udp_address)
+    resp = await client.final(timeout=6)
+    assert resp.status == 503 and resp.headers.get("Retry-After") == "5"
+    assert proxy.metrics.rejections.labels("location-error")._value.get() == 1
+
+
+class _Verifier:
+    """A RegisterVerifier for the hook's contract: signed-ok for alice, forged for mallory, else unsigned."""
+
+    async def verify(self, request: object, aor: str) -> bool:
+        from sipsec_proxy.registrar import RegisterRejected
+
+        if aor == "sip:mallory@atlanta.com":
+            raise RegisterRejected("bad-signature")
+        return aor == "sip:alice@atlanta.com"
+
+
+async def test_register_verifier_hook(started: list[ProxyServer], client: Peer) -> None:
+    server = create_proxy_server(_config(), verifier=_Verifier())
+    await server.start()
+    started.append(server)
+    client.send(_register(client, "alice", call_id="v1"), server.udp_address)
+    assert (await client.final()).status == 200  # verified signature: no digest round
+    client.send(_register(client, "mallory", call_id="v2"), server.udp_address)
+    assert (await client.final()).status == 403
+    client.send(_register(client, "bob", call_id="v3"), server.udp_address)
+    assert (await client.final()).status == 401  # unsigned: digest as for a plain phone
+
+
+async def test_bad_route_header_answered_in_transaction(started: list[ProxyServer], client: Peer) -> None:
+    proxy = await _proxy(started, auth="none")
+    client.send(request("OPTIONS", "sip:carol@chicago.com", client, to="sip:carol@chicago.com",
+                        extra="Route: <<<garbage\r\n"), proxy.udp_address)
+    assert (await client.final()).status == 400
+    await asyncio.sleep(0.1)
+    assert proxy.core is not None
+    assert all(ctx.final_sent for ctx in proxy.core._server.values())  # nothing left waiting forever
+    assert proxy.metrics.rejections.labels("bad-request")._value.get() == 1

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipsec import ibc
-from sipsec.envelope import Keyring, Opened, Sealed, SigningPolicy, open_message, seal
+from sipsec.envelope import Compression, Keyring, Opened, Sealed, SigningPolicy, open_message, seal
 from sipsec.sip import Request, Response, parse_message
 from sipsec.stores.envelope import (
     DialogStore,
@@ -226,6 +226,7 @@ async def run_basic_call(
     now: float | None = None,
     call_id: str = CALL_ID,
     on_step: Callable[[Step], None] | None = None,
+    compression: Compression = Compression.SIP_DICTIONARY,
 ) -> CallRun:
     """INVITE, 100, 180, 200, ACK, BYE (from Bob), 200 — each sealed, sent, opened and compared."""
     t = time.time() if now is None else now
@@ -238,23 +239,25 @@ async def run_basic_call(
             on_step(step)
 
     inv = invite(call_id)
-    s_inv = seal(inv, alice.keys, BOB, policy, now=t)
+    s_inv = seal(inv, alice.keys, BOB, policy, now=t, compression=compression)
     await alice.dialogs.put(s_inv.dialog, 3600, t)
     o_inv = await _deliver(bob, s_inv.message, policy, t)
+    assert isinstance(o_inv.outer, Request)
     record("INVITE", inv, s_inv, o_inv)
     bob_dialog = o_inv.dialog
     for name, resp in (("100", trying(call_id)), ("180", ringing(call_id)), ("200", ok_invite(call_id))):
-        s = seal(resp, bob.keys, bob_dialog, policy, in_reply_to=o_inv.outer, now=t)
+        s = seal(resp, bob.keys, bob_dialog, policy, in_reply_to=o_inv.outer, now=t, compression=compression)
         record(name, resp, s, await _deliver(alice, s.message, policy, t))
     a = ack(call_id)
-    s_ack = seal(a, alice.keys, s_inv.dialog, policy, now=t)
+    s_ack = seal(a, alice.keys, s_inv.dialog, policy, now=t, compression=compression)
     record("ACK", a, s_ack, await _deliver(bob, s_ack.message, policy, t))
     b = bye(call_id)
-    s_bye = seal(b, bob.keys, bob_dialog, policy, now=t)
+    s_bye = seal(b, bob.keys, bob_dialog, policy, now=t, compression=compression)
     o_bye = await _deliver(alice, s_bye.message, policy, t)
+    assert isinstance(o_bye.outer, Request)
     record("BYE", b, s_bye, o_bye)
     ok = ok_bye(call_id)
-    s_ok = seal(ok, alice.keys, o_bye.dialog, policy, in_reply_to=o_bye.outer, now=t)
+    s_ok = seal(ok, alice.keys, o_bye.dialog, policy, in_reply_to=o_bye.outer, now=t, compression=compression)
     record("200-BYE", ok, s_ok, await _deliver(bob, s_ok.message, policy, t))
     return CallRun(steps)
 
@@ -270,6 +273,7 @@ async def run_cancelled_call(
     s_inv = seal(inv, alice.keys, BOB, policy, now=t)
     await alice.dialogs.put(s_inv.dialog, 3600, t)
     o_inv = await _deliver(bob, s_inv.message, policy, t)
+    assert isinstance(o_inv.outer, Request)
     steps.append(Step("INVITE", inv, s_inv, o_inv))
     r = ringing(call_id)
     s_r = seal(r, bob.keys, o_inv.dialog, policy, in_reply_to=o_inv.outer, now=t)
@@ -277,6 +281,7 @@ async def run_cancelled_call(
     c = cancel(call_id)
     s_c = seal(c, alice.keys, s_inv.dialog, policy, now=t)
     o_c = await _deliver(bob, s_c.message, policy, t)
+    assert isinstance(o_c.outer, Request)
     steps.append(Step("CANCEL", c, s_c, o_c))
     okc = ok_cancel(call_id)
     s_okc = seal(okc, bob.keys, o_inv.dialog, policy, in_reply_to=o_c.outer, now=t)

@@ -116,3 +116,11 @@ async def test_outer_names_do_not_link_two_calls_with_the_same_inner_call_id(
     assert a.call_id != b.call_id
     assert a.from_.tag != b.from_.tag
     assert first.steps[0].sealed.dialog.key_id != second.steps[0].sealed.dialog.key_id
+
+
+async def test_eavesdropper_view_of_a_cancelled_call(alice: Party, bob: Party) -> None:
+    run = await run_cancelled_call(alice, bob, SigningPolicy.DIALOG_ESTABLISHING)
+    wire = b"".join(s.sealed.message.to_bytes() for s in run.steps).lower()
+    for secret in [b"alice@atlanta.example.com", CALL_ID.encode().lower(), b"v=0",
+                   b"user-agent", b"server:", ALICE_TAG.encode(), BOB_TAG.encode()]:
+        assert secret not in wire, secret

@@ -63,7 +63,7 @@ def test_rfc3394_wrap_known_answer() -> None:
 
 def test_signed_data_round_trip_and_structure() -> None:
     content = cms.mime_wrap(b"OPTIONS sip:x@y SIP/2.0\r\n\r\n")
-    nonce = os.urandom(16)
+    nonce = os.urandom(cms.NONCE_BYTES)
     seen: list[bytes] = []
 
     def sign(data: bytes) -> bytes:
@@ -80,7 +80,10 @@ def test_signed_data_round_trip_and_structure() -> None:
     si = sd["signer_infos"][0]
     types = {a["type"].dotted for a in si["signed_attrs"]}
     assert types == {oids.ID_CONTENT_TYPE, oids.ID_MESSAGE_DIGEST, oids.ID_SIGNING_TIME,
-                     oids.ID_SIPSEC_AA_SIGNER, oids.ID_SIPSEC_AA_NONCE}
+                     oids.ID_SIPSEC_AA_NONCE}
+    # the signer identity is the SignerIdentifier: subjectKeyIdentifier = DER SipsecIdentity
+    assert si["sid"].name == "subject_key_identifier"
+    assert si["sid"].chosen.native == ALICE_ID.to_der()
     assert si["signature_algorithm"]["algorithm"].dotted == oids.ID_SIPSEC_SIG_CC_BLS12381
     assert mime_of(parsed.content) == b"OPTIONS sip:x@y SIP/2.0\r\n\r\n"
 
@@ -176,14 +179,27 @@ async def test_openssl_parses_real_bodies(tmp_path: Path, pki: Pki) -> None:
     # the inner SignedData (what the recipient decrypts), as a ContentInfo
     env = cms.parse_auth_enveloped(later.message.body)
     assert isinstance(env.recipient, cms.KekRecipient)
-    signed = cms.decrypt_content(env, cms.kek_unwrap(env.recipient, first.dialog.key))
+    compressed = cms.decrypt_content(env, cms.kek_unwrap(env.recipient, first.dialog.key))
+    assert env.content_type == oids.ID_CT_COMPRESSED_DATA
+    # the CompressedData (RFC 3274) layer, as a ContentInfo
+    cd_info = asn1_cms.ContentInfo({"content_type": "compressed_data",
+                                    "content": asn1_cms.CompressedData.load(compressed)})
+    cd_print = _openssl("cms", "-cmsout", "-print", data=cd_info.dump(), tmp_path=tmp_path)
+    assert "id-smime-ct-compressedData" in cd_print
+    assert oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 in cd_print and "pkcs7-signedData" in cd_print
+    _openssl("asn1parse", data=cd_info.dump(), tmp_path=tmp_path)
+    content_type, signed = cms.parse_compressed_data(compressed, primer=first.dialog.primer)
+    assert content_type == oids.ID_SIGNED_DATA
     info = asn1_cms.ContentInfo({"content_type": "signed_data", "content": asn1_cms.SignedData.load(signed)})
     sd_print = _openssl("cms", "-cmsout", "-print", data=info.dump(), tmp_path=tmp_path)
     for name in ("pkcs7-signedData", "contentType", "messageDigest", "signingTime",
-                 oids.ID_SIPSEC_AA_SIGNER, oids.ID_SIPSEC_AA_NONCE, oids.ID_SIPSEC_SIG_CC_BLS12381):
+                 "d.subjectKeyIdentifier", oids.ID_SIPSEC_AA_NONCE, oids.ID_SIPSEC_SIG_CC_BLS12381):
         assert name in sd_print, name
-    assert "sip:alice@atlanta.example.com" in sd_print
+    assert cms.mime_unwrap(cms.parse_signed_data(signed).content) == ack().to_bytes()
     _openssl("asn1parse", data=info.dump(), tmp_path=tmp_path)
+    # the signer identity is in the sid: asn1parse shows the SipsecIdentity's AOR
+    sid = asn1_cms.SignedData.load(signed)["signer_infos"][0]["sid"].chosen.native
+    assert "sip:alice@atlanta.example.com" in _openssl("asn1parse", data=sid, tmp_path=tmp_path)
     # and the signed REGISTER body
     register = parse_message(
         b"REGISTER sip:atlanta.example.com SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bKnashds7\r\n"

@@ -120,3 +120,31 @@ def test_sealed_outer_is_a_request_with_the_inner_request_line(alice: Party) -> 
     assert is_secured(sealed.message)
     assert sealed.message.headers.get_all("Route") == ["<sip:proxy.atlanta.example.com;lr>"]
     assert repr(sealed.dialog).count("key=") == 0  # the key never shows in repr
+
+
+async def test_rejection_answers_the_outer_request(alice: Party, bob: Party) -> None:
+    from sipsec.envelope import (
+        RejectedEnvelope,
+        open_message,
+        rejection_response,
+        unsupported_media_response,
+    )
+
+    outer = seal(invite(), alice.keys, BOB).message
+    stranger = Party(alice.keys)  # Alice's own keys: the INVITE is not for her
+    try:
+        await open_message(outer, stranger.keys, stranger.dialogs, stranger.replay)
+    except RejectedEnvelope as exc:
+        answer = rejection_response(outer, exc.status, exc.phrase, to_tag="x1")
+    else:
+        raise AssertionError("opened a message for another AOR")
+    assert (answer.status, answer.reason) == (493, "Undecipherable")
+    assert answer.call_id == outer.call_id and answer.cseq == outer.cseq
+    assert answer.to.tag == "x1" and answer.via[0].branch == outer.via[0].branch
+    assert "application/pkcs7-mime" in (answer.headers.get("Accept") or "")
+    assert "wrong-recipient" not in answer.to_bytes().decode()  # no detail on the wire
+    plain_ua = unsupported_media_response(outer, to_tag="x2")
+    assert plain_ua.status == 415 and plain_ua.headers.get("Accept") == "application/sdp"
+    # the caller's decision after either answer
+    assert fallback_after(SecurityPolicy.PREFER_SECURE, answer.status) is Fallback.RETRY_PLAIN
+    assert fallback_after(SecurityPolicy.SECURE_ONLY, plain_ua.status) is Fallback.FAIL

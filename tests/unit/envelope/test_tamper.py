@@ -173,14 +173,22 @@ async def test_dialog_key_message_regions_are_493(alice: Party, bob: Party) -> N
 
 # --- signature and signed attributes (an insider holding the dialog key re-encrypts) -------
 
-def _reseal(outer: Request | Response, dialog: DialogKey, mutate: Callable[[bytes], bytes]) -> bytes:
-    """Decrypt with the dialog key, mutate the SignedData DER, re-encrypt: GCM passes, the signature must not."""
+def _signed_der(outer: Request | Response, dialog: DialogKey) -> bytes:
+    """The SignedData inside a sealed message: decrypted with the dialog key and decompressed."""
     env = cms.parse_auth_enveloped(outer.body)
     assert isinstance(env.recipient, cms.KekRecipient)
-    content = cms.decrypt_content(env, cms.kek_unwrap(env.recipient, dialog.key))
+    content_type, content = cms.open_content(
+        env.content_type, cms.decrypt_content(env, cms.kek_unwrap(env.recipient, dialog.key)), dialog.primer)
+    assert content_type == oids.ID_SIGNED_DATA
+    return content
+
+
+def _reseal(outer: Request | Response, dialog: DialogKey, mutate: Callable[[bytes], bytes]) -> bytes:
+    """Decrypt with the dialog key, mutate the SignedData DER, re-compress and re-encrypt: GCM passes, the signature must not."""
     cek = os.urandom(32)
+    content = cms.build_compressed_data(oids.ID_SIGNED_DATA, mutate(_signed_der(outer, dialog)), dialog.primer)
     body = cms.build_auth_enveloped(
-        cms.kek_recipient_info(dialog.key_id, dialog.key, cek), env.content_type, mutate(content), cek
+        cms.kek_recipient_info(dialog.key_id, dialog.key, cek), oids.ID_CT_COMPRESSED_DATA, content, cek
     )
     return _with_body(outer, body)
 
@@ -188,9 +196,7 @@ def _reseal(outer: Request | Response, dialog: DialogKey, mutate: Callable[[byte
 async def test_signature_and_signed_attribute_bytes_are_403(alice: Party, bob: Party) -> None:
     alice_dialog, _, _ = await _established(alice, bob)
     s = seal(ack(), alice.keys, alice_dialog)
-    env = cms.parse_auth_enveloped(s.message.body)
-    assert isinstance(env.recipient, cms.KekRecipient)
-    signed_der = cms.decrypt_content(env, cms.kek_unwrap(env.recipient, alice_dialog.key))
+    signed_der = _signed_der(s.message, alice_dialog)
     parsed = cms.parse_signed_data(signed_der)
 
     def flip_at(needle: bytes, offset: int) -> Callable[[bytes], bytes]:
@@ -211,6 +217,24 @@ async def test_signature_and_signed_attribute_bytes_are_403(alice: Party, bob: P
     assert (await _open(bob, s.message)).signer is not None
 
 
+async def test_substituted_signer_identity_in_the_sid_is_403(pki: Pki, alice: Party, bob: Party) -> None:
+    """The sid is not signed: a dialog-key holder who swaps it must still fail the signature."""
+    alice_dialog, _, _ = await _established(alice, bob)
+    s = seal(ack(), alice.keys, alice_dialog)
+    parsed = cms.parse_signed_data(_signed_der(s.message, alice_dialog))
+    current = pki.atlanta.policy.current(time.time())
+    length = pki.atlanta.policy.length_s
+    for other in (cms.WireIdentity(ALICE, current - 1, length),  # the same AOR, previous period
+                  cms.WireIdentity("sip:dave@atlanta.example.com", current, length)):
+        assert other != parsed.signer
+
+        def swap(_: bytes, other: cms.WireIdentity = other) -> bytes:
+            return cms.assemble_signed_data(parsed.content, other, parsed.signed_attrs, parsed.signature)
+
+        await _expect(bob, _reseal(s.message, alice_dialog, swap), 403, "bad-signature")
+    assert (await _open(bob, s.message)).signer is not None
+
+
 def _rebuild_unsigned(dialog: DialogKey, entity: bytes) -> bytes:
     cek = os.urandom(32)
     return cms.build_auth_enveloped(cms.kek_recipient_info(dialog.key_id, dialog.key, cek),
@@ -226,7 +250,7 @@ async def test_dialog_key_holder_cannot_sign_as_the_other_party(alice: Party, bo
     signed = cms.build_signed_data(
         cms.mime_wrap(forged.to_bytes()),
         cms.WireIdentity(ident.aor, ident.period, ident.period_length_s),
-        int(time.time()), os.urandom(16), lambda d: _suite.compact(ibc.sign(bob_key, d)),
+        int(time.time()), os.urandom(cms.NONCE_BYTES), lambda d: _suite.compact(ibc.sign(bob_key, d)),
     )
     cek = os.urandom(32)
     body = cms.build_auth_enveloped(cms.kek_recipient_info(bob_dialog.key_id, bob_dialog.key, cek),

@@ -1,0 +1,300 @@
+"""The two-domain sipsec topology in one process, on the embedded defaults (used by the demo, tests and bench).
+
+atlanta.com lives on 127.0.0.2 and biloxi.com on 127.0.0.3: each domain has a PKG (in-memory
+store, gRPC on loopback), a location service (in-memory store, gRPC on loopback port 0), a SIP
+proxy/registrar (UDP on the domain's address) and a UA gateway (secured SIP on the domain's
+address, in-process crypto). The two PKGs federate: each pins the other's Ed25519 fingerprint
+and fetches its signed parameters on first use. The proxies accept only identity-signed
+REGISTERs, verified against the domains' public parameters (:class:`SignedRegisterVerifier`).
+A :class:`~sipsec_gateway.trace.WireTap` on each proxy's inbound queue records what the proxy
+received, i.e. what an eavesdropper beside the proxies sees.
+
+    async with TwoDomainTopology() as topo:
+        await topo.login("sip:alice@atlanta.com")
+        await topo.login("sip:bob@biloxi.com", auto_answer=True)
+        call = await topo.gateway_for("sip:alice@atlanta.com").place_call(ALICE, BOB)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from sipsec import ibc
+from sipsec.envelope import RejectedEnvelope, SecurityPolicy, verify_register
+from sipsec.ibc import canonical_aor
+from sipsec.sip import Request
+from sipsec.stores.envelope import InMemoryReplayCache
+from sipsec_gateway.config import GatewayConfig
+from sipsec_gateway.gateway import Gateway, GatewayError, UserSettings
+from sipsec_gateway.trace import WireTap
+from sipsec_location import LocationConfig, LocationServer
+from sipsec_pkg.config import Peer as PkgPeer
+from sipsec_pkg.material import DomainInit, init_domain
+from sipsec_pkg.node import PkgNode
+from sipsec_proxy import ProxyConfig, ProxyServer, RegisterRejected
+from sipsec_proxy.server import make_locator
+
+__all__ = [
+    "DEFAULT_HOSTS",
+    "DEFAULT_USERS",
+    "DomainStack",
+    "SignedRegisterVerifier",
+    "TopologyError",
+    "TwoDomainTopology",
+]
+
+log = logging.getLogger("sipsec.topology")
+
+#: The domains of the embedded topology and the loopback address each one's SIP lives on.
+DEFAULT_HOSTS: Mapping[str, str] = {"atlanta.com": "127.0.0.2", "biloxi.com": "127.0.0.3"}
+#: The users provisioned in the PKGs at start.
+DEFAULT_USERS: tuple[str, ...] = ("sip:alice@atlanta.com", "sip:bob@biloxi.com")
+_START_ATTEMPTS = 3
+
+
+class TopologyError(Exception):
+    """The topology could not start, or a user could not be provisioned or logged in."""
+
+
+class SignedRegisterVerifier:
+    """The proxy's ``RegisterVerifier``: checks identity-signed REGISTERs against trusted domain parameters.
+
+    Returns False for an unsigned REGISTER (the registrar's digest then applies), raises
+    :class:`~sipsec_proxy.RegisterRejected` for a bad signature or a signer other than the AOR.
+    """
+
+    def __init__(self, trusted: Mapping[str, ibc.DomainParams]) -> None:
+        self.trusted = dict(trusted)
+        self.replay = InMemoryReplayCache()
+        self.verified = 0
+
+    async def verify(self, request: Request, aor: str) -> bool:
+        if "signed-data" not in (request.headers.get("Content-Type") or ""):
+            return False
+        try:
+            result = await verify_register(request, self.trusted, self.replay)
+        except RejectedEnvelope as exc:
+            raise RegisterRejected(exc.reason) from None
+        if result.aor != aor:
+            raise RegisterRejected("signer-mismatch")
+        self.verified += 1
+        return True
+
+
+@dataclass
+class DomainStack:
+    """The running services of one domain."""
+
+    name: str
+    host: str
+    init: DomainInit = field(repr=False)
+    pkg: PkgNode
+    location: LocationServer
+    proxy: ProxyServer
+    gateway: Gateway
+    tap: WireTap | None
+    verifier: SignedRegisterVerifier
+
+    @property
+    def proxy_address(self) -> tuple[str, int]:
+        return self.proxy.udp_address
+
+
+def _free_port(host: str, kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class TwoDomainTopology:
+    """atlanta.com and biloxi.com in this process; ``await start()`` / ``await stop()`` or ``async with``.
+
+    ``users``: AORs provisioned at start, all with ``password`` (random when None; see
+    :attr:`password`). ``trace_calls``: how many recent calls each gateway traces (0 for
+    benchmarks). ``tap``: record what the proxies receive. ``signing``: the gateways' signing
+    policy. ``materials``: pre-made domain key material (tests reuse it across topologies).
+    """
+
+    def __init__(
+        self,
+        *,
+        hosts: Mapping[str, str] = DEFAULT_HOSTS,
+        users: Sequence[str] = DEFAULT_USERS,
+        password: str | None = None,
+        trace_calls: int = 200,
+        tap: bool = True,
+        signing: str = "every-message",
+        call_timeout_s: float = 10.0,
+        materials: Mapping[str, DomainInit] | None = None,
+        gateway_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        if len(hosts) < 2:
+            raise TopologyError("the topology needs at least two domains")
+        self.hosts = {d.lower(): h for d, h in hosts.items()}
+        self.users = [str(canonical_aor(u)) for u in users]
+        self.password = password if password is not None else secrets.token_urlsafe(18)
+        self.trace_calls = trace_calls
+        self.tap = tap
+        self.signing = signing
+        self.call_timeout_s = call_timeout_s
+        self.materials: dict[str, DomainInit] = dict(materials or {})
+        self.gateway_overrides = dict(gateway_overrides or {})
+        self.domains: dict[str, DomainStack] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._started = False
+
+    # -- access -----------------------------------------------------------------------------------
+
+    def __getitem__(self, domain: str) -> DomainStack:
+        return self.domains[domain.lower()]
+
+    @property
+    def atlanta(self) -> DomainStack:
+        return self.domains["atlanta.com"]
+
+    @property
+    def biloxi(self) -> DomainStack:
+        return self.domains["biloxi.com"]
+
+    def domain_of(self, aor: str) -> DomainStack:
+        name = str(canonical_aor(aor)).split("@", 1)[1]
+        if name not in self.domains:
+            raise TopologyError(f"{aor} is in no domain of this topology")
+        return self.domains[name]
+
+    def gateway_for(self, aor: str) -> Gateway:
+        return self.domain_of(aor).gateway
+
+    @property
+    def taps(self) -> list[WireTap]:
+        return [d.tap for d in self.domains.values() if d.tap is not None]
+
+    def clear_taps(self) -> None:
+        for tap in self.taps:
+            tap.clear()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TwoDomainTopology:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start every service of both domains (ports picked on loopback; retried if one was taken)."""
+        if self._started:
+            return
+        for name in self.hosts:
+            if name not in self.materials:
+                self.materials[name] = init_domain(name)
+        last: BaseException | None = None
+        for _ in range(_START_ATTEMPTS):
+            try:
+                await self._start_once()
+            except OSError as exc:  # a port picked a moment ago was taken meanwhile: try others
+                last = exc
+                await self._stack.aclose()
+                self._stack = contextlib.AsyncExitStack()
+                self.domains.clear()
+                continue
+            except BaseException:
+                await self.stop()
+                raise
+            self._started = True
+            return
+        raise TopologyError(f"could not bind the topology's ports: {last}")
+
+    async def stop(self) -> None:
+        """Stop everything (gateways first: they hang up, unregister and log out), idempotent."""
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
+        self.domains.clear()
+        self._started = False
+
+    async def _start_once(self) -> None:
+        names = list(self.hosts)
+        pkg_ports = {n: _free_port("127.0.0.1", socket.SOCK_STREAM) for n in names}
+        proxy_ports = {n: _free_port(self.hosts[n], socket.SOCK_DGRAM) for n in names}
+        trusted = {n: self.materials[n].params for n in names}
+        for name in names:
+            host = self.hosts[name]
+            init = self.materials[name]
+            peers = {o: PkgPeer(o, f"127.0.0.1:{pkg_ports[o]}", self.materials[o].signed.fingerprint)
+                     for o in names if o != name}
+            pkg = PkgNode.in_memory(init.material(), listen=f"127.0.0.1:{pkg_ports[name]}", peers=peers,
+                                    peer_plaintext=True, fed_timeout_s=2.0)
+            await pkg.start()
+            self._stack.push_async_callback(pkg.stop, 0)
+            for aor in self.users:
+                if aor.endswith("@" + name):
+                    await pkg.add_user(aor, self.password)
+
+            location = LocationServer(LocationConfig(listen="127.0.0.1:0", metrics_port=-1))
+            await location.start()
+            self._stack.push_async_callback(location.stop, 0)
+
+            routes = ",".join(f"{o}={self.hosts[o]}:{proxy_ports[o]}" for o in names if o != name)
+            pconfig = ProxyConfig(domains=name, listen=f"{host}:{proxy_ports[name]}",
+                                  location=f"127.0.0.1:{location.port}", routes=routes,
+                                  metrics_port=-1, drain_seconds=0, rate_limit=0)
+            verifier = SignedRegisterVerifier(trusted)
+            proxy = ProxyServer(pconfig, make_locator(pconfig), verifier=verifier)
+            await proxy.start()
+            self._stack.push_async_callback(proxy.stop, 0)
+            tap = WireTap(proxy.queue) if self.tap else None
+
+            values: dict[str, Any] = {
+                "domain": name, "sip_listen": f"{host}:0", "proxy": f"{host}:{proxy_ports[name]}",
+                "pkg": f"127.0.0.1:{pkg_ports[name]}", "pkg_plaintext": True,
+                "pkg_fingerprint": init.signed.fingerprint,
+                "peer_domains": ",".join(o for o in names if o != name),
+                "call_timeout_s": self.call_timeout_s, "drain_seconds": 0.5, "register_expires": 3600,
+                "trace_calls": self.trace_calls, "signing": self.signing,
+                "default_policy": SecurityPolicy.PREFER_SECURE.value,
+            }
+            values.update(self.gateway_overrides)
+            gateway = Gateway(GatewayConfig(**values))
+            await gateway.start()
+            self._stack.push_async_callback(gateway.stop, 0.5)
+            self.domains[name] = DomainStack(name, host, init, pkg, location, proxy, gateway, tap, verifier)
+        log.info("two-domain topology up: %s", ", ".join(f"{n} on {self.hosts[n]}" for n in names))
+
+    # -- users ------------------------------------------------------------------------------------
+
+    async def provision(self, aor: str, password: str | None = None) -> None:
+        """Add a user to its domain's PKG (with the topology's password when None)."""
+        stack = self.domain_of(aor)
+        await stack.pkg.add_user(str(canonical_aor(aor)), password or self.password)
+
+    async def login(
+        self,
+        aor: str,
+        *,
+        password: str | None = None,
+        auto_answer: bool = False,
+        hold_s: float | None = None,
+        policy: SecurityPolicy | str | None = None,
+        timeout_s: float = 15.0,
+    ) -> UserSettings:
+        """Log ``aor`` in on its domain's gateway (PKG login, keys, signed REGISTER)."""
+        gateway = self.gateway_for(aor)
+        try:
+            return await asyncio.wait_for(
+                gateway.login(aor, password or self.password, policy=policy, auto_answer=auto_answer,
+                              hold_s=hold_s),
+                timeout_s)
+        except TimeoutError:
+            raise TopologyError(f"logging {aor} in took longer than {timeout_s:g} s") from None
+        except GatewayError as exc:
+            raise TopologyError(f"logging {aor} in failed: {exc.status} {exc.message}") from None

@@ -1,0 +1,100 @@
+"""Several proxy processes on one UDP port (SO_REUSEPORT), each keeping its transactions.
+
+The kernel spreads datagrams over the sockets sharing the port by a hash of the 4-tuple, so
+every request from one source (and its retransmissions, its CANCEL, the ACK of a non-2xx)
+reaches the same worker. Responses from downstream must reach the worker that holds the
+client transaction: each worker therefore also binds a private UDP port, forwards from it and
+writes it in its Via (§18.2.2: responses go to the Via's sent-by). Record-Route names the
+shared port, so in-dialog requests spread over the workers like new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import fields
+from typing import Any
+
+from sipsec.aio.transport import InboundQueue, UdpTransport
+from sipsec.sip import Limits
+
+from sipsec_proxy.config import ENV, ProxyConfig, split_hostport
+
+__all__ = ["listen_udp", "run_workers"]
+
+
+async def listen_udp(queue: InboundQueue, host: str, port: int, limits: Limits, *,
+                     reuse_port: bool = False, rcvbuf: int = 0) -> UdpTransport:
+    """``UdpTransport.listen`` with SO_REUSEPORT and/or a larger receive buffer.
+
+    ``UdpTransport.listen`` takes no socket options, so the loop's
+    ``create_datagram_endpoint`` is wrapped for the duration of this one call. A large
+    SO_RCVBUF absorbs bursts while the process is descheduled (Kamailio probes its UDP
+    buffer up the same way at start-up); the kernel caps it at ``net.core.rmem_max``.
+    """
+    loop = asyncio.get_running_loop()
+    original = loop.create_datagram_endpoint
+
+    async def endpoint(*args: Any, **kwargs: Any) -> Any:
+        if reuse_port:
+            kwargs["reuse_port"] = True
+        transport, protocol = await original(*args, **kwargs)
+        sock = transport.get_extra_info("socket")
+        if rcvbuf > 0 and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        return transport, protocol
+
+    loop.create_datagram_endpoint = endpoint  # type: ignore[method-assign]
+    try:
+        return await UdpTransport.listen(queue, host, port, limits=limits)
+    finally:
+        del loop.create_datagram_endpoint  # back to the class attribute
+
+
+def _free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_workers(config: ProxyConfig) -> int:
+    """Starts ``config.workers`` copies of ``sipsec-proxy`` sharing the UDP port; relays SIGTERM."""
+    if config.location == "memory":
+        logging.getLogger("sipsec.proxy").warning(
+            "%d workers with location=memory: each worker keeps its own bindings; "
+            "use location=redis or a location service", config.workers)
+    host, port = split_hostport(config.listen)
+    if port == 0:
+        port = _free_udp_port(host)
+    env: dict[str, Any] = {**os.environ}
+    for f in fields(ProxyConfig):
+        env[ENV[f.name][0]] = str(getattr(config, f.name))
+    env |= {"SIPSEC_PROXY_WORKERS": "1", "SIPSEC_PROXY_REUSE_PORT": "1",
+                           "SIPSEC_PROXY_LISTEN": f"{host}:{port}",
+                           "SIPSEC_PROXY_NONCE_SECRET": config.nonce_secret or secrets.token_hex(32)}
+    if config.metrics_port > 0:
+        env["SIPSEC_PROXY_METRICS_PORT"] = "0"  # one port each; scrape the workers separately
+    children = [subprocess.Popen([sys.executable, "-m", "sipsec_proxy"], env=env,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(config.workers)]
+    for child in children:
+        assert child.stdout is not None
+        child.stdout.readline()
+    print(f"sipsec-proxy listening on udp:{host}:{port} ({config.workers} workers)", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

@@ -1,0 +1,130 @@
+"""Call records shared by gateway replicas (memory or Redis), so any replica can continue a dialog.
+
+A record holds the SIP dialog state a replica needs to end the call or answer its BYE
+(tags, remote target, route set, local CSeq, the dialog key's id); the dialog key itself
+lives in the envelope's :class:`~sipsec.stores.envelope.DialogStore`. Records are JSON,
+indexed by the API call id and by the inner Call-ID, with a TTL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from sipsec.envelope import DialogKey
+from sipsec.stores.envelope import DialogStore
+
+__all__ = ["CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
+
+
+class ScopedDialogStore:
+    """One local AOR's view of a shared :class:`DialogStore`.
+
+    Both ends of a dialog derive the same key id; when caller and callee are users of the
+    same gateway (or share one Redis), their two views of the dialog must not overwrite each
+    other, so each is stored under ``SHA-256("sipsec-gateway dialog" 0 AOR 0 key id)[:8]`` and
+    handed back under the original id.
+    """
+
+    def __init__(self, base: DialogStore, aor: str) -> None:
+        self.base = base
+        self.aor = aor
+
+    def _id(self, key_id: bytes) -> bytes:
+        return hashlib.sha256(b"sipsec-gateway dialog\x00" + self.aor.encode() + b"\x00" + key_id).digest()[:8]
+
+    async def put(self, dialog: DialogKey, ttl_s: float, now: float) -> None:
+        await self.base.put(dataclasses.replace(dialog, key_id=self._id(dialog.key_id)), ttl_s, now)
+
+    async def get(self, key_id: bytes, now: float) -> DialogKey | None:
+        dialog = await self.base.get(self._id(key_id), now)
+        return None if dialog is None else dataclasses.replace(dialog, key_id=key_id)
+
+    async def delete(self, key_id: bytes) -> None:
+        await self.base.delete(self._id(key_id))
+
+
+class CallStore(Protocol):
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None: ...
+
+    async def get(self, call_id: str) -> dict[str, Any] | None: ...
+
+    async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None: ...
+
+    async def delete(self, call_id: str, sip_call_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryCallStore:
+    """Process-local records (the embedded default; one replica)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._index: dict[str, str] = {}
+
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
+        self._records[call_id] = (time.monotonic() + ttl_s, dict(record))
+        self._index[sip_call_id] = call_id
+
+    async def get(self, call_id: str) -> dict[str, Any] | None:
+        item = self._records.get(call_id)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return dict(item[1])
+
+    async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
+        call_id = self._index.get(sip_call_id)
+        return None if call_id is None else await self.get(call_id)
+
+    async def delete(self, call_id: str, sip_call_id: str) -> None:
+        self._records.pop(call_id, None)
+        self._index.pop(sip_call_id, None)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RedisCallStore:
+    """Records in Redis: ``<prefix>call:<id>`` (JSON) and ``<prefix>cid:<Call-ID>`` -> id, both with a TTL."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:gateway:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "sipsec:gateway:") -> RedisCallStore:
+        return cls(aioredis.Redis.from_url(url), prefix)
+
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
+        ms = max(1, int(ttl_s * 1000))
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.prefix}call:{call_id}", json.dumps(record), px=ms)
+            pipe.set(f"{self.prefix}cid:{sip_call_id}", call_id, px=ms)
+            await pipe.execute()
+
+    async def get(self, call_id: str) -> dict[str, Any] | None:
+        raw = await self.client.get(f"{self.prefix}call:{call_id}")
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
+        call_id = await self.client.get(f"{self.prefix}cid:{sip_call_id}")
+        if call_id is None:
+            return None
+        return await self.get(call_id.decode() if isinstance(call_id, bytes) else str(call_id))
+
+    async def delete(self, call_id: str, sip_call_id: str) -> None:
+        await self.client.delete(f"{self.prefix}call:{call_id}", f"{self.prefix}cid:{sip_call_id}")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

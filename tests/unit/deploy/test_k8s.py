@@ -1,0 +1,362 @@
+"""k8s/: kustomize builds, schema validation (kubernetes-validate, offline), hardening, probes,
+configuration against the services' READMEs, and the network policies against DESIGN §3's flows."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from sipsec_cli.up import DOMAINS
+
+from tests.unit.deploy._catalog import (
+    ROOT,
+    check_help,
+    parse_pkg_argv,
+    script_invocations,
+    service_for_image,
+    subcommands,
+)
+
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+K8S_VERSION = "1.32.0"
+OVERLAYS = [d.name.split(".")[0] for d in DOMAINS]
+GRPC_SERVICES = {"pkg", "location", "worker"}
+SECRET_STANDIN = "00" * 32
+
+
+@cache
+def build(path: str) -> tuple[dict[str, Any], ...]:
+    res = subprocess.run([KUBECTL, "kustomize", str(ROOT / path)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"kubectl kustomize {path} failed:\n{res.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(res.stdout) if doc)
+
+
+def kinds(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def containers(dep: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = dep["spec"]["template"]["spec"]
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, tuple[dict[str, Any], ...]]:
+    return request.param, build(f"k8s/overlays/{request.param}")
+
+
+def test_base_builds_on_its_own() -> None:
+    docs = build("k8s/base")
+    names = {d["metadata"]["name"] for d in kinds(docs, "Deployment")}
+    assert names == {"pkg", "location", "proxy", "worker", "redis", "gateway"}
+
+
+def test_every_object_passes_schema_validation(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_schema_validation_rejects_a_broken_object() -> None:
+    """The validator is live: a Deployment with a misspelt field fails strict validation."""
+    dep = dict(kinds(build("k8s/base"), "Deployment")[0])
+    dep["spec"] = {**dep["spec"], "replicass": 2}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
+
+
+def test_overlay_sets_namespace_and_domain(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    name, docs = overlay
+    domain = f"{name}.com"
+    ns = kinds(docs, "Namespace")
+    assert [n["metadata"]["name"] for n in ns] == [f"sipsec-{name}"]
+    assert ns[0]["metadata"]["labels"]["sipsec.io/part-of"] == "sipsec"
+    assert ns[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == f"sipsec-{name}", doc["metadata"]["name"]
+    cms = {c["metadata"]["name"].rsplit("-", 1)[0]: c["data"] for c in kinds(docs, "ConfigMap")}
+    assert cms["pkg-env"]["SIPSEC_PKG_DOMAIN"] == domain
+    assert cms["proxy-env"]["SIPSEC_PROXY_DOMAINS"] == domain
+    for peer in DOMAINS:
+        if peer.name != domain:
+            short = peer.name.split(".")[0]
+            assert cms["pkg-env"]["SIPSEC_PKG_PEERS"].startswith(
+                f"{peer.name},pkg.sipsec-{short}.svc.cluster.local:50051,sha256:")
+            assert f"{peer.name}=proxy.sipsec-{short}.svc.cluster.local:5060" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
+
+
+def test_hardened_security_context_and_resources(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    for dep in kinds(docs, "Deployment"):
+        name = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod.get("automountServiceAccountToken") is False, name
+        for c in containers(dep):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"], (name, c["name"])
+            assert not sc["capabilities"].get("add"), (name, c["name"])
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), (name, c["name"], kind)
+
+
+def test_probes(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    for dep in kinds(docs, "Deployment"):
+        name = dep["metadata"]["name"]
+        main = dep["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert probe in main, (name, probe)
+            if name in GRPC_SERVICES:
+                assert main[probe]["grpc"]["port"] == ports["grpc"], (name, probe)
+        if name == "gateway":
+            assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_services_select_deployments_and_target_named_ports(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    deps = kinds(docs, "Deployment")
+    for svc in kinds(docs, "Service"):
+        sel = svc["spec"]["selector"]
+        matching = [d for d in deps if sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(matching) == 1, svc["metadata"]["name"]
+        names = {p["name"] for p in matching[0]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in names, (svc["metadata"]["name"], port)
+
+
+def _cm_data(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, str]]:
+    return {c["metadata"]["name"]: c["data"] for c in kinds(docs, "ConfigMap")}
+
+
+def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for src in c.get("envFrom", []):
+        ref = src["configMapRef"]["name"]
+        assert ref in cms, f"envFrom names a missing ConfigMap {ref}"
+        env.update(cms[ref])
+    for item in c.get("env", []):
+        if "valueFrom" in item:  # a Secret's value: stands in as a well-formed hex key
+            assert set(item["valueFrom"]) == {"secretKeyRef"}, item
+            env[item["name"]] = SECRET_STANDIN
+        else:
+            env[item["name"]] = item.get("value", "")
+    return env
+
+
+def test_configuration_is_documented_parses_and_files_are_mounted(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    cms = _cm_data(docs)
+    calls: set[tuple[str, ...]] = set()
+    for dep in kinds(docs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in containers(dep):
+            svc = service_for_image(c["image"])
+            if svc is None:
+                continue
+            env = _container_env(c, cms)
+            undocumented = [v for v in env if not svc.documented(v)]
+            assert not undocumented, f"{dep['metadata']['name']}: {undocumented} not in {svc.readme.relative_to(ROOT)}"
+            svc.parse_env(env)
+            mounts = [(m["mountPath"], m) for m in c.get("volumeMounts", [])]
+            for var, value in env.items():
+                if value.startswith("/"):
+                    under = [m for path, m in mounts if value == path or value.startswith(path.rstrip("/") + "/")]
+                    assert under, f"{dep['metadata']['name']}/{c['name']}: {var}={value} is on no volume"
+                    vol = volumes[under[0]["name"]]
+                    if "secret" in vol and "items" in vol["secret"]:
+                        assert value.rsplit("/", 1)[1] in {i["path"] for i in vol["secret"]["items"]}
+            argv = list(c.get("command") or []) + list(c.get("args") or [])
+            if not c.get("command"):
+                argv = [svc.script, *argv]
+            for call in script_invocations(argv):
+                assert call[0] == svc.script
+                assert bool(subcommands(call)) == svc.has_subcommands, call
+                calls.add((call[0], *subcommands(call)))
+                if call[0] == "sipsec-pkg":
+                    parse_pkg_argv(call)
+    for call, (code, out) in check_help(calls).items():
+        assert code == 0 and "usage" in out.lower(), f"{' '.join(call)} --help failed:\n{out}"
+
+
+def test_pkg_reads_kek_and_material_from_secret_and_volume(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    dep = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "pkg")
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["kek"]["secret"]["secretName"] == "pkg-kek"
+    assert "persistentVolumeClaim" in vols["data"]
+    server = dep["spec"]["template"]["spec"]["containers"][0]
+    data_mount = next(m for m in server["volumeMounts"] if m["name"] == "data")
+    assert data_mount["readOnly"] is True
+    env = _container_env(server, _cm_data(docs))
+    assert "SIPSEC_PKG_KEK" not in env and env["SIPSEC_PKG_KEK_FILE"].startswith("/run/secrets/")
+
+
+def test_monitoring_annotations_point_at_metrics_ports(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    _, docs = overlay
+    for dep in kinds(docs, "Deployment"):
+        name = dep["metadata"]["name"]
+        if name == "redis":
+            continue
+        ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+        assert ann.get("prometheus.io/scrape") == "true", name
+        ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        assert int(ann["prometheus.io/port"]) == ports.get("metrics", ports.get("http")), name
+
+
+# --------------------------------------------------------------------------- network policies
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        op = expr["operator"]
+        if op == "In" and value not in expr["values"]:
+            return False
+        if op == "NotIn" and value in expr["values"]:
+            return False
+        if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
+def _peer_matches(peer: Mapping[str, Any], pol_ns: str, other: tuple[dict[str, str], str, dict[str, str]]) -> bool:
+    labels, ns, ns_labels = other
+    if "ipBlock" in peer:
+        return True
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], ns_labels):
+            return False
+    elif ns != pol_ns:
+        return False
+    return _selects(peer.get("podSelector", {}), labels)
+
+
+def _port_matches(rules_ports: list[dict[str, Any]] | None, port: int, proto: str) -> bool:
+    if not rules_ports:
+        return True
+    return any(p.get("port") in (None, port) and p.get("protocol", "TCP") == proto for p in rules_ports)
+
+
+Pod = tuple[dict[str, str], str, dict[str, str]]  # labels, namespace, namespace labels
+
+
+def _allowed(policies: list[dict[str, Any]], pod: Pod, other: Pod, port: int, proto: str, direction: str) -> bool:
+    """Kubernetes semantics: a pod selected by any policy of this type allows only what one of them allows."""
+    ptype, key, peers_key = ("Ingress", "ingress", "from") if direction == "in" else ("Egress", "egress", "to")
+    selecting = [p for p in policies if p["metadata"]["namespace"] == pod[1]
+                 and ptype in p["spec"].get("policyTypes", ["Ingress"])
+                 and _selects(p["spec"]["podSelector"], pod[0])]
+    if not selecting:
+        return True
+    for pol in selecting:
+        for rule in pol["spec"].get(key, []):
+            peers = rule.get(peers_key)
+            if _port_matches(rule.get("ports"), port, proto) and (
+                    not peers or any(_peer_matches(pr, pol["metadata"]["namespace"], other) for pr in peers)):
+                return True
+    return False
+
+
+def _flow(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int, proto: str = "TCP") -> bool:
+    return _allowed(policies, src, dst, port, proto, "out") and _allowed(policies, dst, src, port, proto, "in")
+
+
+@pytest.fixture(scope="module")
+def fleet() -> tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]]:
+    """Both overlays together: every policy, and a pod per (domain, app) with its labels."""
+    policies: list[dict[str, Any]] = []
+    pods: dict[str, dict[str, Pod]] = {}
+    for name in OVERLAYS:
+        docs = build(f"k8s/overlays/{name}")
+        policies += kinds(docs, "NetworkPolicy")
+        ns = kinds(docs, "Namespace")[0]
+        ns_labels = {**ns["metadata"]["labels"], "kubernetes.io/metadata.name": ns["metadata"]["name"]}
+        pods[name] = {d["metadata"]["name"]: (d["spec"]["template"]["metadata"]["labels"], ns["metadata"]["name"], ns_labels)
+                      for d in kinds(docs, "Deployment")}
+    return policies, pods
+
+
+def test_default_deny_selects_every_pod_both_ways(fleet: tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]]) -> None:
+    policies, _ = fleet
+    for name in OVERLAYS:
+        deny = [p for p in policies if p["metadata"]["name"] == "default-deny-all"
+                and p["metadata"]["namespace"] == f"sipsec-{name}"]
+        assert len(deny) == 1
+        assert deny[0]["spec"]["podSelector"] == {}
+        assert set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        assert not deny[0]["spec"].get("ingress") and not deny[0]["spec"].get("egress")
+
+
+# DESIGN §3: (from, to, port, protocol, across domains?)
+FLOWS = [
+    ("pkg", "redis", 6379, "TCP", False),
+    ("location", "redis", 6379, "TCP", False),
+    ("gateway", "redis", 6379, "TCP", False),
+    ("gateway", "pkg", 50051, "TCP", False),
+    ("gateway", "worker", 50053, "TCP", False),
+    ("gateway", "proxy", 5060, "UDP", False),
+    ("proxy", "location", 50052, "TCP", False),
+    ("proxy", "gateway", 5070, "UDP", False),
+    ("pkg", "pkg", 50051, "TCP", True),
+    ("proxy", "proxy", 5060, "UDP", True),
+    ("proxy", "proxy", 5060, "TCP", True),
+]
+NOT_FLOWS = [
+    ("worker", "redis", 6379, "TCP", False),
+    ("proxy", "redis", 6379, "TCP", False),
+    ("proxy", "pkg", 50051, "TCP", False),
+    ("location", "pkg", 50051, "TCP", False),
+    ("gateway", "location", 50052, "TCP", False),
+    ("worker", "pkg", 50051, "TCP", False),
+    ("pkg", "worker", 50053, "TCP", False),
+    ("gateway", "gateway", 5070, "UDP", True),
+    ("gateway", "worker", 50053, "TCP", True),
+    ("pkg", "redis", 6379, "TCP", True),
+    ("location", "location", 50052, "TCP", True),
+]
+
+
+@pytest.mark.parametrize(("src", "dst", "port", "proto", "across"), FLOWS)
+def test_each_real_flow_is_allowed(fleet: tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]],
+                                   src: str, dst: str, port: int, proto: str, across: bool) -> None:
+    policies, pods = fleet
+    a, b = OVERLAYS[0], OVERLAYS[1] if across else OVERLAYS[0]
+    assert _flow(policies, pods[a][src], pods[b][dst], port, proto)
+    assert _flow(policies, pods[b][src], pods[a][dst], port, proto)
+
+
+@pytest.mark.parametrize(("src", "dst", "port", "proto", "across"), NOT_FLOWS)
+def test_other_traffic_is_denied(fleet: tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]],
+                                 src: str, dst: str, port: int, proto: str, across: bool) -> None:
+    policies, pods = fleet
+    a, b = OVERLAYS[0], OVERLAYS[1] if across else OVERLAYS[0]
+    assert not _flow(policies, pods[a][src], pods[b][dst], port, proto)
+
+
+def test_every_pod_may_resolve_names(fleet: tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]]) -> None:
+    policies, pods = fleet
+    dns: Pod = ({"k8s-app": "kube-dns"}, "kube-system", {"kubernetes.io/metadata.name": "kube-system"})
+    for name in OVERLAYS:
+        for pod in pods[name].values():
+            assert _allowed(policies, pod, dns, 53, "UDP", "out")
