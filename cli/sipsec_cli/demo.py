@@ -24,12 +24,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from sipsec import ibc
+
+if TYPE_CHECKING:  # the call part imports the services only when it runs
+    from sipsec_gateway.calls import Call
+
+    from sipsec_cli.topology import TwoDomainTopology
 
 __all__ = ["DemoFailure", "run_demo"]
 
@@ -191,6 +197,8 @@ BOB = "sip:bob@biloxi.com"
 THESIS_TOTAL_MS = {"seal_kem": 591.0, "open_kem": 438.0}
 THESIS_CALL = {"plain_setup_ms": 182.0, "secured_setup_ms": 1347.0, "plain_bytes": 2668, "secured_bytes": 7429}
 HOLD_S = 0.3
+STEP_TIMEOUT_S = 10.0
+CALLS_TIMEOUT_S = 120.0
 CALL_RUNS = 5
 _SECRETS_ON_THE_WIRE = (b"alice", b"m=audio", b"application/sdp")
 
@@ -215,13 +223,14 @@ class CallSection:
     wire: list[dict[str, Any]] = field(default_factory=list)
     inner: list[dict[str, Any]] = field(default_factory=list)
     hosts: dict[str, str] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
 
 
 def _ms(crypto: dict[str, list[float]]) -> dict[str, list[float]]:
     return {op: [v * 1e3 for v in values] for op, values in crypto.items()}
 
 
-async def _one_call(topo: Any, secure: bool, hold_s: float) -> tuple[CallRun, Any, Any]:
+async def _one_call(topo: TwoDomainTopology, secure: bool, hold_s: float) -> tuple[CallRun, Call, Call]:
     from sipsec_gateway.calls import CallState
 
     kind = "secured" if secure else "plain"
@@ -229,7 +238,7 @@ async def _one_call(topo: Any, secure: bool, hold_s: float) -> tuple[CallRun, An
     assert bob.secure is not None
     before = set(bob.secure.calls)
     t0 = time.perf_counter()
-    call = await alice.place_call(ALICE, BOB, secure=secure, timeout=10.0)
+    call = await alice.place_call(ALICE, BOB, secure=secure, timeout=STEP_TIMEOUT_S)
     setup_ms = (time.perf_counter() - t0) * 1e3
     if call.state is not CallState.ESTABLISHED:
         raise DemoFailure(f"the {kind} call from {ALICE} to {BOB} was not answered: "
@@ -238,7 +247,10 @@ async def _one_call(topo: Any, secure: bool, hold_s: float) -> tuple[CallRun, An
         raise DemoFailure(f"the {kind} call was set up {'secured' if call.secure else 'plain'}")
     if hold_s > 0:
         await asyncio.sleep(hold_s)
-    status = await alice.hangup(call.id)
+    try:
+        status = await asyncio.wait_for(alice.hangup(call.id), STEP_TIMEOUT_S)
+    except TimeoutError:
+        raise DemoFailure(f"hanging up the {kind} call got no answer in {STEP_TIMEOUT_S:g} s") from None
     if status != 200:
         raise DemoFailure(f"hanging up the {kind} call got {status} instead of 200")
     incoming = [c for cid, c in bob.secure.calls.items() if cid not in before and c.direction == "incoming"]
@@ -246,7 +258,7 @@ async def _one_call(topo: Any, secure: bool, hold_s: float) -> tuple[CallRun, An
         raise DemoFailure(f"bob's gateway saw {len(incoming)} incoming calls instead of 1")
     callee = incoming[0]
     try:
-        await asyncio.wait_for(callee.ended.wait(), 5.0)
+        await asyncio.wait_for(callee.ended.wait(), STEP_TIMEOUT_S)
     except TimeoutError:
         raise DemoFailure(f"bob's side of the {kind} call did not end after alice's BYE") from None
     run = CallRun(secure, setup_ms, call.bytes_sent + call.bytes_received,
@@ -265,7 +277,7 @@ def _header(text: str, *names: str) -> str:
     return ""
 
 
-def _wire(topo: Any, caller: Any) -> list[dict[str, Any]]:
+def _wire(topo: TwoDomainTopology, caller: Call) -> list[dict[str, Any]]:
     """What each proxy received for this call: the eavesdropper's view."""
     from sipsec_gateway.trace import render
 
@@ -284,7 +296,7 @@ def _wire(topo: Any, caller: Any) -> list[dict[str, Any]]:
     return views
 
 
-def _inner(caller: Any, callee: Any) -> list[dict[str, Any]]:
+def _inner(caller: Call, callee: Call) -> list[dict[str, Any]]:
     """Every secured message of the call as its receiving gateway opened it, with the verified signer."""
     from sipsec_gateway.trace import render
 
@@ -313,25 +325,52 @@ async def _calls(runs: int) -> CallSection:
     from sipsec_cli.topology import TwoDomainTopology
 
     section = CallSection()
+    say = section.events.append
     async with TwoDomainTopology() as topo:
         section.hosts = dict(topo.hosts)
+        say("two domains up: " + "; ".join(
+            f"{name}: PKG 127.0.0.1:{d.pkg.port}, proxy {d.proxy_address[0]}:{d.proxy_address[1]}, "
+            f"gateway {d.gateway.sip_address[0]}:{d.gateway.sip_address[1]}" for name, d in topo.domains.items()))
         await topo.login(ALICE)
+        say(f"{ALICE} logged in: PKG session, keys for this period, signed REGISTER accepted by "
+            f"the atlanta.com proxy ({topo.atlanta.verifier.verified} verified)")
         await topo.login(BOB, auto_answer=True)
-        topo.clear_taps()  # registrations done: from here on, only the call
+        say(f"{BOB} logged in the same way (auto-answer on; {topo.biloxi.verifier.verified} REGISTER "
+            "verified by the biloxi.com proxy)")
+        for here, there in ((topo.atlanta, topo.biloxi), (topo.biloxi, topo.atlanta)):
+            if here.gateway.directory.get(there.name) != there.init.params:
+                raise DemoFailure(f"{here.name} did not get {there.name}'s parameters through federation")
+        say("federation: each gateway holds the other domain's parameters, fetched through its own "
+            "PKG, which verified the peer's signed parameters against the pinned Ed25519 fingerprint")
+        for secure in (True, False):  # warm-up, as the thesis timed softphones already started
+            await _one_call(topo, secure, 0.0)
+        topo.clear_taps()  # registrations and warm-up done: from here on, only the calls shown
         run, caller, callee = await _one_call(topo, True, HOLD_S)
         section.secured.append(run)
         section.wire = _wire(topo, caller)
         section.inner = _inner(caller, callee)
+        say(f"secured call answered ({run.summary['sip_status']}) in {run.setup_ms:.1f} ms, held {HOLD_S:g} s, "
+            f"hung up (BYE → 200): {run.messages} messages, {run.bytes_total:,} bytes")
         run, caller, _ = await _one_call(topo, False, HOLD_S)
         section.plain.append(run)
+        say(f"the same call unsecured: answered in {run.setup_ms:.1f} ms, {run.bytes_total:,} bytes")
         for _ in range(runs - 1):
             section.secured.append((await _one_call(topo, True, 0.0))[0])
             section.plain.append((await _one_call(topo, False, 0.0))[0])
+        if runs > 1:
+            say(f"{runs - 1} more calls of each kind for the medians below")
     secured_bytes = statistics.median(r.bytes_total for r in section.secured)
     plain_bytes = statistics.median(r.bytes_total for r in section.plain)
     if not secured_bytes > plain_bytes:
         raise DemoFailure(f"a secured call took {secured_bytes} bytes, not more than a plain one ({plain_bytes})")
     return section
+
+
+async def _calls_within(runs: int, timeout_s: float) -> CallSection:
+    try:
+        return await asyncio.wait_for(_calls(runs), timeout_s)
+    except TimeoutError:
+        raise DemoFailure(f"the calls did not finish within {timeout_s:g} s") from None
 
 
 def _op_median(runs: list[CallRun], side: str, op: str) -> float | None:
@@ -365,31 +404,36 @@ def _comparison(steps: list[Step], section: CallSection) -> list[dict[str, Any]]
     secured, plain = _call_doc(section.secured), _call_doc(section.plain)
     rows: list[dict[str, Any]] = []
 
-    def row(table: str, measure: str, value: float | None, thesis: float | None, unit: str) -> None:
-        rows.append({"tables": table, "measure": measure, "sipsec": value, "thesis": thesis, "unit": unit})
+    def row(key: str, table: str, measure: str, value: float | None, thesis: float | None, unit: str) -> None:
+        rows.append({"key": key, "tables": table, "measure": measure, "sipsec": value, "thesis": thesis,
+                     "unit": unit})
 
-    row("1, 3", "IBE encrypt (BF KEM of a 256-bit key to bob's SIP address)",
-        by_name["encapsulate"].median_ms if "encapsulate" in by_name else None, THESIS_MS["encapsulate"], "ms")
-    row("2, 4", "IBE decrypt (bob's private key)",
-        by_name["decapsulate"].median_ms if "decapsulate" in by_name else None, THESIS_MS["decapsulate"], "ms")
-    row("—", "IBS sign (the thesis had no signatures)",
-        by_name["sign"].median_ms if "sign" in by_name else None, None, "ms")
-    row("—", "IBS verify", by_name["verify"].median_ms if "verify" in by_name else None, None, "ms")
-    row("1", "INVITE secured by alice's gateway (sign + KEM + AES-GCM + CMS)",
+    def step(name: str) -> float | None:
+        return by_name[name].median_ms if name in by_name else None
+
+    row("ibe_encrypt_ms", "1, 3", "IBE encrypt: KEM to bob's SIP address", step("encapsulate"),
+        THESIS_MS["encapsulate"], "ms")
+    row("ibe_decrypt_ms", "2, 4", "IBE decrypt: bob's private key", step("decapsulate"),
+        THESIS_MS["decapsulate"], "ms")
+    row("ibs_sign_ms", "—", "IBS sign (thesis: no signatures)", step("sign"), None, "ms")
+    row("ibs_verify_ms", "—", "IBS verify", step("verify"), None, "ms")
+    row("invite_seal_ms", "1", "INVITE sealed by alice: sign+KEM+AES+CMS",
         secured["caller_crypto_ms"].get("seal_kem"), THESIS_TOTAL_MS["seal_kem"], "ms")
-    row("2", "INVITE opened by bob's gateway (KEM + AES-GCM + verify + checks)",
+    row("invite_open_ms", "2", "INVITE opened by bob: KEM+AES+verify",
         secured["callee_crypto_ms"].get("open_kem"), THESIS_TOTAL_MS["open_kem"], "ms")
-    row("—", "later message secured with the dialog key (sign + AES-GCM)",
+    row("later_seal_ms", "—", "later message sealed: dialog key + sign",
         secured["caller_crypto_ms"].get("seal_kek"), None, "ms")
-    row("—", "later message opened with the dialog key (AES-GCM + verify)",
+    row("later_open_ms", "—", "later message opened: dialog key + verify",
         secured["caller_crypto_ms"].get("open_kek"), None, "ms")
-    row("5", "setup time, plain call (INVITE → 200 → ACK)", plain["setup_ms"], THESIS_CALL["plain_setup_ms"], "ms")
-    row("6", "setup time, secured call", secured["setup_ms"], THESIS_CALL["secured_setup_ms"], "ms")
-    row("5", "signalling bytes per plain call (INVITE … BYE/200)", plain["bytes"], THESIS_CALL["plain_bytes"], "bytes")
-    row("6", "signalling bytes per secured call", secured["bytes"], THESIS_CALL["secured_bytes"], "bytes")
-    row("5, 6", "setup time, secured / plain", secured["setup_ms"] / plain["setup_ms"],
+    row("plain_setup_ms", "5", "setup, plain (INVITE → 200 → ACK)", plain["setup_ms"],
+        THESIS_CALL["plain_setup_ms"], "ms")
+    row("secured_setup_ms", "6", "setup, secured", secured["setup_ms"], THESIS_CALL["secured_setup_ms"], "ms")
+    row("plain_bytes", "5", "bytes per call, plain (INVITE … BYE 200)", plain["bytes"],
+        THESIS_CALL["plain_bytes"], "bytes")
+    row("secured_bytes", "6", "bytes per call, secured", secured["bytes"], THESIS_CALL["secured_bytes"], "bytes")
+    row("setup_ratio", "5, 6", "setup, secured ÷ plain", secured["setup_ms"] / plain["setup_ms"],
         THESIS_CALL["secured_setup_ms"] / THESIS_CALL["plain_setup_ms"], "×")
-    row("5, 6", "bytes, secured / plain", secured["bytes"] / plain["bytes"],
+    row("bytes_ratio", "5, 6", "bytes, secured ÷ plain", secured["bytes"] / plain["bytes"],
         THESIS_CALL["secured_bytes"] / THESIS_CALL["plain_bytes"], "×")
     return rows
 
@@ -404,7 +448,7 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{value:,.0f} B"
     if unit == "×":
         return f"{value:.2f}×"
-    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+    return f"{value:.2f} ms" if value < 10 else f"{value:,.1f} ms" if value < 100 else f"{value:,.0f} ms"
 
 
 def _render(console: Console, steps: list[Step], repeat: int) -> None:
@@ -440,42 +484,58 @@ def _render_calls(console: Console, steps: list[Step], section: CallSection) -> 
         f"[dim]two domains in this process ({hosts}): PKG, location, proxy and UA gateway each; "
         "in-memory stores, in-process crypto[/]",
         title="sipsec demo"))
+    for event in section.events:
+        console.print(f"[green]✓[/] {event}")
 
     for view in section.wire[:1]:
         table = Table(title=f"1. the wire: the secured call as the {view['proxy']} proxy received it "
-                            "(what an eavesdropper sees)")
-        for col in ("#", "start line", "From", "Call-ID", "body", "bytes"):
-            table.add_column(col, overflow="fold")
-        for i, (text, size) in enumerate(zip(view["messages"], view["bytes"], strict=True), 1):
-            body = _header(text, "content-type", "c").split(";", 1)[0] or "—"
-            table.add_row(str(i), text.split("\r\n", 1)[0], _header(text, "from", "f"),
-                          _header(text, "call-id", "i")[:24], body, str(size))
+                            "(what an eavesdropper sees)", box=box.SIMPLE_HEAD)
+        table.add_column("#", justify="right", min_width=2)
+        table.add_column("message", no_wrap=True, overflow="ellipsis", max_width=26)
+        table.add_column("From", no_wrap=True)
+        table.add_column("body", no_wrap=True)
+        for i, text in enumerate(view["messages"], 1):
+            start = text.split("\r\n", 1)[0].removesuffix(" SIP/2.0").removeprefix("SIP/2.0 ")
+            ctype = _header(text, "content-type", "c")
+            length = _header(text, "content-length", "l") or "0"
+            body = f"CMS {length} B" if "pkcs7-mime" in ctype else (ctype.split(";", 1)[0] or "—")
+            frm = _header(text, "from", "f")
+            frm = frm[frm.find("<") + 1:frm.find(">")].removeprefix("sip:") if "<" in frm else frm
+            table.add_row(str(i), start, frm, body)
         console.print(table)
         invite = next((m for m in view["messages"] if m.startswith("INVITE ")), None)
         if invite is not None:
             console.print(Panel(invite.rstrip(), title=f"the outer INVITE at the {view['proxy']} proxy",
                                 border_style="red"))
 
-    table = Table(title="2. inside: every secured message as the receiving gateway opened it")
-    for col in ("#", "opened by", "inner start line", "verified signer"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="2. inside: every secured message as the receiving gateway opened it", box=box.SIMPLE_HEAD)
+    table.add_column("#", justify="right")
+    table.add_column("opened by", no_wrap=True)
+    table.add_column("inner message", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("verified signer", no_wrap=True)
     for i, e in enumerate(section.inner, 1):
         mark = "[green]✓[/] " if e["verified"] else "[red]✗[/] "
-        table.add_row(str(i), e["opened_by"], e["start_line"], mark + str(e["signer"]))
+        start = e["start_line"].removesuffix(" SIP/2.0").removeprefix("SIP/2.0 ")
+        opened_by = e["opened_by"].removeprefix("sip:").split("@", 1)[0] + "'s gateway"
+        table.add_row(str(i), opened_by, start, mark + str(e["signer"]))
     console.print(table)
     first = next((e for e in section.inner if e["start_line"].startswith("INVITE ")), None)
     if first is not None:
         console.print(Panel(first["inner"].rstrip(), border_style="green",
                             title=f"the inner INVITE as bob's gateway opened it — signed by {first['signer']}"))
 
-    table = Table(title=f"3. this run vs the thesis' Tables 1–6 (calls: median of {len(section.secured)})")
-    for col, justify in (("thesis table", "center"), ("measure", "left"), ("sipsec", "right"),
-                         ("thesis (2008)", "right")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    runs = len(section.secured)
+    table = Table(title=f"3. this run vs the thesis' Tables 1–6 (median of {runs} calls after a warm-up)")
+    table.add_column("table", justify="center")
+    table.add_column("measure")
+    table.add_column("sipsec", justify="right")
+    table.add_column("thesis (2008)", justify="right")
+    table.add_column("faster", justify="right")
     for r in _comparison(steps, section):
         thesis = _fmt(r["thesis"], r["unit"])
+        faster = f"{r['thesis'] / r['sipsec']:.0f}×" if r["unit"] == "ms" and r["thesis"] and r["sipsec"] else ""
         table.add_row(r["tables"], r["measure"], _fmt(r["sipsec"], r["unit"]),
-                      ("~" + thesis) if r["unit"] == "ms" and r["thesis"] else thesis)
+                      ("~" + thesis) if r["unit"] == "ms" and r["thesis"] else thesis, faster)
     console.print(table)
 
 
@@ -493,7 +553,7 @@ def run_demo(json_output: bool, repeat: int, calls: bool = True, call_runs: int 
     if error is None and calls:
         logging.getLogger("sipsec").setLevel(logging.WARNING)
         try:
-            section = asyncio.run(_calls(max(1, call_runs)))
+            section = asyncio.run(_calls_within(max(1, call_runs), CALLS_TIMEOUT_S))
         except Exception as exc:  # noqa: BLE001 - the demo's top level: one clear line, exit 1
             logging.getLogger("sipsec.demo").debug("the call part failed", exc_info=True)
             error = f"{type(exc).__name__}: {exc}"
@@ -516,7 +576,7 @@ def run_demo(json_output: bool, repeat: int, calls: bool = True, call_runs: int 
         if section is not None:
             secured, plain = _call_doc(section.secured), _call_doc(section.plain)
             doc["calls"] = {
-                "hosts": section.hosts, "secured": secured, "plain": plain,
+                "hosts": section.hosts, "events": section.events, "secured": secured, "plain": plain,
                 "setup_ratio": secured["setup_ms"] / plain["setup_ms"],
                 "bytes_ratio": secured["bytes"] / plain["bytes"],
             }

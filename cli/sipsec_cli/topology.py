@@ -18,18 +18,19 @@ received, i.e. what an eavesdropper beside the proxies sees.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from sipsec import ibc
+from sipsec.engine import CryptoEngine, InProcessEngine, RemoteEngine
 from sipsec.envelope import RejectedEnvelope, SecurityPolicy, verify_register
-from sipsec.ibc import canonical_aor
+from sipsec.ibc import IbcError, canonical_aor
 from sipsec.sip import Request
 from sipsec.stores.envelope import InMemoryReplayCache
 from sipsec_gateway.config import GatewayConfig
@@ -41,6 +42,8 @@ from sipsec_pkg.material import DomainInit, init_domain
 from sipsec_pkg.node import PkgNode
 from sipsec_proxy import ProxyConfig, ProxyServer, RegisterRejected
 from sipsec_proxy.server import make_locator
+from sipsec_worker.config import WorkerConfig
+from sipsec_worker.server import WorkerServer
 
 __all__ = [
     "DEFAULT_HOSTS",
@@ -105,7 +108,8 @@ class DomainStack:
 
     @property
     def proxy_address(self) -> tuple[str, int]:
-        return self.proxy.udp_address
+        host, port = self.proxy.udp_address
+        return str(host), int(port)
 
 
 def _free_port(host: str, kind: int) -> int:
@@ -121,6 +125,12 @@ class TwoDomainTopology:
     :attr:`password`). ``trace_calls``: how many recent calls each gateway traces (0 for
     benchmarks). ``tap``: record what the proxies receive. ``signing``: the gateways' signing
     policy. ``materials``: pre-made domain key material (tests reuse it across topologies).
+    ``threaded_crypto``: the gateways run pairings on a thread pool instead of inline on the
+    event loop (the pairing library releases the GIL for part of each operation).
+    ``workers``: > 0 starts one crypto-worker in this process with that many pool processes,
+    and the gateways use it (:class:`~sipsec.engine.RemoteEngine`, plaintext gRPC on
+    loopback) instead of in-process crypto. ``engine_factory``: wraps each domain's gateway
+    engine (called with the domain and the engine the topology made), e.g. to count operations.
     """
 
     def __init__(
@@ -135,6 +145,9 @@ class TwoDomainTopology:
         call_timeout_s: float = 10.0,
         materials: Mapping[str, DomainInit] | None = None,
         gateway_overrides: Mapping[str, Any] | None = None,
+        threaded_crypto: bool = False,
+        engine_factory: Callable[[str, CryptoEngine], CryptoEngine] | None = None,
+        workers: int = 0,
     ) -> None:
         if len(hosts) < 2:
             raise TopologyError("the topology needs at least two domains")
@@ -147,8 +160,14 @@ class TwoDomainTopology:
         self.call_timeout_s = call_timeout_s
         self.materials: dict[str, DomainInit] = dict(materials or {})
         self.gateway_overrides = dict(gateway_overrides or {})
+        self.threaded_crypto = threaded_crypto
+        self.engine_factory = engine_factory
+        if workers < 0:
+            raise TopologyError("workers must not be negative")
+        self.workers = workers
+        self.worker: WorkerServer | None = None
         self.domains: dict[str, DomainStack] = {}
-        self._stack = contextlib.AsyncExitStack()
+        self._running: list[tuple[int, str, Callable[[], Awaitable[None]]]] = []
         self._started = False
 
     # -- access -----------------------------------------------------------------------------------
@@ -158,14 +177,19 @@ class TwoDomainTopology:
 
     @property
     def atlanta(self) -> DomainStack:
+        """atlanta.com's stack (with the default hosts)."""
         return self.domains["atlanta.com"]
 
     @property
     def biloxi(self) -> DomainStack:
+        """biloxi.com's stack (with the default hosts)."""
         return self.domains["biloxi.com"]
 
     def domain_of(self, aor: str) -> DomainStack:
-        name = str(canonical_aor(aor)).split("@", 1)[1]
+        try:
+            name = str(canonical_aor(aor)).split("@", 1)[1]
+        except IbcError:
+            raise TopologyError(f"{aor!r} is not a SIP address of record") from None
         if name not in self.domains:
             raise TopologyError(f"{aor} is in no domain of this topology")
         return self.domains[name]
@@ -204,9 +228,7 @@ class TwoDomainTopology:
                 await self._start_once()
             except OSError as exc:  # a port picked a moment ago was taken meanwhile: try others
                 last = exc
-                await self._stack.aclose()
-                self._stack = contextlib.AsyncExitStack()
-                self.domains.clear()
+                await self.stop()
                 continue
             except BaseException:
                 await self.stop()
@@ -216,17 +238,33 @@ class TwoDomainTopology:
         raise TopologyError(f"could not bind the topology's ports: {last}")
 
     async def stop(self) -> None:
-        """Stop everything (gateways first: they hang up, unregister and log out), idempotent."""
-        stack, self._stack = self._stack, contextlib.AsyncExitStack()
-        await stack.aclose()
+        """Stop everything, idempotent: gateways first (they hang up, unregister and log out),
+        then the crypto-worker, proxies, location services, the PKGs' federation channels, and the PKGs."""
+        running, self._running = sorted(self._running, key=lambda r: r[0]), []
+        for _, what, stop in running:
+            try:
+                await stop()
+            except Exception:  # noqa: BLE001 - stopping: report, go on with the rest
+                log.warning("could not stop %s cleanly", what, exc_info=True)
         self.domains.clear()
+        self.worker = None
         self._started = False
+
+    def _on_stop(self, rank: int, what: str, stop: Callable[[], Awaitable[None]]) -> None:
+        self._running.append((rank, what, stop))
 
     async def _start_once(self) -> None:
         names = list(self.hosts)
         pkg_ports = {n: _free_port("127.0.0.1", socket.SOCK_STREAM) for n in names}
         proxy_ports = {n: _free_port(self.hosts[n], socket.SOCK_DGRAM) for n in names}
         trusted = {n: self.materials[n].params for n in names}
+        worker_target = ""
+        if self.workers > 0:
+            self.worker = WorkerServer(WorkerConfig(listen="127.0.0.1:0", processes=self.workers,
+                                                    metrics_port=-1, plaintext=True, drain_seconds=0))
+            await self.worker.start()
+            self._on_stop(1, "the crypto-worker", functools.partial(self.worker.stop, 0))
+            worker_target = f"127.0.0.1:{self.worker.port}"
         for name in names:
             host = self.hosts[name]
             init = self.materials[name]
@@ -235,14 +273,15 @@ class TwoDomainTopology:
             pkg = PkgNode.in_memory(init.material(), listen=f"127.0.0.1:{pkg_ports[name]}", peers=peers,
                                     peer_plaintext=True, fed_timeout_s=2.0)
             await pkg.start()
-            self._stack.push_async_callback(pkg.stop, 0)
+            self._on_stop(5, f"the {name} PKG", functools.partial(pkg.stop, 0))
+            self._on_stop(4, f"the {name} PKG's federation channels", pkg.fetcher.close)
             for aor in self.users:
                 if aor.endswith("@" + name):
                     await pkg.add_user(aor, self.password)
 
             location = LocationServer(LocationConfig(listen="127.0.0.1:0", metrics_port=-1))
             await location.start()
-            self._stack.push_async_callback(location.stop, 0)
+            self._on_stop(3, f"the {name} location service", functools.partial(location.stop, 0))
 
             routes = ",".join(f"{o}={self.hosts[o]}:{proxy_ports[o]}" for o in names if o != name)
             pconfig = ProxyConfig(domains=name, listen=f"{host}:{proxy_ports[name]}",
@@ -251,7 +290,7 @@ class TwoDomainTopology:
             verifier = SignedRegisterVerifier(trusted)
             proxy = ProxyServer(pconfig, make_locator(pconfig), verifier=verifier)
             await proxy.start()
-            self._stack.push_async_callback(proxy.stop, 0)
+            self._on_stop(2, f"the {name} proxy", functools.partial(proxy.stop, 0))
             tap = WireTap(proxy.queue) if self.tap else None
 
             values: dict[str, Any] = {
@@ -264,9 +303,13 @@ class TwoDomainTopology:
                 "default_policy": SecurityPolicy.PREFER_SECURE.value,
             }
             values.update(self.gateway_overrides)
-            gateway = Gateway(GatewayConfig(**values))
+            engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
+                                    else InProcessEngine(threaded=self.threaded_crypto))
+            if self.engine_factory is not None:
+                engine = self.engine_factory(name, engine)
+            gateway = Gateway(GatewayConfig(**values), engine=engine)
             await gateway.start()
-            self._stack.push_async_callback(gateway.stop, 0.5)
+            self._on_stop(0, f"the {name} gateway", functools.partial(gateway.stop, 0.5))
             self.domains[name] = DomainStack(name, host, init, pkg, location, proxy, gateway, tap, verifier)
         log.info("two-domain topology up: %s", ", ".join(f"{n} on {self.hosts[n]}" for n in names))
 

@@ -221,7 +221,7 @@ def _proxy_env(topo: Topology, inst: Instance) -> dict[str, str]:
     for peer in topo.peers(domain):
         peer_proxy = topo.get(peer, "proxy")
         if peer_proxy is not None:
-            routes.append(f"{peer.name}={peer_proxy.addr('sip')}")
+            routes.append(f"{peer.name}={peer_proxy.addr('sip')};transport=tcp")
     return {
         "SIPSEC_PROXY_DOMAINS": domain.name,
         "SIPSEC_PROXY_LISTEN": inst.addr("sip"),
@@ -247,6 +247,8 @@ def _gateway_env(topo: Topology, inst: Instance) -> dict[str, str]:
         "SIPSEC_GATEWAY_HTTP_LISTEN": inst.addr("http"),
         "SIPSEC_GATEWAY_SIP_LISTEN": inst.addr("sip"),
         "SIPSEC_GATEWAY_ADVERTISE": inst.host,
+        # secured messages exceed the 1300-byte UDP guideline (RFC 3261 §18.1.1): TCP
+        "SIPSEC_GATEWAY_TRANSPORT": "tcp",
         "SIPSEC_GATEWAY_PEER_DOMAINS": ",".join(p.name for p in topo.peers(domain)),
         "SIPSEC_GATEWAY_STORE": "redis",
         "SIPSEC_REDIS_URL": topo.redis_urls[domain.name],

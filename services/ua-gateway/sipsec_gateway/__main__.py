@@ -38,8 +38,12 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     ca = Path(config.pkg_ca).read_bytes() if config.pkg_ca else None
     pkg = PkgConnector(tuple(config.pkg_targets), plaintext=config.pkg_plaintext, root_certificates=ca,
                        pinned_fingerprint=config.pkg_fingerprint or None)
-    engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
-                           metrics=EngineMetrics(metrics.registry)) if config.worker_targets else create_engine(None)
+    if config.worker_targets:
+        worker_ca = Path(config.workers_ca).read_bytes() if config.workers_ca else None
+        engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
+                               root_certificates=worker_ca, metrics=EngineMetrics(metrics.registry))
+    else:
+        engine = create_engine(None)
     stores: dict[str, object] = {}
     if config.store == "redis":
         stores = {
@@ -68,8 +72,7 @@ async def serve(config: GatewayConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     api = asyncio.create_task(server.serve())
     log.info("control API on http://%s:%d", host, port)
     await stop.wait()

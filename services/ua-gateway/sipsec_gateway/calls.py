@@ -244,8 +244,10 @@ class Agent:
         call_store: Any = None,
         engine: CryptoEngine | None = None,
         advertise: str = "",
+        transport: str = "UDP",
     ) -> None:
         self.advertise = advertise
+        self.transport_name = transport.upper()
         self.endpoint = endpoint
         self.engine: CryptoEngine = engine if engine is not None else InProcessEngine()
         self.owner = owner
@@ -302,7 +304,7 @@ class Agent:
     @property
     def address(self) -> tuple[str, int]:
         """Where this side is reached: the advertised host (or the bound one) and the bound port."""
-        host, port = self.endpoint.transport("UDP").local_address
+        host, port = self.endpoint.transport(self.transport_name).local_address
         return (self.advertise or str(host)), int(port)
 
     def contact_uri(self, aor: str) -> str:
@@ -310,7 +312,8 @@ class Agent:
         must not name the user), on the plain side the user's own name."""
         host, port = self.address
         user = self.owner.contact_user(aor) if self.secured else aor.split(":", 1)[-1].split("@", 1)[0]
-        return f"sip:{user}@{host}:{port}"
+        params = "" if self.transport_name == "UDP" else f";transport={self.transport_name.lower()}"
+        return f"sip:{user}@{host}:{port}{params}"
 
     def new_call(self, *, direction: str, local_aor: str, peer_aor: str, secure: bool,
                  call_id: str | None = None, local_tag: str | None = None) -> Call:
@@ -458,7 +461,7 @@ class Agent:
 
     def via(self) -> str:
         host, port = self.address
-        return f"SIP/2.0/UDP {host}:{port};branch={generate_branch()};rport"
+        return f"SIP/2.0/{self.transport_name} {host}:{port};branch={generate_branch()};rport"
 
     # -- placing calls -------------------------------------------------------------------------
 
@@ -490,7 +493,7 @@ class Agent:
         call.setup_done = loop.create_future()
         call.local_sdp = sdp
         if dest is None:
-            dest = self.outbound or peer_for_uri(parse_uri(target))
+            dest = self.outbound or peer_for_uri(parse_uri(target), self.transport_name)
         call.dest = dest
         invite = self.build_invite(call, target, sdp, to_text=to_text)
         call.invite = invite
@@ -537,7 +540,7 @@ class Agent:
 
     def _in_dialog_peer(self, request: Request, call: Call) -> Peer:
         try:
-            return peer_for_uri(next_hop(request))
+            return peer_for_uri(next_hop(request), self.transport_name)
         except SipError:
             assert call.dest is not None
             return call.dest
@@ -635,6 +638,8 @@ class Agent:
             return
         if txn is call.invite_txn and call.direction == "outgoing" and call.state is not CallState.ESTABLISHED:
             self._fail(call, status, "INVITE failed")
+        elif txn is call.invite_txn and call.state is CallState.ESTABLISHED and not call.extra.get("acked"):
+            self.spawn(self.hangup(call))  # §13.3.1.4: our 2xx was never ACKed; end the session with BYE
         elif call.bye_done is not None and not call.bye_done.done():
             call.bye_done.set_result(status)
 
@@ -766,15 +771,16 @@ class Agent:
         await self._send_request(call, invite, call.dest)
 
     def _fail(self, call: Call, status: int, reason: str) -> None:
-        if not call.live and call.state is not CallState.CALLING:
+        if not call.live:
             return
-        was = call.state
+        if call.state is CallState.ESTABLISHED:
+            self._end(call, status, reason)
+            return
         call.status = status
         call.reason = reason
         call.state = CallState.FAILED
         outcome = "timeout" if status == 408 else "cancelled" if status == 487 else "failed"
-        if was is not CallState.ESTABLISHED:
-            self.metrics.call_setups.labels(outcome, _b(call.secure)).inc()
+        self.metrics.call_setups.labels(outcome, _b(call.secure)).inc()
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_exception(CallFailed(status, reason))
             call.setup_done.exception()  # retrieved: a caller that stopped waiting is no error

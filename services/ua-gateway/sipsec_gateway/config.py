@@ -19,9 +19,11 @@ class ConfigError(ValueError):
 ENV: dict[str, tuple[str, str, str]] = {
     "domain": ("SIPSEC_GATEWAY_DOMAIN", "localhost", "the provider domain of the users this gateway serves"),
     "sip_listen": ("SIPSEC_GATEWAY_SIP_LISTEN", "127.0.0.1:5070", "secured-side SIP (UDP) listen address host:port (port 0 = any)"),
+    "transport": ("SIPSEC_GATEWAY_TRANSPORT", "udp", "secured-side transport: udp or tcp (tcp suits secured messages above the 1300-byte UDP guideline)"),
     "advertise": ("SIPSEC_GATEWAY_ADVERTISE", "", "host written in Via and Contact (default: the listen host; set it when listening on 0.0.0.0)"),
     "contact_secret": ("SIPSEC_GATEWAY_CONTACT_SECRET", "", "hex key of the opaque Contact user parts (replicas share it; empty = random per start)"),
     "plain_listen": ("SIPSEC_GATEWAY_PLAIN_LISTEN", "", "legacy-side plain SIP (UDP) listen address for phones (empty = off)"),
+    "phone_digest": ("SIPSEC_GATEWAY_PHONE_DIGEST", "SHA-256,MD5", "Digest algorithms offered to phones, preferred first (RFC 8760)"),
     "proxy": ("SIPSEC_GATEWAY_PROXY", "127.0.0.1:5060", "the domain's SIP proxy/registrar host:port (outbound proxy)"),
     "pkg": ("SIPSEC_GATEWAY_PKG", "127.0.0.1:50051", "PKG gRPC target(s), comma-separated; several = threshold PKG nodes"),
     "pkg_plaintext": ("SIPSEC_GATEWAY_PKG_PLAINTEXT", "0", "1 = plaintext gRPC to the PKG (loopback/tests only)"),
@@ -29,14 +31,15 @@ ENV: dict[str, tuple[str, str, str]] = {
     "pkg_fingerprint": ("SIPSEC_GATEWAY_PKG_FINGERPRINT", "", "pinned Ed25519 fingerprint of the own domain's signed parameters (empty = trust the PKG channel)"),
     "peer_domains": ("SIPSEC_GATEWAY_PEER_DOMAINS", "", "federated domains whose parameters are fetched at login (others on first call)"),
     "workers": ("SIPSEC_GATEWAY_WORKERS", "", "crypto-worker gRPC targets, comma-separated (empty = in-process crypto)"),
-    "workers_plaintext": ("SIPSEC_GATEWAY_WORKERS_PLAINTEXT", "0", "1 = plaintext gRPC to the crypto-workers"),
-    "store": ("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory | redis (redis lets any replica continue a dialog)"),
+    "workers_plaintext": ("SIPSEC_GATEWAY_WORKERS_PLAINTEXT", "0", "1 = plaintext gRPC to the crypto-workers (private keys travel to them: loopback/tests only)"),
+    "workers_ca": ("SIPSEC_GATEWAY_WORKERS_CA", "", "PEM CA file of the crypto-workers' TLS certificates"),
+    "store": ("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory or redis (redis lets any replica continue a dialog)"),
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (store=redis)"),
     "http_listen": ("SIPSEC_GATEWAY_HTTP_LISTEN", "127.0.0.1:8080", "control API (FastAPI) listen address host:port"),
     "register_expires": ("SIPSEC_GATEWAY_REGISTER_EXPIRES", "3600", "Expires asked for in REGISTER, seconds (refreshed at 80 %)"),
     "key_retry_s": ("SIPSEC_GATEWAY_KEY_RETRY_S", "60", "retry interval when a key fetch or re-registration failed, seconds"),
-    "signing": ("SIPSEC_GATEWAY_SIGNING", "every-message", "signing policy: every-message | dialog-establishing"),
-    "default_policy": ("SIPSEC_GATEWAY_DEFAULT_POLICY", "secure-only", "per-user default: secure-only | prefer-secure | plain"),
+    "signing": ("SIPSEC_GATEWAY_SIGNING", "every-message", "signing policy: every-message or dialog-establishing"),
+    "default_policy": ("SIPSEC_GATEWAY_DEFAULT_POLICY", "secure-only", "per-user default: secure-only, prefer-secure or plain"),
     "call_timeout_s": ("SIPSEC_GATEWAY_CALL_TIMEOUT_S", "32", "longest wait for a final response to an INVITE, seconds"),
     "dialog_ttl_s": ("SIPSEC_GATEWAY_DIALOG_TTL_S", "43200", "how long dialog keys and call records are kept, seconds"),
     "keep_calls": ("SIPSEC_GATEWAY_KEEP_CALLS", "1000", "how many finished calls stay visible in the API (older ones are forgotten)"),
@@ -67,9 +70,11 @@ class GatewayConfig:
 
     domain: str = "localhost"
     sip_listen: str = "127.0.0.1:5070"
+    transport: str = "udp"
     advertise: str = ""
     contact_secret: str = ""
     plain_listen: str = ""
+    phone_digest: str = "SHA-256,MD5"
     proxy: str = "127.0.0.1:5060"
     pkg: str = "127.0.0.1:50051"
     pkg_plaintext: bool = False
@@ -78,6 +83,7 @@ class GatewayConfig:
     peer_domains: str = ""
     workers: str = ""
     workers_plaintext: bool = False
+    workers_ca: str = ""
     store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_listen: str = "127.0.0.1:8080"
@@ -95,6 +101,10 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if not self.domain or "@" in self.domain:
             raise ConfigError("domain must be a host name")
+        if not self.phone_digest_algorithms or not set(self.phone_digest_algorithms) <= {"SHA-256", "MD5"}:
+            raise ConfigError("phone_digest must list SHA-256 and/or MD5")
+        if self.transport not in ("udp", "tcp"):
+            raise ConfigError("transport must be udp or tcp")
         if self.store not in ("memory", "redis"):
             raise ConfigError("store must be memory or redis")
         if self.keep_calls < 1 or self.trace_calls < 0:
@@ -115,6 +125,10 @@ class GatewayConfig:
                 raise ConfigError("contact_secret must be hex") from None
         for name in ("sip_listen", "proxy", "http_listen") + (("plain_listen",) if self.plain_listen else ()):
             split_hostport(getattr(self, name))
+
+    @property
+    def phone_digest_algorithms(self) -> tuple[str, ...]:
+        return tuple(a.strip().upper() for a in self.phone_digest.split(",") if a.strip())
 
     @property
     def signing_policy(self) -> SigningPolicy:

@@ -128,11 +128,11 @@ class Gateway:
         self.secure: Agent | None = None
         self.plain: Agent | None = None
         proxy_host, proxy_port = split_hostport(config.proxy)
-        self.proxy = Peer("UDP", proxy_host, proxy_port)
+        self.proxy = Peer(config.transport.upper(), proxy_host, proxy_port)
         self._maintain: dict[str, asyncio.Task[None]] = {}
         self._contact_key = bytes.fromhex(config.contact_secret) if config.contact_secret else secrets.token_bytes(32)
         self._contact_users: dict[str, str] = {}
-        self.digest = DigestServer(self.domain, secrets.token_bytes(32))
+        self.digest = DigestServer(self.domain, secrets.token_bytes(32), algorithms=config.phone_digest_algorithms)
         self._started = False
         self.started_at = 0.0
 
@@ -141,12 +141,17 @@ class Gateway:
     async def start(self) -> None:
         host, port = split_hostport(self.config.sip_listen)
         secure_ep = SipEndpoint()
-        await secure_ep.listen_udp(host, port)
+        transport = self.config.transport.upper()
+        if transport == "TCP":
+            await secure_ep.listen_tcp(host, port)
+        else:
+            await secure_ep.listen_udp(host, port)
         self.secure = Agent(
             secure_ep, self, self.metrics, side="secure", secured=True, dialogs=self.dialog_store,
             replay=self.replay_cache, outbound=self.proxy, signing=self.config.signing_policy,
             dialog_ttl_s=self.config.dialog_ttl_s, trace_calls=self.config.trace_calls, keep_calls=self.config.keep_calls,
             call_store=self.call_store, engine=self.engine, advertise=self.config.advertise,
+            transport=transport,
         )
         secure_ep.start()
         self.secure.start()

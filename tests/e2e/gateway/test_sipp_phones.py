@@ -60,3 +60,23 @@ async def test_sipp_phones_call_through_both_gateways() -> None:
         assert wire.count(b"invite sip:bob@biloxi.com") == CALLS
         for leaked in (b"alice", b"m=audio", b"subject", b"plain phone"):
             assert leaked not in wire, leaked
+
+
+async def test_sipp_phone_with_digest_credentials() -> None:
+    md5 = {"phone_digest": "MD5"}  # sipp answers MD5 challenges only
+    async with TwoDomains(gateway_overrides={"atlanta.com": md5}) as net:
+        await login(net.atlanta, "alice", phone_password="phonepass7")
+        await login(net.biloxi, "bob", auto_answer=True)
+        atlanta_plain = net.atlanta.gateway.plain_address
+        assert atlanta_plain is not None
+        uac = Sipp(str(SCENARIOS / "phone_call_auth.xml"), remote=atlanta_plain, local_host="127.0.0.2",
+                   calls=2, rate=2, limit=1, timeout_s=30,
+                   extra_args=["-key", "user", "alice", "-key", "callee", "bob@biloxi.com",
+                               "-au", "alice", "-ap", "phonepass7"])
+        uac.start()
+        (await uac.wait_async()).assert_ok(calls=2)
+        gw = net.atlanta.gateway
+        assert gw.metrics.sample("sipsec_gateway_registrations_total", side="phone", outcome="challenged") == 2
+        assert gw.metrics.sample("sipsec_gateway_registrations_total", side="phone", outcome="ok") == 2
+        placed = [c for c in gw.secure.calls.values() if c.direction == "outgoing"]
+        assert len(placed) == 2 and all(c.secure and c.status == 200 for c in placed)

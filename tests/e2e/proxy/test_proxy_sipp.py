@@ -122,7 +122,6 @@ async def test_forking_to_two_contacts(tmp_path: Path) -> None:
             f"sip:bob@127.0.0.1:{answer.address[1]}", 600, 500), "c1", 1, "")
         await server.locator.bind("sip:bob@atlanta.com", BindRequest(
             f"sip:bob@127.0.0.1:{ring.address[1]}", 600, 900), "c2", 1, "")
-        # the ringing-only fork must see its 180 go out before the other answers: delay the answer
         uac = _uac(scenarios.write(tmp_path, "uac.xml", scenarios.uac_call()), server.udp_address,
                    "bob", "atlanta.com")
         uac.start()

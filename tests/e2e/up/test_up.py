@@ -129,10 +129,11 @@ async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Pat
     doc = json.loads(up.out[0])
     state = Path(doc["state_dir"])
     rows = doc["services"]
+    pids = {r["pid"] for r in rows if r["pid"]}
     try:
         by = {(r["domain"], r["service"]): r for r in rows}
         for d, host in (("atlanta.com", "127.0.0.2"), ("biloxi.com", "127.0.0.3")):
-            for svc in ("redis", "pkg", "location", "proxy"):
+            for svc in ("redis", "pkg", "location", "proxy", "gateway"):
                 assert by[(d, svc)]["health"] == "healthy"
                 assert by[(d, svc)]["address"].startswith(host)
             assert redis_ping(host, by[(d, "redis")]["ports"]["redis"]).startswith(b"+PONG")
@@ -140,12 +141,14 @@ async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Pat
                 assert grpc_serving(f"{host}:{by[(d, svc)]['ports']['grpc']}")
                 assert "sipsec_" in metrics(host, by[(d, svc)]["ports"]["metrics"])
             assert sip_options(host, by[(d, "proxy")]["ports"]["sip"], d).startswith(b"SIP/2.0 200")
+            with urllib.request.urlopen(f"http://{host}:{by[(d, 'gateway')]['ports']['http']}/healthz",
+                                        timeout=5) as resp:
+                health = json.loads(resp.read())
+            assert (health["status"], health["domain"]) == ("ok", d)
         assert grpc_serving(f"127.0.0.1:{by[('shared', 'worker')]['ports']['grpc']}")
         assert (state / "atlanta.com" / "kek").stat().st_mode & 0o077 == 0
         await _federation_and_keys(rows, state)
-        children = processes_in(state)
-        pids = {r["pid"] for r in rows if r["pid"]}
-        assert pids <= set(children)
+        assert pids <= set(processes_in(state))
     finally:
         code = up.stop(signal.SIGINT)
     assert code == 0, "".join(up.err)
@@ -247,4 +250,17 @@ def test_a_given_redis_is_shared_one_database_per_domain(tmp_path: Path, redis_u
         assert not list((state / "logs").glob("*redis*")), "no redis-server of its own"
     finally:
         assert up.stop(signal.SIGINT) == 0, "".join(up.err)
+    assert not processes_in(state)
+
+
+def test_children_do_not_outlive_a_killed_sipsec_up(tmp_path: Path) -> None:
+    """Even SIGKILL (no cleanup code runs): each child gets SIGTERM from the kernel (PDEATHSIG)."""
+    state = tmp_path / "state"
+    up = Up("--only", "location", "--state-dir", str(state))
+    up.wait_for("sipsec up: ready")
+    assert processes_in(state)
+    up.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while processes_in(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not processes_in(state)

@@ -145,9 +145,11 @@ class TwoDomains:
         gateway_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         gateway_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         threshold: Mapping[str, tuple[int, int, frozenset[int]]] | None = None,
+        tcp: bool = False,
     ) -> None:
         """``gateway_overrides`` / ``gateway_kwargs``: per domain, GatewayConfig fields and
         extra ``Gateway(...)`` arguments (e.g. an engine)."""
+        self.tcp = tcp  # gateways <-> proxies over TCP (the proxies also listen on TCP)
         self.threshold = dict(threshold or {})  # domain -> (t, n, indexes of nodes left down)
         self.redis_url = redis_url
         self.overrides = {k: dict(v) for k, v in (gateway_overrides or {}).items()}
@@ -207,7 +209,9 @@ class TwoDomains:
             await location.start()
             self._stack.push_async_callback(location.stop, 0)
             routes = ",".join(f"{o}={HOSTS[o]}:{proxy_ports[o]}" for o in names if o != name)
+            tcp_port = free_port(host) if self.tcp else 0
             pconfig = ProxyConfig(domains=name, listen=f"{host}:{proxy_ports[name]}",
+                                  tcp_listen=f"{host}:{tcp_port}" if self.tcp else "",
                                   location=f"127.0.0.1:{location.port}", routes=routes,
                                   metrics_port=-1, drain_seconds=0, rate_limit=0)
             proxy = ProxyServer(pconfig, make_locator(pconfig), verifier=SignedRegisterVerifier(trusted))
@@ -220,7 +224,10 @@ class TwoDomains:
                 for store in kwargs.values():
                     self._stack.push_async_callback(store.aclose)
             kwargs.update(self.kwargs.get(name, {}))
-            overrides = {"pkg": ",".join(pkg_targets), **self.overrides.get(name, {})}
+            overrides: dict[str, Any] = {"pkg": ",".join(pkg_targets)}
+            if self.tcp:
+                overrides.update(transport="tcp", proxy=f"{host}:{tcp_port}")
+            overrides.update(self.overrides.get(name, {}))
             config = gateway_config(name, pkg_ports[name], proxy_ports[name], **overrides)
             gateway, client = await start_gateway(config, **kwargs)
             self._stack.push_async_callback(gateway.stop, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from sipsec import ibc
 from sipsec.engine import EngineMetrics, RemoteEngine
 from sipsec.engine.wire import identity_to_proto
@@ -66,6 +67,7 @@ async def _saturate(stub: pb_grpc.CryptoWorkerServiceStub, server: object, m: tu
     return task
 
 
+@pytest.mark.slow
 async def test_overloaded_worker_is_retried_on_another() -> None:
     common = {"listen": "127.0.0.1:0", "processes": 1, "plaintext": True, "metrics_port": -1,
               "drain_seconds": 0.5, "metrics_host": "127.0.0.1"}

@@ -120,3 +120,18 @@ async def test_call_between_two_users_of_the_same_gateway(redis_url: str) -> Non
         assert alice_call is not None
         await wait_for(lambda: alice_call.state.value == "ended")
         assert gw.metrics.sample("sipsec_gateway_envelope_rejections_total", reason="dialog-mismatch") == 0
+
+
+async def test_secured_call_over_tcp_between_gateways_and_proxies() -> None:
+    async with TwoDomains(tcp=True) as net:
+        await login(net.atlanta, "alice")
+        await login(net.biloxi, "bob", auto_answer=True)
+        placed = await call(net.atlanta, ALICE, BOB)
+        assert placed["state"] == "established" and placed["secure"], placed
+        assert (await net.atlanta.client.delete(f"/v1/calls/{placed['id']}")).json()["sip_status"] == 200
+        for d in (net.atlanta, net.biloxi):
+            assert "TCP" in d.gateway.secure.endpoint.transports
+            assert d.proxy.transports["TCP"].connection_count >= 1
+        invite = net.biloxi.gateway.wire_view(
+            next(c.id for c in net.biloxi.gateway.secure.calls.values() if c.direction == "incoming"))
+        assert "SIP/2.0/TCP" in invite["messages"][0]["outer"]

@@ -1,0 +1,81 @@
+"""The in-process two-domain topology: services, federation, signed registration, calls, clean stop."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sipsec_cli.topology import DEFAULT_HOSTS, TopologyError, TwoDomainTopology
+from sipsec_gateway.calls import CallState
+
+ALICE = "sip:alice@atlanta.com"
+BOB = "sip:bob@biloxi.com"
+
+
+async def test_topology_calls_across_domains_and_releases_its_ports_on_stop() -> None:
+    topo = TwoDomainTopology(trace_calls=0, tap=True)
+    await topo.start()
+    try:
+        assert set(topo.domains) == set(DEFAULT_HOSTS)
+        for name, stack in topo.domains.items():
+            assert stack.proxy_address[0] == DEFAULT_HOSTS[name]
+            assert stack.gateway.sip_address[0] == DEFAULT_HOSTS[name]
+        await topo.login(ALICE)
+        await topo.login(BOB, auto_answer=True)
+        # each proxy accepted exactly one identity-signed REGISTER
+        assert topo.atlanta.verifier.verified == 1 and topo.biloxi.verifier.verified == 1
+        # the PKGs federated: each gateway holds the other domain's parameters, fetched via its own PKG
+        peer = topo.atlanta.gateway.directory.get("biloxi.com")
+        assert peer is not None and peer == topo.biloxi.init.params
+        topo.clear_taps()
+        call = await topo.gateway_for(ALICE).place_call(ALICE, BOB, secure=True, timeout=10.0)
+        assert call.state is CallState.ESTABLISHED and call.secure
+        assert await topo.gateway_for(ALICE).hangup(call.id) == 200
+        for tap in topo.taps:
+            assert tap.records and all(b"alice" not in data for _, data in tap.records)
+        ports = [(s.host, s.proxy_address[1]) for s in topo.domains.values()]
+    finally:
+        await topo.stop()
+    assert topo.domains == {}
+    for host, port in ports:  # the proxies' UDP ports are free again
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, port))
+
+
+async def test_topology_refuses_bad_credentials_and_foreign_users() -> None:
+    async with TwoDomainTopology(tap=False) as topo:
+        with pytest.raises(TopologyError, match="401"):
+            await topo.login(ALICE, password="not the password")
+        with pytest.raises(TopologyError, match="no domain"):
+            await topo.login("sip:eve@example.com")
+        with pytest.raises(TopologyError, match="not a SIP address"):
+            await topo.login("not an address")
+        await topo.provision("sip:carol@atlanta.com", "carol's own password")
+        settings = await topo.login("sip:carol@atlanta.com", password="carol's own password")
+        assert settings.aor == "sip:carol@atlanta.com" and settings.registered
+
+
+@pytest.mark.slow
+async def test_topology_with_a_crypto_worker_runs_every_pairing_there() -> None:
+    from sipsec.engine import CryptoEngine, RemoteEngine
+
+    seen: dict[str, CryptoEngine] = {}
+
+    def keep(domain: str, engine: CryptoEngine) -> CryptoEngine:
+        seen[domain] = engine
+        return engine
+
+    async with TwoDomainTopology(tap=False, workers=1, engine_factory=keep) as topo:
+        assert set(seen) == set(DEFAULT_HOSTS) and all(isinstance(e, RemoteEngine) for e in seen.values())
+        assert topo.worker is not None
+        await topo.login(ALICE)
+        await topo.login(BOB, auto_answer=True)
+        call = await topo.gateway_for(ALICE).place_call(ALICE, BOB, secure=True, timeout=10.0)
+        assert call.state is CallState.ESTABLISHED and call.secure
+        assert await topo.gateway_for(ALICE).hangup(call.id) == 200
+        registry = topo.worker.metrics.registry
+        ops = {s.labels["kind"]: s.value for m in registry.collect() for s in m.samples
+               if s.name == "sipsec_worker_operations_total" and s.labels.get("outcome") == "ok"}
+        assert ops.get("encapsulate") == 1 and ops.get("decapsulate") == 1
+        assert ops.get("sign", 0) >= 6 and ops.get("verify", 0) >= 6  # the call's messages (+ REGISTERs)
+    assert topo.worker is None
