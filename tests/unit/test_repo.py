@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SCRIPTS = ["sipsec", "sipsec-pkg", "sipsec-location", "sipsec-proxy", "sipsec-worker"]
+SCRIPTS = ["sipsec", "sipsec-pkg", "sipsec-location", "sipsec-proxy", "sipsec-gateway", "sipsec-worker"]
 
 
 def test_grpc_stubs_are_fresh() -> None:

@@ -754,6 +754,7 @@ class ProxyCore:
                 ctx = self._server.get(tx.key)
                 if ctx is not None and ctx.stx is tx:
                     del self._server[tx.key]
+                    ctx.branches = []  # break the ctx <-> branch cycle: freed by refcounting
         elif isinstance(ev, TransactionTimeout | TransportError):
             tx = ev.transaction
             if isinstance(tx, ClientTransaction):
