@@ -69,6 +69,14 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 _RESPONSE_TIMEOUT_S = 32.0
 
 
+def _take_outer_route(outer: Request | Response, inner: Request | Response) -> None:
+    """The route set is the one the proxies built on the *outer* message (§12.1): it replaces
+    whatever Record-Route the sender copied into the inner one, so no hop is counted twice."""
+    inner.headers.remove("Record-Route")
+    for rr in outer.headers.get_all_raw("Record-Route"):
+        inner.headers.add("Record-Route", rr)
+
+
 class CallState(enum.Enum):
     """Where a call stands."""
 
@@ -664,8 +672,7 @@ class Agent:
         self._crypto(call, "open_kek", t0)
         inner = opened.message
         assert isinstance(inner, Response)
-        for rr in outer.headers.get_all_raw("Record-Route"):
-            inner.headers.add("Record-Route", rr)
+        _take_outer_route(outer, inner)
         return inner, opened.signer.aor if opened.signer else None
 
     def _crypto(self, call: Call, op: str, t0: float) -> None:
@@ -843,8 +850,7 @@ class Agent:
                 return
             inner = opened.message
             assert isinstance(inner, Request)
-            for rr in outer.headers.get_all_raw("Record-Route"):
-                inner.headers.add("Record-Route", rr)
+            _take_outer_route(outer, inner)
             signer = opened.signer.aor if opened.signer else None
             elapsed = time.perf_counter() - t0
             op = "open_kem" if opened.first else "open_kek"
