@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="End-to-end security for SIP signalling with identity-based cryptography.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="run the walk-through on embedded defaults")
+    demo = sub.add_parser("demo", help="the secured two-domain call on embedded defaults (plus the crypto walk-through)")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.add_argument("--repeat", type=int, default=20, help="timed repetitions per operation (default 20)")
     up = sub.add_parser("up", help="run the two-domain topology as local processes with Redis")
