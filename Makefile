@@ -44,3 +44,7 @@ demo: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The two-domain topology as separate processes (Ctrl-C stops everything).
+up: install
+	$(VENV)/bin/sipsec up

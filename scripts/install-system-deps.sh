@@ -10,6 +10,12 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${1:-}" = "--bench" ]; then
   command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  # tests/unit/deploy renders k8s/ with `kubectl kustomize` (no cluster needed). Debian ships
+  # no kubectl; it is installed only where an apt source offers it (as on the CI image).
+  if apt-cache policy kubectl 2>/dev/null | grep -q "Candidate: [0-9]"; then need+=(kubectl)
+  else echo "note: kubectl not found and no apt source offers it; tests/unit/deploy/test_k8s.py needs it" >&2; fi
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi

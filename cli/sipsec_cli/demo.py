@@ -300,7 +300,7 @@ def _inner(caller: Call, callee: Call) -> list[dict[str, Any]]:
     """Every secured message of the call as its receiving gateway opened it, with the verified signer."""
     from sipsec_gateway.trace import render
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for call, opened_by, expected in ((callee, BOB, ALICE), (caller, ALICE, BOB)):
         for entry in call.trace or []:
             if entry.direction != "received" or not entry.secured or entry.inner is None:

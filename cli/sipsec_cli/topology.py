@@ -27,12 +27,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from sipsec import ibc
 from sipsec.engine import CryptoEngine, InProcessEngine, RemoteEngine
-from sipsec.envelope import RejectedEnvelope, SecurityPolicy, verify_register
+from sipsec.envelope import SecurityPolicy
 from sipsec.ibc import IbcError, canonical_aor
-from sipsec.sip import Request
-from sipsec.stores.envelope import InMemoryReplayCache
 from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.gateway import Gateway, GatewayError, UserSettings
 from sipsec_gateway.trace import WireTap
@@ -40,7 +37,7 @@ from sipsec_location import LocationConfig, LocationServer
 from sipsec_pkg.config import Peer as PkgPeer
 from sipsec_pkg.material import DomainInit, init_domain
 from sipsec_pkg.node import PkgNode
-from sipsec_proxy import ProxyConfig, ProxyServer, RegisterRejected
+from sipsec_proxy import ProxyConfig, ProxyServer, SignedRegisterVerifier
 from sipsec_proxy.server import make_locator
 from sipsec_worker.config import WorkerConfig
 from sipsec_worker.server import WorkerServer
@@ -65,31 +62,6 @@ _START_ATTEMPTS = 3
 
 class TopologyError(Exception):
     """The topology could not start, or a user could not be provisioned or logged in."""
-
-
-class SignedRegisterVerifier:
-    """The proxy's ``RegisterVerifier``: checks identity-signed REGISTERs against trusted domain parameters.
-
-    Returns False for an unsigned REGISTER (the registrar's digest then applies), raises
-    :class:`~sipsec_proxy.RegisterRejected` for a bad signature or a signer other than the AOR.
-    """
-
-    def __init__(self, trusted: Mapping[str, ibc.DomainParams]) -> None:
-        self.trusted = dict(trusted)
-        self.replay = InMemoryReplayCache()
-        self.verified = 0
-
-    async def verify(self, request: Request, aor: str) -> bool:
-        if "signed-data" not in (request.headers.get("Content-Type") or ""):
-            return False
-        try:
-            result = await verify_register(request, self.trusted, self.replay)
-        except RejectedEnvelope as exc:
-            raise RegisterRejected(exc.reason) from None
-        if result.aor != aor:
-            raise RegisterRejected("signer-mismatch")
-        self.verified += 1
-        return True
 
 
 @dataclass

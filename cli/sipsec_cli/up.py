@@ -142,7 +142,8 @@ class ServiceSpec:
     ``script`` + ``args`` is the command (``sipsec-pkg serve``); ``module`` must be importable
     for the service to exist yet; ``per_domain`` False means one shared instance on
     127.0.0.1; ``ports`` are allocated before anything starts, so every env builder can name
-    every other service's address; ``udp_ports`` must also be free for UDP.
+    every other service's address; ``udp_ports`` must also be free for UDP; ``after`` names
+    services that must be healthy first (the proxy fetches its PKG's parameters at start).
     """
 
     name: str
@@ -154,6 +155,7 @@ class ServiceSpec:
     health: Health
     env: EnvBuilder
     udp_ports: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # services that must be healthy before this one starts
 
 
 def _domain_of(inst: Instance) -> Domain:
@@ -216,7 +218,7 @@ def _location_env(topo: Topology, inst: Instance) -> dict[str, str]:
 
 def _proxy_env(topo: Topology, inst: Instance) -> dict[str, str]:
     domain = _domain_of(inst)
-    location = topo.get(domain, "location")
+    location, pkg = topo.get(domain, "location"), topo.get(domain, "pkg")
     routes = []
     for peer in topo.peers(domain):
         peer_proxy = topo.get(peer, "proxy")
@@ -230,9 +232,12 @@ def _proxy_env(topo: Topology, inst: Instance) -> dict[str, str]:
         "SIPSEC_PROXY_LOCATION": location.addr("grpc") if location else "redis",
         "SIPSEC_REDIS_URL": topo.redis_urls[domain.name],
         "SIPSEC_PROXY_ROUTES": ",".join(routes),
-        # The ua-gateways sign their REGISTERs (DESIGN §5); until the proxy ships its PKG-backed
-        # RegisterVerifier they cannot answer a digest challenge, so the local registrar is open.
-        "SIPSEC_PROXY_AUTH": "none",
+        # signed REGISTERs (the ua-gateways', DESIGN §5) are verified with the domain's
+        # parameters fetched from its PKG and pinned; anything unsigned meets digest
+        "SIPSEC_PROXY_AUTH": "digest",
+        "SIPSEC_PROXY_PKG_TARGET": pkg.addr("grpc") if pkg else "",
+        "SIPSEC_PROXY_PKG_PLAINTEXT": "1",
+        "SIPSEC_PROXY_PKG_FINGERPRINT": topo.fingerprints[domain.name],
         "SIPSEC_PROXY_METRICS_HOST": inst.host,
         "SIPSEC_PROXY_METRICS_PORT": str(inst.ports["metrics"]),
         "SIPSEC_PROXY_DRAIN_SECONDS": "1",
@@ -275,7 +280,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("location", "sipsec-location", (), "sipsec_location.__main__", True,
                 ("grpc", "metrics"), Health("grpc", "grpc"), _location_env),
     ServiceSpec("proxy", "sipsec-proxy", (), "sipsec_proxy.__main__", True,
-                ("sip", "metrics"), Health("sip", "sip"), _proxy_env, udp_ports=("sip",)),
+                ("sip", "metrics"), Health("sip", "sip"), _proxy_env, udp_ports=("sip",), after=("pkg",)),
     ServiceSpec("gateway", "sipsec-gateway", ("serve",), "sipsec_gateway.__main__", True,
                 ("http", "sip"), Health("http", "http", "/healthz"), _gateway_env,
                 udp_ports=("sip",)),
@@ -531,15 +536,21 @@ class Supervisor:
                     spec, d, host, ports, self.topo.state_dir / "logs" / f"{key[0]}-{spec.name}.log")
 
     def start_services(self) -> None:
+        """Start every instance in table order; before one whose spec has ``after``, wait
+        until the instances it depends on are healthy."""
         for inst in self.topo.instances.values():
+            if inst.spec.after:
+                self.wait_healthy([i for i in self.topo.instances.values()
+                                   if i.spec.name in inst.spec.after and i.proc is not None])
             argv = [str(script_path(inst.spec.script)), *inst.spec.args]
             inst.proc = self._popen(argv, inst.spec.env(self.topo, inst), inst.log_path)
             inst.started_at = time.monotonic()
             inst.status = "starting"
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, instances: list[Instance] | None = None) -> None:
+        waiting = [i for i in (self.topo.instances.values() if instances is None else instances)
+                   if i.status != "healthy"]
         deadline = time.monotonic() + self.options.start_timeout_s
-        waiting = list(self.topo.instances.values())
         while waiting:
             if self.stop_requested.is_set():
                 raise UpError("interrupted while starting")

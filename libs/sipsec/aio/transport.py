@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -446,6 +448,31 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         SIP_MESSAGES_DROPPED.labels(self.owner.name, "send_failed").inc()
 
 
+async def _udp_socket(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, *, reuse_port: bool, rcvbuf: int | None
+) -> socket.socket:
+    """A bound, non-blocking UDP socket with the options set before ``bind``."""
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("SO_REUSEPORT is not supported on this platform")
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if rcvbuf is not None and rcvbuf > 0:
+            with contextlib.suppress(OSError):  # best effort: the kernel caps or refuses it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class UdpTransport(Transport):
     """SIP over UDP: one message per datagram (RFC 3261 §18.1.1, §18.2.1). Use :meth:`listen`."""
 
@@ -473,13 +500,29 @@ class UdpTransport(Transport):
         *,
         limits: Limits | None = None,
         on_send_error: SendErrorHandler | None = None,
+        reuse_port: bool = False,
+        rcvbuf: int | None = None,
     ) -> UdpTransport:
-        """Bind a UDP socket on ``host:port`` (port 0: any free port) and start receiving."""
+        """Bind a UDP socket on ``host:port`` (port 0: any free port) and start receiving.
+
+        ``reuse_port`` sets SO_REUSEPORT before binding, so several processes share the port
+        (the kernel spreads datagrams by 4-tuple); ``rcvbuf`` (bytes, > 0) asks for a larger
+        SO_RCVBUF to absorb bursts, capped by the kernel (``net.core.rmem_max``) and ignored
+        where refused.
+        """
         loop = asyncio.get_running_loop()
         self = cls(queue, limits, on_send_error)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port)
-        )
+        if reuse_port or (rcvbuf is not None and rcvbuf > 0):
+            sock = await _udp_socket(loop, host, port, reuse_port=reuse_port, rcvbuf=rcvbuf)
+            try:
+                transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port)
+            )
         self._transport = transport
         self._loop = loop
         sockname = transport.get_extra_info("sockname")

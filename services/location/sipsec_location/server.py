@@ -57,6 +57,7 @@ class LocationServer:
         self.metrics_port: int | None = None
         self._http: Any = None
         self._gauge_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def refresh_gauges(self) -> None:
         """Sets ``sipsec_location_bindings`` from the store (also done every second)."""
@@ -64,9 +65,12 @@ class LocationServer:
             self.metrics.bindings.set(await self.store.count())
 
     async def _gauge_loop(self) -> None:
-        while True:
+        # A stop flag rather than cancellation alone: a cancel landing inside a Redis call can
+        # be absorbed by the client library, and the loop must end anyway.
+        while not self._stopping.is_set():
             await self.refresh_gauges()
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 1.0)
 
     async def start(self) -> None:
         await self.grpc.start()
@@ -85,10 +89,12 @@ class LocationServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.stop(self.config.drain_seconds if grace is None else grace)
+        self._stopping.set()
         if self._gauge_task is not None:
-            self._gauge_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauge_task
+            try:
+                await asyncio.wait_for(self._gauge_task, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._gauge_task.cancel()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

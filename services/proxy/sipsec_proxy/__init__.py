@@ -4,6 +4,7 @@ from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.registrar import RegisterRejected, RegisterVerifier
 from sipsec_proxy.server import ProxyServer, create_proxy_server
+from sipsec_proxy.signed_register import SignedRegisterVerifier
 
 __all__ = ["GrpcLocator", "Locator", "ProxyConfig", "ProxyServer", "RegisterRejected",
-           "RegisterVerifier", "StoreLocator", "create_proxy_server"]
+           "RegisterVerifier", "SignedRegisterVerifier", "StoreLocator", "create_proxy_server"]

@@ -23,6 +23,10 @@ ENV: dict[str, tuple[str, str, str]] = {
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (location=redis)"),
     "routes": ("SIPSEC_PROXY_ROUTES", "", "other domains: 'domain=host:port[;transport=tcp],...'; '*' is the default route"),
     "auth": ("SIPSEC_PROXY_AUTH", "digest", "REGISTER authentication: digest | none"),
+    "pkg_target": ("SIPSEC_PROXY_PKG_TARGET", "", "PKG gRPC target host:port: accept REGISTERs signed by the AOR's key, verified with the domain parameters fetched from it at start (empty = off)"),
+    "pkg_plaintext": ("SIPSEC_PROXY_PKG_PLAINTEXT", "0", "1 = plaintext gRPC to the PKG (loopback/tests only); 0 = TLS"),
+    "pkg_ca": ("SIPSEC_PROXY_PKG_CA", "", "PEM CA of the PKG's TLS certificate (empty = system roots)"),
+    "pkg_fingerprint": ("SIPSEC_PROXY_PKG_FINGERPRINT", "", "pin: the expected fingerprint of the domain's Ed25519 parameter-signing key (empty = no pin)"),
     "users": ("SIPSEC_PROXY_USERS", "", "digest credentials 'user:password,...' (prefer users_file)"),
     "users_file": ("SIPSEC_PROXY_USERS_FILE", "", "file of 'user:password' lines"),
     "realm": ("SIPSEC_PROXY_REALM", "", "digest realm (default: the first domain)"),
@@ -72,6 +76,10 @@ class ProxyConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     routes: str = ""
     auth: str = "digest"
+    pkg_target: str = ""
+    pkg_plaintext: int = 0
+    pkg_ca: str = ""
+    pkg_fingerprint: str = ""
     users: str = ""
     users_file: str = ""
     realm: str = ""
@@ -99,6 +107,8 @@ class ProxyConfig:
             raise ValueError("auth must be digest or none")
         if not 1 <= self.min_expires <= self.default_expires <= self.max_expires:
             raise ValueError("need 1 <= min_expires <= default_expires <= max_expires")
+        if self.pkg_plaintext and self.pkg_ca:
+            raise ValueError("pkg_plaintext and pkg_ca exclude each other")
         if self.tls_listen and not (self.tls_cert and self.tls_key):
             raise ValueError("tls_listen needs tls_cert and tls_key")
         if self.workers < 1 or self.max_transactions < 1 or self.queue_size < 1:

@@ -62,6 +62,8 @@ log = logging.getLogger("sipsec.proxy")
 
 #: Our Via branches: magic cookie, a marker, the loop-detection hash (§16.6 step 8), a counter.
 BRANCH_PREFIX = "z9hG4bK-sps"
+#: Via branch of what the proxy forwards statelessly (ACK for 2xx, CANCEL without a response context)
+STATELESS_PREFIX = "z9hG4bK-spl"
 #: Methods after which a dialog may exist: the proxy Record-Routes them (§16.6 step 4).
 RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
@@ -267,13 +269,11 @@ class ProxyCore:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - shutting down
-                pass
+        if tasks:  # bounded: a cancel absorbed inside a client library must not hang shutdown
+            await asyncio.wait(tasks, timeout=5.0)
 
     def reject(self, reason: str) -> None:
         self.metrics.rejections.labels(reason).inc()
@@ -374,6 +374,13 @@ class ProxyCore:
             return
         if ctx is not None:
             ctx.stx.receive_request(req, now)  # a retransmission
+            return
+        if method == "CANCEL" and not self._has_invite(req):
+            # §16.10: no response context to apply it to (the INVITE may have gone by statelessly,
+            # or through another instance): forward the CANCEL statelessly, routed like a request
+            if not self._forward_stateless(req, item, now):
+                self.reject("no-transaction")
+                self._stateless_reply(req, item, 481)
             return
         if self.transaction_count >= self.max_transactions:
             self.reject("overload")
@@ -630,12 +637,15 @@ class ProxyCore:
         suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
         return f"<sip:{host}:{port}{suffix};lr>"
 
-    def _forward_stateless(self, req: Request, item: Inbound, now: float) -> None:
-        """ACK for a 2xx (and other end-to-end messages): §16.11 stateless forwarding."""
+    def _forward_stateless(self, req: Request, item: Inbound, now: float) -> bool:
+        """ACK for a 2xx, CANCEL without a response context: §16.11 stateless forwarding.
+
+        False when the request was not sent on (hops exhausted, no route, or addressed to us).
+        """
         mf = req.max_forwards
         if mf is not None and mf <= 0:
             self.reject("too-many-hops")
-            return
+            return False
         fwd = req.copy()
         self._preprocess_routes(fwd)
         routes = fwd.route
@@ -644,19 +654,22 @@ class ProxyCore:
             hop = self._peer_for(routes[0].uri)
         elif isinstance(fwd.uri, SipURI) and (fwd.uri.host.lower() in self.domains or self._is_me(fwd.uri)):
             if fwd.uri.user is None:
-                return  # an ACK for a response we generated ourselves: absorbed
-            self._spawn(self._lookup_stateless(fwd))
-            return
+                return False  # an ACK for a response we generated ourselves: absorbed
+            unanswered = (lambda: self._stateless_reply(req, item, 481)) if req.method == "CANCEL" else None
+            self._spawn(self._lookup_stateless(fwd, unanswered))
+            return True
         elif isinstance(fwd.uri, SipURI):
             hop = self._foreign_hop(fwd.uri)
         else:
             hop = None
         if hop is None:
             self.reject("no-route")
-            return
+            return False
         self._send_stateless(fwd, hop)
+        return True
 
-    async def _lookup_stateless(self, fwd: Request) -> None:
+    async def _lookup_stateless(self, fwd: Request, unanswered: Callable[[], None] | None = None) -> None:
+        """Sends ``fwd`` to the first binding of its AOR; ``unanswered`` runs when there is none."""
         uri = fwd.uri
         assert isinstance(uri, SipURI)
         try:
@@ -672,6 +685,8 @@ class ProxyCore:
                 self._flush()
                 return
         self.reject("not-found")
+        if unanswered is not None:
+            unanswered()
 
     def _send_stateless(self, fwd: Request, hop: Peer) -> None:
         mf = fwd.max_forwards
@@ -679,15 +694,19 @@ class ProxyCore:
         top = fwd.via[0].branch or "" if fwd.via else ""
         digest = hashlib.sha1(f"{top}|{fwd.uri}".encode(), usedforsecurity=False).hexdigest()[:16]
         host, port = self.sent_by.get(hop.transport) or self.sent_by["UDP"]
-        fwd.headers.prepend("Via", f"SIP/2.0/{hop.transport} {host}:{port};branch=z9hG4bK-spl{digest}")
+        fwd.headers.prepend("Via", f"SIP/2.0/{hop.transport} {host}:{port};branch={STATELESS_PREFIX}{digest}")
         self._out.append((fwd.to_bytes(), hop))
         self._forwarded(fwd.method).inc()
 
     # §16.10 CANCEL
+    def _has_invite(self, req: Request) -> bool:
+        invite = self._server.get(server_transaction_key(req, method="INVITE"))
+        return invite is not None and invite.method == "INVITE"
+
     def _on_cancel(self, ctx: ResponseContext, now: float) -> None:
         req = ctx.request
         invite = self._server.get(server_transaction_key(req, method="INVITE"))
-        if invite is None or invite.method != "INVITE":
+        if invite is None or invite.method != "INVITE":  # it ended between the two look-ups
             self.reject("no-transaction")
             self.respond(ctx, 481, now=now)
             return
@@ -720,15 +739,18 @@ class ProxyCore:
         if b is None or b.tx is None:
             if 200 <= resp.status < 300 and resp.cseq.method == "INVITE":
                 self._forward_response_stateless(resp)
+            elif resp.cseq.method == "CANCEL":
+                self._forward_response_stateless(resp, STATELESS_PREFIX)  # a CANCEL we sent on statelessly
             else:
                 self.reject("stray-response")
             return
         b.tx.receive_response(resp, now)
 
-    def _forward_response_stateless(self, resp: Response) -> None:
-        """A 2xx retransmission after the client transaction ended (RFC 6026 §8.4)."""
+    def _forward_response_stateless(self, resp: Response, prefix: str = BRANCH_PREFIX) -> None:
+        """A 2xx retransmission after the client transaction ended (RFC 6026 §8.4), or the
+        answer to a statelessly forwarded request (``prefix``: that Via branch prefix)."""
         vias = resp.via
-        if len(vias) < 2 or not (vias[0].branch or "").startswith(BRANCH_PREFIX):
+        if len(vias) < 2 or not (vias[0].branch or "").startswith(prefix):
             self.reject("stray-response")
             return
         out = resp.copy()

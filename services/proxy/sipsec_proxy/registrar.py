@@ -46,7 +46,7 @@ class RegisterVerifier(Protocol):
     signature identity (the registrar then skips digest), False when it carries no
     signature at all (digest applies, as for a plain phone), and raises
     :class:`RegisterRejected` when a signature is present but does not verify (403).
-    No implementation ships yet: the PKG-backed verifier plugs in here.
+    :class:`sipsec_proxy.SignedRegisterVerifier` is the PKG-backed implementation.
     """
 
     async def verify(self, request: Request, aor: str) -> bool:

@@ -20,7 +20,7 @@ from sipsec_proxy.core import ProxyCore
 from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.metrics import ProxyMetrics
 from sipsec_proxy.registrar import RegisterVerifier, Registrar
-from sipsec_proxy.workers import listen_udp
+from sipsec_proxy.signed_register import verifier_from_config
 
 __all__ = ["ProxyServer", "create_proxy_server", "make_locator"]
 
@@ -82,16 +82,20 @@ class ProxyServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if self.verifier is None and cfg.pkg_target:
+            # before any socket is bound: a PKG that cannot be reached or verified stops the start
+            self.verifier = await verifier_from_config(cfg)
         limits = Limits(max_message_bytes=cfg.max_message_bytes)
         host, port = split_hostport(cfg.listen)
         shared: UdpTransport | None = None
         if cfg.reuse_port:
             # a worker: requests arrive on the shared port; forward from a private one (workers.py)
-            shared = await listen_udp(self.queue, host, port, limits, reuse_port=True,
-                                      rcvbuf=cfg.udp_rcvbuf)
+            shared = await UdpTransport.listen(self.queue, host, port, limits=limits, reuse_port=True,
+                                               rcvbuf=cfg.udp_rcvbuf)
             self.shared_udp = shared
             port = 0
-        self.transports["UDP"] = await listen_udp(self.queue, host, port, limits, rcvbuf=cfg.udp_rcvbuf)
+        self.transports["UDP"] = await UdpTransport.listen(self.queue, host, port, limits=limits,
+                                                           rcvbuf=cfg.udp_rcvbuf)
         if cfg.tcp_listen:
             host, port = split_hostport(cfg.tcp_listen)
             self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits)
@@ -163,5 +167,9 @@ class ProxyServer:
 
 def create_proxy_server(config: ProxyConfig, locator: Locator | None = None,
                         verifier: RegisterVerifier | None = None) -> ProxyServer:
-    """Builds (not starts) a proxy; ``await server.start()`` binds its sockets."""
+    """Builds (not starts) a proxy; ``await server.start()`` binds its sockets.
+
+    With ``config.pkg_target`` set and no ``verifier`` given, ``start()`` first fetches the
+    domain's signed parameters from the PKG and verifies signed REGISTERs with them.
+    """
     return ProxyServer(config, locator, verifier)

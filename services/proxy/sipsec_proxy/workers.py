@@ -10,8 +10,6 @@ shared port, so in-dialog requests spread over the workers like new ones.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -22,41 +20,9 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from sipsec.aio.transport import InboundQueue, UdpTransport
-from sipsec.sip import Limits
-
 from sipsec_proxy.config import ENV, ProxyConfig, split_hostport
 
-__all__ = ["listen_udp", "run_workers"]
-
-
-async def listen_udp(queue: InboundQueue, host: str, port: int, limits: Limits, *,
-                     reuse_port: bool = False, rcvbuf: int = 0) -> UdpTransport:
-    """``UdpTransport.listen`` with SO_REUSEPORT and/or a larger receive buffer.
-
-    ``UdpTransport.listen`` takes no socket options, so the loop's
-    ``create_datagram_endpoint`` is wrapped for the duration of this one call. A large
-    SO_RCVBUF absorbs bursts while the process is descheduled (Kamailio probes its UDP
-    buffer up the same way at start-up); the kernel caps it at ``net.core.rmem_max``.
-    """
-    loop = asyncio.get_running_loop()
-    original = loop.create_datagram_endpoint
-
-    async def endpoint(*args: Any, **kwargs: Any) -> Any:
-        if reuse_port:
-            kwargs["reuse_port"] = True
-        transport, protocol = await original(*args, **kwargs)
-        sock = transport.get_extra_info("socket")
-        if rcvbuf > 0 and sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        return transport, protocol
-
-    loop.create_datagram_endpoint = endpoint  # type: ignore[method-assign]
-    try:
-        return await UdpTransport.listen(queue, host, port, limits=limits)
-    finally:
-        del loop.create_datagram_endpoint  # back to the class attribute
+__all__ = ["run_workers"]
 
 
 def _free_udp_port(host: str) -> int:

@@ -449,7 +449,7 @@ class Agent:
         return txn
 
     async def _respond(self, call: Call | None, txn: ServerTransaction, inner: Response) -> None:
-        outer = inner
+        outer: Request | Response = inner
         if call is not None and call.secure:
             outer = await self._seal(call, inner, in_reply_to=txn.request)
         size = len(outer.to_bytes())
@@ -982,6 +982,7 @@ class Agent:
                 if exc.reason != "replay":
                     self.metrics.rejections.labels(exc.reason).inc()
                 return
+            assert isinstance(opened.message, Request)
             inner = opened.message
             signer = opened.signer.aor if opened.signer else None
         self._record(call, "received", outer, inner, signer, size)

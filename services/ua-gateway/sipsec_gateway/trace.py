@@ -82,10 +82,10 @@ class WireTap:
             self.records.append((call_id, data))
             return bool(self._offer(item))
 
-        self.queue.offer = offer
+        self.queue.offer = offer  # type: ignore[method-assign]  # a tap wraps the bound method
 
     def detach(self) -> None:
-        self.queue.offer = self._offer
+        self.queue.offer = self._offer  # type: ignore[method-assign]
 
     def clear(self) -> None:
         self.seen.clear()

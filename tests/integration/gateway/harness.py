@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sipsec import ibc
-from sipsec.envelope import RejectedEnvelope, verify_register
-from sipsec.sip import Request
 from sipsec.stores.envelope import (
-    InMemoryReplayCache,
     RedisDialogStore,
     RedisReplayCache,
 )
@@ -33,7 +29,7 @@ from sipsec_pkg.config import Peer as PkgPeer
 from sipsec_pkg.material import DomainInit, init_domain
 from sipsec_pkg.node import PkgNode
 from sipsec_pkg.passwords import ScryptParams
-from sipsec_proxy import ProxyConfig, ProxyServer, RegisterRejected
+from sipsec_proxy import ProxyConfig, ProxyServer, SignedRegisterVerifier
 from sipsec_proxy.server import make_locator
 
 from tests.conftest import free_port
@@ -52,27 +48,6 @@ def material(domain: str, threshold: int = 1, nodes: int = 1) -> DomainInit:
     if key not in _MATERIAL:
         _MATERIAL[key] = init_domain(domain, threshold=threshold, nodes=nodes) if nodes > 1 else init_domain(domain)
     return _MATERIAL[key]
-
-
-class SignedRegisterVerifier:
-    """Verifies identity-signed REGISTERs against the trusted domain parameters (DESIGN §5)."""
-
-    def __init__(self, trusted: Mapping[str, ibc.DomainParams]) -> None:
-        self.trusted = dict(trusted)
-        self.replay = InMemoryReplayCache()
-        self.verified = 0
-
-    async def verify(self, request: Request, aor: str) -> bool:
-        if "signed-data" not in (request.headers.get("Content-Type") or ""):
-            return False
-        try:
-            result = await verify_register(request, self.trusted, self.replay)
-        except RejectedEnvelope as exc:
-            raise RegisterRejected(exc.reason) from None
-        if result.aor != aor:
-            raise RegisterRejected("signer-mismatch")
-        self.verified += 1
-        return True
 
 
 @dataclass

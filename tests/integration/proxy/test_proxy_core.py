@@ -471,3 +471,40 @@ async def test_bad_route_header_answered_in_transaction(started: list[ProxyServe
     assert proxy.core is not None
     assert all(ctx.final_sent for ctx in proxy.core._server.values())  # nothing left waiting forever
     assert proxy.metrics.rejections.labels("bad-request")._value.get() == 1
+
+
+async def test_cancel_without_transaction_is_forwarded_statelessly(started: list[ProxyServer],
+                                                                  client: Peer) -> None:
+    """§16.10: no response context -> the CANCEL is routed like a request; its answer comes back."""
+    proxy = await _proxy(started, auth="none")
+    callee = Peer()
+    try:
+        await proxy.locator.bind("sip:bob@atlanta.com", BindRequest(f"sip:bob@127.0.0.1:{callee.port}", 600), "c", 1, "")
+        # foreign domain through the route table's IP literal: the Request-URI itself
+        client.send(request("CANCEL", f"sip:carol@127.0.0.1:{callee.port}", client, to="sip:carol@chicago.com",
+                            call_id="cx-1", branch="z9hG4bKorphan1"), proxy.udp_address)
+        fwd = await callee.recv()
+        assert fwd.method == "CANCEL" and fwd.max_forwards == 69
+        assert fwd.via[0].branch.startswith("z9hG4bK-spl") and fwd.via[1].branch == "z9hG4bKorphan1"
+        lines = "".join(f"{n}: {v}\r\n" for n, v in fwd.headers.items() if n in ("Via", "From", "To", "Call-ID", "CSeq"))
+        callee.send(f"SIP/2.0 481 Call/Transaction Does Not Exist\r\n{lines}Content-Length: 0\r\n\r\n",
+                    proxy.udp_address)
+        resp = await client.final()  # the callee's answer, relayed with our Via removed
+        assert resp.status == 481 and resp.via[0].branch == "z9hG4bKorphan1" and len(resp.via) == 1
+        # a local AOR: looked up in the location service, sent to the binding
+        client.send(request("CANCEL", "sip:bob@atlanta.com", client, to="sip:bob@atlanta.com",
+                            call_id="cx-2", branch="z9hG4bKorphan2"), proxy.udp_address)
+        fwd = await callee.recv()
+        assert fwd.method == "CANCEL" and str(fwd.uri) == f"sip:bob@127.0.0.1:{callee.port}"
+        assert proxy.metrics.rejections.labels("no-transaction")._value.get() == 0
+        # nowhere to route it: answered 481 by the proxy itself and counted
+        client.send(request("CANCEL", "sip:nobody@atlanta.com", client, to="sip:nobody@atlanta.com",
+                            call_id="cx-3", branch="z9hG4bKorphan3"), proxy.udp_address)
+        assert (await client.final()).status == 481
+        assert proxy.metrics.rejections.labels("not-found")._value.get() == 1
+        client.send(request("CANCEL", "sip:carol@unrouted.example", client, to="sip:carol@unrouted.example",
+                            call_id="cx-4", branch="z9hG4bKorphan4"), proxy.udp_address)
+        assert (await client.final()).status == 481
+        assert proxy.metrics.rejections.labels("no-transaction")._value.get() == 1
+    finally:
+        callee.close()

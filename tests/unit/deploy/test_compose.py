@@ -75,7 +75,10 @@ def test_topology_matches_sipsec_up(compose: dict[str, Any]) -> None:
         for peer in DOMAINS:
             if peer is not d:
                 assert f"{peer.name},pkg-{peer.name.split('.')[0]}:50051," in env["SIPSEC_PKG_PEERS"]
-        assert _env(compose["services"][f"proxy-{short}"])["SIPSEC_PROXY_DOMAINS"] == d.name
+        proxy = _env(compose["services"][f"proxy-{short}"])
+        assert proxy["SIPSEC_PROXY_DOMAINS"] == d.name
+        assert proxy["SIPSEC_PROXY_PKG_TARGET"] == f"pkg-{short}:50051"
+        assert proxy["SIPSEC_PROXY_PKG_FINGERPRINT"] == FAKE_FINGERPRINT  # pinned from pkg-init's output
         gw = _env(compose["services"][f"gateway-{short}"])
         assert gw["SIPSEC_GATEWAY_DOMAIN"] == d.name
         assert (gw["SIPSEC_GATEWAY_PKG"], gw["SIPSEC_GATEWAY_PROXY"]) == (f"pkg-{short}:50051", f"proxy-{short}:5060")

@@ -82,6 +82,7 @@ def test_instances_point_at_each_other(tmp_path: Path) -> None:
     assert env["SIPSEC_PKG_LISTEN"].startswith("127.0.0.2:")
     env = proxy_a.spec.env(topo, proxy_a)
     assert env["SIPSEC_PROXY_ROUTES"] == f"biloxi.com={proxy_b.addr('sip')};transport=tcp"
+    assert (env["SIPSEC_PROXY_PKG_TARGET"], env["SIPSEC_PROXY_PKG_FINGERPRINT"]) == (pkg_a.addr("grpc"), FINGERPRINT)
     assert env["SIPSEC_PROXY_LOCATION"] == topo.get(atl, "location").addr("grpc")  # type: ignore[union-attr]
     env = gw_a.spec.env(topo, gw_a)
     assert env["SIPSEC_GATEWAY_PKG"] == pkg_a.addr("grpc")
