@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from sipsec.config import load_env, parse_flags
 
 __all__ = ["ENV", "WorkerConfig", "parse_args"]
 
@@ -26,17 +27,6 @@ ENV: dict[str, tuple[str, str, str]] = {
     "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
 }
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def _bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -83,45 +73,12 @@ class WorkerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            var, default, _ = ENV[f.name]
-            values[f.name] = _convert(f.type, env.get(var, default))
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _convert(kind: object, raw: str) -> object:
-    if kind in ("int", int):
-        return int(raw)
-    if kind in ("float", float):
-        return float(raw)
-    if kind in ("bool", bool):
-        return _bool(raw)
-    return raw
+        return load_env(cls, ENV, environ, **overrides)
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> WorkerConfig:
     """Flags override environment variables, which override the defaults."""
-    env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(
-        prog="sipsec-worker",
+    return parse_flags(
+        WorkerConfig, ENV, argv, environ, prog="sipsec-worker",
         description="sipsec crypto-worker: stateless IBE/IBS operations over gRPC, on a process pool.",
     )
-    for f in fields(WorkerConfig):
-        var, default, text = ENV[f.name]
-        raw = env.get(var, default)
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, default=_bool(raw), action=argparse.BooleanOptionalAction,
-                                help=f"{text} [env {var}, now %(default)s]")
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, default=kind(raw), type=kind,
-                                help=f"{text} [env {var}, now %(default)s]")
-    ns = parser.parse_args(argv)
-    try:
-        return WorkerConfig(**vars(ns))
-    except ValueError as exc:
-        parser.error(str(exc))

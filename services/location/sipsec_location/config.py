@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from sipsec.config import load_env, parse_flags
 
 __all__ = ["ENV", "LocationConfig", "parse_args"]
 
@@ -53,35 +53,12 @@ class LocationConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocationConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            var, default, _ = ENV[f.name]
-            raw = env.get(var, default)
-            values[f.name] = _convert(f.type, raw)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _convert(kind: object, raw: str) -> object:
-    if kind in ("int", int):
-        return int(raw)
-    if kind in ("float", float):
-        return float(raw)
-    return raw
+        return load_env(cls, ENV, environ)
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> LocationConfig:
     """Flags override environment variables, which override the defaults."""
-    base = LocationConfig.from_env(environ)
-    parser = argparse.ArgumentParser(
-        prog="sipsec-location",
+    return parse_flags(
+        LocationConfig, ENV, argv, environ, prog="sipsec-location",
         description="sipsec location service: AOR -> contact bindings over gRPC (RFC 3261 §10).",
     )
-    for f in fields(LocationConfig):
-        var, _, text = ENV[f.name]
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), default=getattr(base, f.name),
-            type=type(getattr(base, f.name)), help=f"{text} [env {var}, now %(default)s]",
-        )
-    ns = parser.parse_args(argv)
-    return LocationConfig(**vars(ns))

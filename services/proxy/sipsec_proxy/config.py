@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from sipsec.config import load_env, parse_flags, split_hostport
 
 __all__ = ["ENV", "ProxyConfig", "Route", "parse_args", "parse_routes", "parse_users"]
 
@@ -127,32 +127,7 @@ class ProxyConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            var, default, _ = ENV[f.name]
-            values[f.name] = _convert(f.type, env.get(var, default))
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _convert(kind: object, raw: str) -> object:
-    if kind in ("int", int):
-        return int(raw)
-    if kind in ("float", float):
-        return float(raw)
-    return raw
-
-
-def split_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` / ``host`` -> (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    return host, int(port)
+        return load_env(cls, ENV, environ)
 
 
 def parse_routes(text: str) -> dict[str, Route]:
@@ -191,16 +166,7 @@ def parse_users(text: str, file: str = "") -> dict[str, str]:
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
     """Flags override environment variables, which override the defaults."""
-    base = ProxyConfig.from_env(environ)
-    parser = argparse.ArgumentParser(
-        prog="sipsec-proxy",
+    return parse_flags(
+        ProxyConfig, ENV, argv, environ, prog="sipsec-proxy",
         description="sipsec SIP proxy and registrar (RFC 3261 §16 transaction-stateful, §10).",
     )
-    for f in fields(ProxyConfig):
-        var, _, text = ENV[f.name]
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), default=getattr(base, f.name),
-            type=type(getattr(base, f.name)), help=f"{text} [env {var}]",
-        )
-    ns = parser.parse_args(argv)
-    return ProxyConfig(**vars(ns))

@@ -12,10 +12,11 @@ from typing import Any
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.registry import Collector
 from sipsec.aio.transport import InboundQueue, StreamTransport, Transport, UdpTransport
+from sipsec.config import split_hostport
 from sipsec.sip import Limits
 from sipsec.stores.location import MemoryLocationStore, RedisLocationStore
 
-from sipsec_proxy.config import ProxyConfig, split_hostport
+from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.core import ProxyCore
 from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.metrics import ProxyMetrics

@@ -20,7 +20,9 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from sipsec_proxy.config import ENV, ProxyConfig, split_hostport
+from sipsec.config import split_hostport
+
+from sipsec_proxy.config import ENV, ProxyConfig
 
 __all__ = ["run_workers"]
 

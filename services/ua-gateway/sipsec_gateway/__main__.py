@@ -17,11 +17,12 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import uvicorn
+from sipsec.config import ConfigError, split_hostport
 from sipsec.engine import EngineMetrics, create_engine
 from sipsec.stores.envelope import RedisDialogStore, RedisReplayCache
 
 from sipsec_gateway.api import create_app
-from sipsec_gateway.config import ENV, ConfigError, GatewayConfig, split_hostport
+from sipsec_gateway.config import ENV, GatewayConfig
 from sipsec_gateway.gateway import Gateway
 from sipsec_gateway.keys import PkgConnector
 from sipsec_gateway.metrics import GatewayMetrics

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from sipsec.config import ConfigError, load_env, split_hostport
 from sipsec.envelope import SecurityPolicy, SigningPolicy
 
-__all__ = ["ENV", "ConfigError", "GatewayConfig", "split_hostport"]
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed."""
+__all__ = ["ENV", "ConfigError", "GatewayConfig"]
 
 
 # field -> (environment variable, default, help); the README's Configuration table lists these.
@@ -47,21 +43,6 @@ ENV: dict[str, tuple[str, str, str]] = {
     "drain_seconds": ("SIPSEC_GATEWAY_DRAIN_SECONDS", "2", "time to end calls after SIGTERM before exiting"),
     "log_level": ("SIPSEC_LOG_LEVEL", "INFO", "logging level"),
 }
-
-
-def split_hostport(text: str, default_port: int = 5060) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` / ``host`` -> (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    try:
-        return host, int(port)
-    except ValueError:
-        raise ConfigError(f"bad port in {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -152,20 +133,4 @@ class GatewayConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewayConfig:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            var, default, _ = ENV[f.name]
-            raw = env.get(var, default)
-            try:
-                if f.type in ("bool", bool):
-                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-                elif f.type in ("int", int):
-                    values[f.name] = int(raw)
-                elif f.type in ("float", float):
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = raw
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a valid {f.type}") from None
-        return cls(**values)  # type: ignore[arg-type]
+        return load_env(cls, ENV, environ)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipsec.aio import Peer, SipEndpoint, static_sdp
+from sipsec.config import split_hostport
 from sipsec.engine import CryptoEngine, InProcessEngine
 from sipsec.envelope import SecurityPolicy, sign_register
 from sipsec.envelope.errors import EnvelopeUsageError
@@ -47,7 +48,7 @@ from sipsec.stores.envelope import (
 )
 
 from sipsec_gateway.calls import Agent, Call, CallFailed, CallState
-from sipsec_gateway.config import GatewayConfig, split_hostport
+from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.keys import KeyMaterialError, ParamsDirectory, PkgConnector, UserKeys
 from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.store import CallStore, MemoryCallStore
