@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
+
+from sipsec.lifecycle import stop_on_signals
 
 from sipsec_worker.config import parse_args
 from sipsec_worker.server import create_worker_server
@@ -21,10 +22,7 @@ async def _serve(argv: Sequence[str] | None) -> None:
     server, port = create_worker_server(config)
     await server.start()
     print(f"sipsec-worker listening on port {port} metrics {server.metrics_port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     logging.getLogger("sipsec.worker").info("draining")
     await server.stop()

@@ -9,9 +9,10 @@ import getpass
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
+
+from sipsec.lifecycle import stop_on_signals
 
 from sipsec_pkg.config import ConfigError, PkgConfig, parse_peers
 from sipsec_pkg.material import MaterialError
@@ -103,10 +104,7 @@ async def _serve(config: PkgConfig) -> int:
     from sipsec_pkg.node import PkgNode
 
     node = PkgNode(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await node.start()
     print(f"sipsec-pkg: {node.domain} node {node.material.node_index} listening on port {node.port}"
           + (f", metrics on port {node.metrics_port}" if node.metrics_port else ""), file=sys.stderr, flush=True)

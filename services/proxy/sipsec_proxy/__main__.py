@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 import sys
 from collections.abc import Sequence
+
+from sipsec.lifecycle import stop_on_signals
 
 from sipsec_proxy.config import parse_args
 from sipsec_proxy.server import create_proxy_server
@@ -29,10 +30,7 @@ async def _serve(argv: Sequence[str] | None) -> None:
     addrs = " ".join(f"{k.lower()}:{h}:{p}" for k, (h, p) in
                      ((k, t.local_address) for k, t in server.transports.items()))
     print(f"sipsec-proxy listening on {addrs}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     logging.getLogger("sipsec.proxy").info("draining")
     await server.stop()
