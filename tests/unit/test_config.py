@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-
 from sipsec.config import ConfigError, load_env, parse_bool, parse_flags, split_hostport
 
 ENV = {

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sipsec.config import load_env, parse_flags, split_hostport
 
+from sipsec_proxy.dns import parse_dns
+
 __all__ = ["ENV", "ProxyConfig", "Route", "parse_args", "parse_routes", "parse_users"]
 
 # field -> (environment variable, default, help)
@@ -22,6 +24,8 @@ ENV: dict[str, tuple[str, str, str]] = {
     "location_ca": ("SIPSEC_PROXY_LOCATION_CA", "", "PEM CA of the location service (TLS); empty = plaintext gRPC"),
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (location=redis)"),
     "routes": ("SIPSEC_PROXY_ROUTES", "", "other domains: 'domain=host:port[;transport=tcp],...'; '*' is the default route"),
+    "dns": ("SIPSEC_PROXY_DNS", "off", "RFC 3263 SRV/A lookup of foreign domains without a route: off | system | nameserver host:port[,host:port]"),
+    "dns_timeout_s": ("SIPSEC_PROXY_DNS_TIMEOUT_S", "2", "DNS lookup time limit, seconds (503 beyond)"),
     "auth": ("SIPSEC_PROXY_AUTH", "digest", "REGISTER authentication: digest | none"),
     "pkg_target": ("SIPSEC_PROXY_PKG_TARGET", "", "PKG gRPC target host:port: accept REGISTERs signed by the AOR's key, verified with the domain parameters fetched from it at start (empty = off)"),
     "pkg_plaintext": ("SIPSEC_PROXY_PKG_PLAINTEXT", "0", "1 = plaintext gRPC to the PKG (loopback/tests only); 0 = TLS"),
@@ -75,6 +79,8 @@ class ProxyConfig:
     location_ca: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     routes: str = ""
+    dns: str = "off"
+    dns_timeout_s: float = 2.0
     auth: str = "digest"
     pkg_target: str = ""
     pkg_plaintext: int = 0
@@ -114,6 +120,9 @@ class ProxyConfig:
         if self.workers < 1 or self.max_transactions < 1 or self.queue_size < 1:
             raise ValueError("workers, max_transactions and queue_size must be positive")
         parse_routes(self.routes)
+        parse_dns(self.dns)
+        if self.dns_timeout_s <= 0:
+            raise ValueError("dns_timeout_s must be positive")
         if self.nonce_secret:
             bytes.fromhex(self.nonce_secret)
 
@@ -127,7 +136,8 @@ class ProxyConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyConfig:
-        return load_env(cls, ENV, environ)
+        config: ProxyConfig = load_env(cls, ENV, environ)
+        return config
 
 
 def parse_routes(text: str) -> dict[str, Route]:
@@ -166,7 +176,8 @@ def parse_users(text: str, file: str = "") -> dict[str, str]:
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None) -> ProxyConfig:
     """Flags override environment variables, which override the defaults."""
-    return parse_flags(
+    config: ProxyConfig = parse_flags(
         ProxyConfig, ENV, argv, environ, prog="sipsec-proxy",
         description="sipsec SIP proxy and registrar (RFC 3261 §16 transaction-stateful, §10).",
     )
+    return config

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from sipsec.aio.transport import Inbound, Peer, Transport, via_destination
 from sipsec.sip import (
@@ -53,6 +53,7 @@ from sipsec.sip.transaction import (
 from sipsec.stores.location import LocationError
 
 from sipsec_proxy.config import ProxyConfig, Route, parse_routes
+from sipsec_proxy.dns import DnsFailure, SipResolver, parse_dns
 from sipsec_proxy.locator import Contact, Locator
 from sipsec_proxy.metrics import ProxyMetrics, method_label
 
@@ -166,6 +167,10 @@ class ProxyCore:
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst)
         # the next hops of the route table are peer proxies carrying many users: not rate-limited
         self._peers = frozenset(r.host for r in self.routes.values())
+        # RFC 3263 lookups for foreign domains without a route (None: off)
+        nameservers = parse_dns(config.dns)
+        self.resolver: SipResolver | None = None if nameservers is None else SipResolver(
+            nameservers, timeout=config.dns_timeout_s, registry=metrics.registry)
         self.max_transactions = config.max_transactions
         self._server: dict[Any, ResponseContext] = {}
         self._client: dict[Any, Branch] = {}
@@ -435,6 +440,9 @@ class ProxyCore:
         routes = fwd.route
         if routes:
             hop = self._peer_for(routes[0].uri)
+            if hop is None and self._dns_applies(routes[0].uri):
+                self._spawn(self._run_async(ctx, self._resolve_and_forward(ctx, fwd, routes[0].uri, fwd.uri)))
+                return
             if hop is None:
                 self.reject("no-route")
                 self.respond(ctx, 404, "No Route", now=now)
@@ -458,11 +466,39 @@ class ProxyCore:
             self._spawn(self._run_async(ctx, self._lookup_and_forward(ctx, fwd)))
             return
         hop = self._foreign_hop(uri)
+        if hop is None and self._dns_applies(uri):
+            self._spawn(self._run_async(ctx, self._resolve_and_forward(ctx, fwd, uri, uri)))
+            return
         if hop is None:
             self.reject("no-route")
             self.respond(ctx, 404, "No Route", now=now)
             return
         self._forward(ctx, fwd, [(uri, hop)], now)
+
+    def _dns_applies(self, uri: object) -> TypeGuard[SipURI]:
+        """RFC 3263 lookup wanted: DNS configured and a SIP URI naming a host (route table missed)."""
+        return (self.resolver is not None and isinstance(uri, SipURI)
+                and self.resolver.needs_dns(uri.params.get("maddr") or uri.host))
+
+    async def _resolve_and_forward(self, ctx: ResponseContext, fwd: Request, lookup: SipURI, target: Any) -> None:
+        """Locates the next hop of ``lookup`` (Request-URI or top Route) in DNS, then forwards."""
+        assert self.resolver is not None
+        try:
+            hops = await self.resolver.resolve(lookup, list(self.transports))
+        except DnsFailure as exc:
+            self.reject("no-route")
+            log.info("DNS: no server for %s: %s", lookup.host, exc.outcome)
+            if not ctx.final_sent:
+                if exc.status == 503:
+                    self.respond(ctx, 503, "DNS Failure", extra=[("Retry-After", "5")])
+                else:
+                    self.respond(ctx, 404, "No Route")
+            return
+        now = self.clock()
+        if ctx.cancelled:
+            self.respond(ctx, 487, now=now)
+            return
+        self._forward(ctx, fwd, [(target, hops[0])], now)
 
     async def _run_async(self, ctx: ResponseContext, work: Awaitable[None]) -> None:
         try:
@@ -662,6 +698,10 @@ class ProxyCore:
             hop = self._foreign_hop(fwd.uri)
         else:
             hop = None
+        lookup = routes[0].uri if routes else fwd.uri
+        if hop is None and self._dns_applies(lookup):
+            self._spawn(self._resolve_stateless(fwd, lookup))
+            return True
         if hop is None:
             self.reject("no-route")
             return False
@@ -687,6 +727,17 @@ class ProxyCore:
         self.reject("not-found")
         if unanswered is not None:
             unanswered()
+
+    async def _resolve_stateless(self, fwd: Request, lookup: SipURI) -> None:
+        """Sends ``fwd`` to the first server DNS locates for ``lookup``."""
+        assert self.resolver is not None
+        try:
+            hops = await self.resolver.resolve(lookup, list(self.transports))
+        except DnsFailure:
+            self.reject("no-route")
+            return
+        self._send_stateless(fwd, hops[0])
+        self._flush()
 
     def _send_stateless(self, fwd: Request, hop: Peer) -> None:
         mf = fwd.max_forwards
@@ -769,9 +820,10 @@ class ProxyCore:
         elif isinstance(ev, TransactionTerminated):
             tx = ev.transaction
             if isinstance(tx, ClientTransaction):
-                b = self._client.get(tx.key)
+                key = tx.key
+                b = self._client.get(key)
                 if b is not None and b.tx is tx:
-                    del self._client[tx.key]
+                    del self._client[key]
             elif tx is not None:
                 ctx = self._server.get(tx.key)
                 if ctx is not None and ctx.stx is tx:
