@@ -18,10 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +28,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 AOR_FMT = "sip:bench{}@atlanta.com"
 PASSWORD = "bench-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _make_tls(folder: Path) -> dict[str, str]:
@@ -70,42 +61,6 @@ def _make_tls(folder: Path) -> dict[str, str]:
     paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return {k: str(v) for k, v in paths.items()}
-
-
-class Redis:
-    def __init__(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not installed")
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="sipsec-bench-redis-")
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise SystemExit("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _server(conn: Any, data_dir: str, kek: str, store: str, redis_url: str, tls: dict[str, str] | None,
@@ -189,9 +144,11 @@ def main() -> int:
 
     from sipsec_pkg.material import generate_kek, init_domain, write_domain
 
+    from tests.conftest import RedisServer  # the same throw-away redis-server the tests use
+
     t_start = time.perf_counter()
     results = []
-    redis = Redis()
+    redis = RedisServer()
     ctx = mp.get_context("spawn")
     try:
         with tempfile.TemporaryDirectory(prefix="sipsec-bench-pkg-") as tmp:

@@ -251,6 +251,8 @@ def _gateway_env(topo: Topology, inst: Instance) -> dict[str, str]:
         "SIPSEC_GATEWAY_DOMAIN": domain.name,
         "SIPSEC_GATEWAY_HTTP_LISTEN": inst.addr("http"),
         "SIPSEC_GATEWAY_SIP_LISTEN": inst.addr("sip"),
+        # the legacy side: plain phones (UDP) use the gateway as their outbound proxy
+        "SIPSEC_GATEWAY_PLAIN_LISTEN": inst.addr("plain"),
         "SIPSEC_GATEWAY_ADVERTISE": inst.host,
         # secured messages exceed the 1300-byte UDP guideline (RFC 3261 §18.1.1): TCP
         "SIPSEC_GATEWAY_TRANSPORT": "tcp",
@@ -282,8 +284,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("proxy", "sipsec-proxy", (), "sipsec_proxy.__main__", True,
                 ("sip", "metrics"), Health("sip", "sip"), _proxy_env, udp_ports=("sip",), after=("pkg",)),
     ServiceSpec("gateway", "sipsec-gateway", ("serve",), "sipsec_gateway.__main__", True,
-                ("http", "sip"), Health("http", "http", "/healthz"), _gateway_env,
-                udp_ports=("sip",)),
+                ("http", "sip", "plain"), Health("http", "http", "/healthz"), _gateway_env,
+                udp_ports=("sip", "plain")),
 )
 
 
