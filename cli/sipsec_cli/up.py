@@ -11,6 +11,9 @@ federation peers pinned to the fingerprints ``init`` printed → health checked 
 HTTP, SIP OPTIONS) → table → wait for SIGINT/SIGTERM (or drive ``--calls N`` through the
 ua-gateways' control API) → children terminated, then killed after the grace period → state
 directory removed.
+
+Each ua-gateway also opens its legacy plain-SIP side for phones (UDP, port ``plain`` in the
+table and in ``--json``'s ``services`` rows) on its domain's address.
 """
 
 from __future__ import annotations
