@@ -1,9 +1,12 @@
-"""Benchmark: secured vs plain call setup across two domains (one process, loopback), then secured throughput.
+"""Benchmark: secured vs plain call setup across two domains (loopback), then secured throughput.
 
 The two-domain topology of ``sipsec demo`` (:class:`sipsec_cli.topology.TwoDomainTopology`:
 PKG, location, proxy and UA gateway per domain, in-memory stores, in-process crypto), with
 call tracing and proxy taps off. sip:alice@atlanta.com calls sip:bob@biloxi.com, who
 auto-answers; every message of a secured call is signed (signing policy ``every-message``).
+By default (``--processes 2``) each domain runs in its own process, as two providers would
+run on their own machines, so the two domains use the box's two cores; the atlanta.com
+process also places the calls. ``--processes 1`` runs both in one process, as ``sipsec demo``.
 
 1. Latency: ``--calls`` (default 200) sequential secured calls, then as many plain ones; the
    setup latency of a call is from placing it (the INVITE is built, sealed and sent) until the
@@ -11,7 +14,7 @@ auto-answers; every message of a secured call is signed (signing policy ``every-
    call: everything Alice's gateway sent and received for the call (INVITE … BYE/200), as the
    thesis counted them (Tables 5, 6). The gateways' crypto engines count signatures made and
    verified per secured call (with ``every-message``: each of INVITE, 180, 200, ACK, BYE, 200),
-   and the time those operations take; the CPU time of the process per call is reported too.
+   and the time those operations take; the CPU time per call (both processes) is reported too.
 2. Throughput: secured calls (setup and BYE) started at a fixed rate for ``--trial-s`` seconds
    with at most ``--max-in-flight`` calls in flight (a call that cannot start counts as
    failed); a rate passes when >= 99.5 % of its calls are answered within ``--timeout-s``
@@ -19,7 +22,10 @@ auto-answers; every message of a secured call is signed (signing policy ``every-
    The search doubles the rate until one fails, then bisects; a search stops after
    ``--budget-s`` seconds. ``secured_cps`` is the best passing rate with each call hung up at
    once (setup + BYE, as sipp's uac); ``secured_setup_only_cps`` the same search with the calls
-   held until the trial ends (setups alone; ``--no-setup-only`` skips it).
+   held until the trial ends (setups alone; ``--no-setup-only`` skips it). Each trial also
+   reports the CPU per answered call of both processes (``cpu_ms_per_call``) and the mean
+   size of the gateways' signature-verification batches (``verify_batch_mean``; the engines
+   batch under load, ``--verify-window-ms``, default the gateways' 8 ms).
 
     .venv/bin/python bench/call_setup.py            # tables
     .venv/bin/python bench/call_setup.py --json     # secured_p50_ms, ..., secured_cps
@@ -37,10 +43,12 @@ import cProfile
 import io
 import json
 import logging
+import multiprocessing
 import pstats
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +56,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sipsec.engine import CryptoEngine  # noqa: E402
+from sipsec.engine import DEFAULT_BATCH_WINDOW_S, CryptoEngine  # noqa: E402
 from sipsec.ibc import DomainParams, Identity, PrivateKey  # noqa: E402
-from sipsec_cli.topology import TwoDomainTopology  # noqa: E402
+from sipsec_cli.topology import DEFAULT_HOSTS, RemoteDomain, TwoDomainTopology, pick_ports  # noqa: E402
 from sipsec_gateway.calls import CallState  # noqa: E402
 from sipsec_gateway.gateway import Gateway, GatewayError  # noqa: E402
+from sipsec_pkg.material import init_domain  # noqa: E402
 
 ALICE = "sip:alice@atlanta.com"
 BOB = "sip:bob@biloxi.com"
@@ -163,12 +172,44 @@ async def latency(alice: Gateway, secure: bool, calls: int, timeout_s: float) ->
 
 
 @dataclass
+class Snapshot:
+    """CPU seconds used so far and the crypto engines' operation counts and seconds (one or more processes)."""
+
+    cpu_s: float
+    count: dict[str, int]
+    seconds: dict[str, float]
+    verify_batches: int = 0  # batches the engines' verify lanes ran (InProcessEngine.verify_batches)
+    verify_batched: int = 0  # verifications in them
+
+    def __add__(self, other: Snapshot) -> Snapshot:
+        count = dict(self.count)
+        seconds = dict(self.seconds)
+        for op, n in other.count.items():
+            count[op] = count.get(op, 0) + n
+        for op, v in other.seconds.items():
+            seconds[op] = seconds.get(op, 0.0) + v
+        return Snapshot(self.cpu_s + other.cpu_s, count, seconds, self.verify_batches + other.verify_batches,
+                        self.verify_batched + other.verify_batched)
+
+
+def _snapshot(engines: list[CountingEngine]) -> Snapshot:
+    count, seconds = _totals(engines)
+    stats = [e.inner.verify_batches for e in engines if hasattr(e.inner, "verify_batches")]
+    return Snapshot(time.process_time(), count, seconds, sum(b.count for b in stats), sum(b.items for b in stats))
+
+
+SnapshotFn = Callable[[], Awaitable[Snapshot]]
+
+
+@dataclass
 class Trial:
     rate: float
     attempted: int
     answered: int
     elapsed_s: float
     p50_ms: float | None
+    cpu_ms_per_call: float | None = None  # CPU of both processes during the trial, per answered call
+    verify_batch_mean: float | None = None  # mean size of the verify batches during the trial
 
     @property
     def passed(self) -> bool:
@@ -233,14 +274,29 @@ async def trial(alice: Gateway, rate: float, duration_s: float, max_in_flight: i
     return Trial(rate, total, answered, elapsed, statistics.median(setups) if setups else None)
 
 
-async def throughput(alice: Gateway, args: argparse.Namespace, bye: bool = True) -> list[Trial]:
+async def measured_trial(alice: Gateway, args: argparse.Namespace, rate: float, bye: bool,
+                         snapshot: SnapshotFn) -> Trial:
+    """:func:`trial`, with the CPU per answered call and the verify batch size over it."""
+    before = await snapshot()
+    t = await trial(alice, rate, args.trial_s, args.max_in_flight, args.timeout_s, bye)
+    after = await snapshot()
+    if t.answered:
+        t.cpu_ms_per_call = (after.cpu_s - before.cpu_s) * 1e3 / t.answered
+    batches = after.verify_batches - before.verify_batches
+    if batches:
+        t.verify_batch_mean = (after.verify_batched - before.verify_batched) / batches
+    return t
+
+
+async def throughput(alice: Gateway, args: argparse.Namespace, snapshot: SnapshotFn,
+                     bye: bool = True) -> list[Trial]:
     """Double the rate until a trial fails, then bisect; within ``budget_s`` seconds."""
     deadline = time.monotonic() + args.budget_s
     trials: list[Trial] = []
     low, high = 0.0, None
     rate = float(args.start_rate)
     while time.monotonic() + args.trial_s < deadline:
-        t = await trial(alice, rate, args.trial_s, args.max_in_flight, args.timeout_s, bye)
+        t = await measured_trial(alice, args, rate, bye, snapshot)
         trials.append(t)
         await asyncio.sleep(0.5)  # let the last BYEs and retransmissions settle
         if t.passed:
@@ -261,43 +317,170 @@ async def throughput(alice: Gateway, args: argparse.Namespace, bye: bool = True)
 def _trial_doc(t: Trial) -> dict[str, Any]:
     return {"rate": t.rate, "attempted": t.attempted, "answered": t.answered,
             "achieved_cps": round(t.achieved_cps, 1), "p50_ms": t.p50_ms and round(t.p50_ms, 3),
+            "cpu_ms_per_call": t.cpu_ms_per_call and round(t.cpu_ms_per_call, 2),
+            "verify_batch_mean": t.verify_batch_mean and round(t.verify_batch_mean, 2),
             "passed": t.passed}
+
+
+def _counting(engines: list[CountingEngine]) -> Any:
+    def engine(_: str, inner: CryptoEngine) -> CountingEngine:
+        engines.append(CountingEngine(inner))
+        return engines[-1]
+    return engine
+
+
+def _domain_process_main(conn: Any, atlanta: tuple[bytes, str, int, int], ports: tuple[int, int],
+                         signing: str, timeout_s: float, threaded: bool, verify_window_s: float) -> None:
+    """The biloxi.com process of ``--processes 2``. It makes its domain's key material and sends
+    the public part; on "start" it starts its PKG, location, proxy and gateway and logs bob in
+    (auto-answer); then answers "stats" with a :class:`Snapshot` and ends on "stop" or EOF."""
+    logging.getLogger("sipsec").setLevel(logging.WARNING)
+    material = init_domain("biloxi.com")
+    conn.send(("material", (material.params.to_bytes(), material.signed.fingerprint)))
+
+    async def serve() -> None:
+        engines: list[CountingEngine] = []
+        params, fingerprint, pkg_port, proxy_port = atlanta
+        remote = {"atlanta.com": RemoteDomain(DomainParams.from_bytes(params), fingerprint, pkg_port, proxy_port)}
+        loop = asyncio.get_running_loop()
+        try:
+            if await loop.run_in_executor(None, conn.recv) != "start":
+                return
+        except EOFError:
+            return
+        topo = TwoDomainTopology(trace_calls=0, tap=False, signing=signing, call_timeout_s=timeout_s,
+                                 engine_factory=_counting(engines), threaded_crypto=threaded,
+                                 verify_window_s=verify_window_s,
+                                 materials={"biloxi.com": material}, remote=remote, ports={"biloxi.com": ports})
+        try:
+            await topo.start()
+            await topo.login(BOB, auto_answer=True)
+            conn.send(("ready", None))
+            while True:
+                try:
+                    command = await loop.run_in_executor(None, conn.recv)
+                except EOFError:
+                    break
+                if command != "stats":
+                    break
+                conn.send(("stats", _snapshot(engines)))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops with it
+            conn.send(("error", f"biloxi.com failed: {exc}"))
+        finally:
+            await topo.stop()
+
+    asyncio.run(serve())
+
+
+class DomainProcess:
+    """biloxi.com in a child process (``--processes 2``), driven over a pipe."""
+
+    def __init__(self, atlanta: RemoteDomain, ports: tuple[int, int], args: argparse.Namespace) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.ports = ports
+        public = (atlanta.params.to_bytes(), atlanta.fingerprint, atlanta.pkg_port, atlanta.proxy_port)
+        self.process = ctx.Process(target=_domain_process_main, name="sipsec-bench-biloxi", daemon=True,
+                                   args=(child, public, ports, args.signing, args.timeout_s,
+                                         args.threaded_crypto, args.verify_window_ms / 1000))
+        self.process.start()
+        child.close()
+
+    async def _recv(self, expect: str, timeout_s: float) -> Any:
+        loop = asyncio.get_running_loop()
+        ready = await loop.run_in_executor(None, self.conn.poll, timeout_s)
+        if not ready:
+            raise SystemExit(f"call_setup: the biloxi.com process did not answer in {timeout_s:g} s")
+        kind, value = self.conn.recv()
+        if kind != expect:
+            raise SystemExit(f"call_setup: {value}")
+        return value
+
+    async def public(self) -> RemoteDomain:
+        """biloxi.com's public parameters, fingerprint and ports (before its services start)."""
+        params, fingerprint = await self._recv("material", 60.0)
+        return RemoteDomain(DomainParams.from_bytes(params), fingerprint, *self.ports)
+
+    async def start(self) -> None:
+        """Start biloxi.com's services and log bob in (once atlanta.com's are up)."""
+        self.conn.send("start")
+        await self._recv("ready", 60.0)
+
+    async def snapshot(self) -> Snapshot:
+        self.conn.send("stats")
+        snap: Snapshot = await self._recv("stats", 30.0)
+        return snap
+
+    def stop(self) -> None:
+        try:
+            self.conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(15)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     logging.getLogger("sipsec").setLevel(logging.WARNING)
     engines: list[CountingEngine] = []
+    common: dict[str, Any] = {"trace_calls": 0, "tap": False, "signing": args.signing,
+                              "call_timeout_s": args.timeout_s, "engine_factory": _counting(engines),
+                              "threaded_crypto": args.threaded_crypto, "workers": args.workers,
+                              "verify_window_s": args.verify_window_ms / 1000}
+    child: DomainProcess | None = None
+    if args.processes == 2:
+        atlanta = init_domain("atlanta.com")
+        atlanta_ports = pick_ports(DEFAULT_HOSTS["atlanta.com"])
+        public = RemoteDomain(atlanta.params, atlanta.signed.fingerprint, *atlanta_ports)
+        child = DomainProcess(public, pick_ports(DEFAULT_HOSTS["biloxi.com"]), args)
+        try:
+            biloxi = await child.public()
+        except BaseException:
+            child.stop()
+            raise
+        topology = TwoDomainTopology(materials={"atlanta.com": atlanta}, ports={"atlanta.com": atlanta_ports},
+                                     remote={"biloxi.com": biloxi}, **common)
+    else:
+        topology = TwoDomainTopology(**common)
 
-    def engine(_: str, inner: CryptoEngine) -> CountingEngine:
-        engines.append(CountingEngine(inner))
-        return engines[-1]
+    async def snapshot() -> Snapshot:
+        snap = _snapshot(engines)
+        return snap + await child.snapshot() if child is not None else snap
 
-    async with TwoDomainTopology(trace_calls=0, tap=False, signing=args.signing,
-                                 call_timeout_s=args.timeout_s, engine_factory=engine,
-                                 threaded_crypto=args.threaded_crypto, workers=args.workers) as topo:
-        await topo.login(ALICE)
-        await topo.login(BOB, auto_answer=True)
-        alice = topo.gateway_for(ALICE)
-        await latency(alice, True, args.warmup, args.timeout_s)
-        await latency(alice, False, args.warmup, args.timeout_s)
-        profile = cProfile.Profile() if args.profile else None
-        if profile is not None:
-            profile.enable()
-        count0, seconds0 = _totals(engines)
-        cpu0 = time.process_time()
-        secured = await latency(alice, True, args.calls, args.timeout_s)
-        secured_cpu = time.process_time() - cpu0
-        if profile is not None:
-            profile.disable()
-        count1, seconds1 = _totals(engines)
-        answered = max(1, len(secured.setup_ms))
-        ops = {op: (count1[op] - count0.get(op, 0)) / answered for op in count1}
-        ops_ms = {op: (seconds1[op] - seconds0.get(op, 0.0)) * 1e3 / answered for op in seconds1}
-        cpu0 = time.process_time()
-        plain = await latency(alice, False, args.calls, args.timeout_s)
-        plain_cpu = time.process_time() - cpu0
-        trials = await throughput(alice, args) if args.budget_s > 0 else []
-        setup_trials = await throughput(alice, args, bye=False) if args.budget_s > 0 and args.setup_only else []
+    try:
+        async with topology as topo:
+            if child is not None:
+                await child.start()
+            else:
+                await topo.login(BOB, auto_answer=True)
+            await topo.login(ALICE)
+            alice = topo.gateway_for(ALICE)
+            await latency(alice, True, args.warmup, args.timeout_s)
+            await latency(alice, False, args.warmup, args.timeout_s)
+            profile = cProfile.Profile() if args.profile else None
+            if profile is not None:
+                profile.enable()
+            before = await snapshot()
+            secured = await latency(alice, True, args.calls, args.timeout_s)
+            after = await snapshot()
+            if profile is not None:
+                profile.disable()
+            secured_cpu = after.cpu_s - before.cpu_s
+            answered = max(1, len(secured.setup_ms))
+            ops = {op: (after.count[op] - before.count.get(op, 0)) / answered for op in after.count}
+            ops_ms = {op: (after.seconds[op] - before.seconds.get(op, 0.0)) * 1e3 / answered
+                      for op in after.seconds}
+            before = await snapshot()
+            plain = await latency(alice, False, args.calls, args.timeout_s)
+            plain_cpu = (await snapshot()).cpu_s - before.cpu_s
+            trials = await throughput(alice, args, snapshot) if args.budget_s > 0 else []
+            setup_trials = (await throughput(alice, args, snapshot, bye=False)
+                            if args.budget_s > 0 and args.setup_only else [])
+    finally:
+        if child is not None:
+            child.stop()
     if not secured.setup_ms or not plain.setup_ms:
         raise SystemExit("call_setup: no call was answered")
     s50, p50 = percentile(secured.setup_ms, 50), percentile(plain.setup_ms, 50)
@@ -307,8 +490,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_best = max(setup_passing, key=lambda t: t.rate) if setup_passing else None
     result: dict[str, Any] = {
         "calls": args.calls,
+        "processes": args.processes,
         "signing": args.signing,
         "threaded_crypto": args.threaded_crypto,
+        "verify_window_ms": args.verify_window_ms,
         "workers": args.workers,
         "secured_p50_ms": round(s50, 3),
         "secured_p95_ms": round(percentile(secured.setup_ms, 95), 3),
@@ -350,7 +535,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--calls", type=int, default=200, help="sequential calls per kind (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls per kind first (default 10)")
+    parser.add_argument("--processes", type=int, default=2, choices=(1, 2),
+                        help="2 (default): each domain in its own process, using both cores; "
+                             "1: both domains in this process, as sipsec demo")
     parser.add_argument("--signing", default="every-message", choices=("every-message", "dialog-establishing"))
+    parser.add_argument("--verify-window-ms", type=float, default=DEFAULT_BATCH_WINDOW_S * 1000,
+                        help="how long a verification waits under load to be batched "
+                             f"(default {DEFAULT_BATCH_WINDOW_S * 1000:g}, the gateways' default; 0 = never)")
     parser.add_argument("--threaded-crypto", action="store_true",
                         help="the gateways run pairings on a thread pool (default: inline, the embedded default)")
     parser.add_argument("--workers", type=int, default=0,
@@ -364,7 +555,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=75.0, help="time for each rate search (0 = skip)")
     parser.add_argument("--setup-only", action=argparse.BooleanOptionalAction, default=True,
                         help="also search the rate of setups alone (calls held, hung up after each trial)")
-    parser.add_argument("--profile", action="store_true", help="cProfile the secured latency calls")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the secured latency calls (this process only: with --processes 2, atlanta.com)")
     parser.add_argument("--profile-top", type=int, default=30)
     return parser.parse_args(argv)
 
@@ -379,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"call setup, two domains on loopback, {args.calls} sequential calls per kind")
+    table = Table(title=f"call setup, two domains on loopback ({args.processes} process"
+                        f"{'es' if args.processes > 1 else ''}), {args.calls} sequential calls per kind")
     for col in ("", "p50", "p95", "bytes/call"):
         table.add_column(col, justify="right")
     table.add_row("secured", f"{result['secured_p50_ms']:.2f} ms", f"{result['secured_p95_ms']:.2f} ms",
@@ -392,25 +585,27 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"per secured call (INVITE … BYE 200): {result['signatures_per_secured_call']:g} signatures "
                   f"made, {result['verifications_per_secured_call']:g} verified ({args.signing})")
     crypto = result["crypto_ms_per_secured_call"]
-    console.print(f"CPU per call (this process): secured {result['cpu_ms_per_secured_call']:.1f} ms, "
+    procs = f"{args.processes} process{'es' if args.processes > 1 else ''}"
+    console.print(f"CPU per call ({procs}): secured {result['cpu_ms_per_secured_call']:.1f} ms, "
                   f"plain {result['cpu_ms_per_plain_call']:.1f} ms; of a secured call's, pairing-based "
                   f"crypto {sum(crypto.values()):.1f} ms ("
                   + ", ".join(f"{op} {v:.1f}" for op, v in crypto.items()) + ")")
-    trials = Table(title="secured throughput search (setup + BYE per call)")
-    for col in ("rate/s", "attempted", "answered", "achieved/s", "p50 ms", "pass"):
-        trials.add_column(col, justify="right")
-    for t in result["trials"]:
-        trials.add_row(f"{t['rate']:.0f}", str(t["attempted"]), str(t["answered"]), f"{t['achieved_cps']:.1f}",
-                       "—" if t["p50_ms"] is None else f"{t['p50_ms']:.1f}", "✓" if t["passed"] else "✗")
-    console.print(trials)
-    if result["setup_only_trials"]:
-        held = Table(title="secured throughput search, setups only (calls held, hung up after the trial)")
-        for col in ("rate/s", "attempted", "answered", "achieved/s", "p50 ms", "pass"):
-            held.add_column(col, justify="right")
-        for t in result["setup_only_trials"]:
-            held.add_row(f"{t['rate']:.0f}", str(t["attempted"]), str(t["answered"]), f"{t['achieved_cps']:.1f}",
-                         "—" if t["p50_ms"] is None else f"{t['p50_ms']:.1f}", "✓" if t["passed"] else "✗")
-        console.print(held)
+    for title, key in (("secured throughput search (setup + BYE per call)", "trials"),
+                       ("secured throughput search, setups only (calls held, hung up after the trial)",
+                        "setup_only_trials")):
+        if not result[key]:
+            continue
+        table = Table(title=title)
+        for col in ("rate/s", "attempted", "answered", "achieved/s", "p50 ms", "CPU ms/call", "verify batch",
+                    "pass"):
+            table.add_column(col, justify="right")
+        for t in result[key]:
+            table.add_row(f"{t['rate']:.0f}", str(t["attempted"]), str(t["answered"]), f"{t['achieved_cps']:.1f}",
+                          "—" if t["p50_ms"] is None else f"{t['p50_ms']:.1f}",
+                          "—" if t["cpu_ms_per_call"] is None else f"{t['cpu_ms_per_call']:.1f}",
+                          "—" if t["verify_batch_mean"] is None else f"{t['verify_batch_mean']:.2f}",
+                          "✓" if t["passed"] else "✗")
+        console.print(table)
     console.print(f"secured setups/s (>= 99.5 % answered, kept up): {result['secured_cps']:.0f} with BYE, "
                   f"{result['secured_setup_only_cps'] or 0:.0f} setups alone")
     console.print("bars: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in result["bars"].items()))

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from sipsec.engine import CryptoEngine, InProcessEngine, RemoteEngine
+from sipsec.engine import DEFAULT_BATCH_WINDOW_S, CryptoEngine, InProcessEngine, RemoteEngine
 from sipsec.envelope import SecurityPolicy
-from sipsec.ibc import IbcError, canonical_aor
+from sipsec.ibc import DomainParams, IbcError, canonical_aor
 from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.gateway import Gateway, GatewayError, UserSettings
 from sipsec_gateway.trace import WireTap
@@ -46,9 +46,11 @@ __all__ = [
     "DEFAULT_HOSTS",
     "DEFAULT_USERS",
     "DomainStack",
+    "RemoteDomain",
     "SignedRegisterVerifier",
     "TopologyError",
     "TwoDomainTopology",
+    "pick_ports",
 ]
 
 log = logging.getLogger("sipsec.topology")
@@ -84,10 +86,26 @@ class DomainStack:
         return str(host), int(port)
 
 
+@dataclass(frozen=True)
+class RemoteDomain:
+    """A domain of the topology whose services run in another process: what this side needs to reach it
+    (its public parameters, its PKG's federation fingerprint, and the loopback ports of its PKG and proxy)."""
+
+    params: DomainParams
+    fingerprint: str
+    pkg_port: int
+    proxy_port: int
+
+
 def _free_port(host: str, kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def pick_ports(host: str) -> tuple[int, int]:
+    """Free ``(pkg, proxy)`` ports for a domain whose proxy lives on ``host`` (see ``ports``)."""
+    return _free_port("127.0.0.1", socket.SOCK_STREAM), _free_port(host, socket.SOCK_DGRAM)
 
 
 class TwoDomainTopology:
@@ -99,10 +117,18 @@ class TwoDomainTopology:
     policy. ``materials``: pre-made domain key material (tests reuse it across topologies).
     ``threaded_crypto``: the gateways run pairings on a thread pool instead of inline on the
     event loop (the pairing library releases the GIL for part of each operation).
-    ``workers``: > 0 starts one crypto-worker in this process with that many pool processes,
+    ``verify_window_s``: how long an in-process verification waits under load to be batched
+    (:class:`~sipsec.engine.InProcessEngine`). ``workers``: > 0 starts one crypto-worker in this process with that many pool processes,
     and the gateways use it (:class:`~sipsec.engine.RemoteEngine`, plaintext gRPC on
     loopback) instead of in-process crypto. ``engine_factory``: wraps each domain's gateway
     engine (called with the domain and the engine the topology made), e.g. to count operations.
+
+    ``remote``: domains of ``hosts`` whose services run in another process (e.g. a second
+    topology object there, which owns them); this side starts only the others, and reaches the
+    remote ones' PKG and proxy on the given ports. ``ports``: fixed ``(pkg, proxy)`` ports for
+    local domains (so another process can be told them before this one starts); free ones are
+    picked otherwise. :meth:`public` gives what the other process needs about a local domain.
+    The benchmark runs one domain per process this way, so that the two domains use both cores.
     """
 
     def __init__(
@@ -120,10 +146,18 @@ class TwoDomainTopology:
         threaded_crypto: bool = False,
         engine_factory: Callable[[str, CryptoEngine], CryptoEngine] | None = None,
         workers: int = 0,
+        remote: Mapping[str, RemoteDomain] | None = None,
+        ports: Mapping[str, tuple[int, int]] | None = None,
+        verify_window_s: float = DEFAULT_BATCH_WINDOW_S,
     ) -> None:
         if len(hosts) < 2:
             raise TopologyError("the topology needs at least two domains")
         self.hosts = {d.lower(): h for d, h in hosts.items()}
+        self.remote = {d.lower(): r for d, r in (remote or {}).items()}
+        if not set(self.remote) < set(self.hosts):
+            raise TopologyError("remote domains must be some, not all, of the topology's domains")
+        self.ports = {d.lower(): p for d, p in (ports or {}).items()}
+        self.verify_window_s = verify_window_s
         self.users = [str(canonical_aor(u)) for u in users]
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.trace_calls = trace_calls
@@ -170,6 +204,17 @@ class TwoDomainTopology:
         return self.domain_of(aor).gateway
 
     @property
+    def local(self) -> list[str]:
+        """The domains whose services run in this process."""
+        return [n for n in self.hosts if n not in self.remote]
+
+    def public(self, domain: str) -> RemoteDomain:
+        """What another process needs to reach the running local ``domain`` (see ``remote``)."""
+        stack = self[domain]
+        return RemoteDomain(stack.init.params, stack.init.signed.fingerprint, stack.pkg.port,
+                            stack.proxy_address[1])
+
+    @property
     def taps(self) -> list[WireTap]:
         return [d.tap for d in self.domains.values() if d.tap is not None]
 
@@ -191,7 +236,7 @@ class TwoDomainTopology:
         """Start every service of both domains (ports picked on loopback; retried if one was taken)."""
         if self._started:
             return
-        for name in self.hosts:
+        for name in self.local:
             if name not in self.materials:
                 self.materials[name] = init_domain(name)
         last: BaseException | None = None
@@ -227,9 +272,15 @@ class TwoDomainTopology:
 
     async def _start_once(self) -> None:
         names = list(self.hosts)
-        pkg_ports = {n: _free_port("127.0.0.1", socket.SOCK_STREAM) for n in names}
-        proxy_ports = {n: _free_port(self.hosts[n], socket.SOCK_DGRAM) for n in names}
-        trusted = {n: self.materials[n].params for n in names}
+        pkg_ports = {n: self.remote[n].pkg_port if n in self.remote
+                     else self.ports[n][0] if n in self.ports
+                     else _free_port("127.0.0.1", socket.SOCK_STREAM) for n in names}
+        proxy_ports = {n: self.remote[n].proxy_port if n in self.remote
+                       else self.ports[n][1] if n in self.ports
+                       else _free_port(self.hosts[n], socket.SOCK_DGRAM) for n in names}
+        trusted = {n: self.remote[n].params if n in self.remote else self.materials[n].params for n in names}
+        fingerprints = {n: self.remote[n].fingerprint if n in self.remote else self.materials[n].signed.fingerprint
+                        for n in names}
         worker_target = ""
         if self.workers > 0:
             self.worker = WorkerServer(WorkerConfig(listen="127.0.0.1:0", processes=self.workers,
@@ -237,10 +288,10 @@ class TwoDomainTopology:
             await self.worker.start()
             self._on_stop(1, "the crypto-worker", functools.partial(self.worker.stop, 0))
             worker_target = f"127.0.0.1:{self.worker.port}"
-        for name in names:
+        for name in self.local:
             host = self.hosts[name]
             init = self.materials[name]
-            peers = {o: PkgPeer(o, f"127.0.0.1:{pkg_ports[o]}", self.materials[o].signed.fingerprint)
+            peers = {o: PkgPeer(o, f"127.0.0.1:{pkg_ports[o]}", fingerprints[o])
                      for o in names if o != name}
             pkg = PkgNode.in_memory(init.material(), listen=f"127.0.0.1:{pkg_ports[name]}", peers=peers,
                                     peer_plaintext=True, fed_timeout_s=2.0)
@@ -276,14 +327,15 @@ class TwoDomainTopology:
             }
             values.update(self.gateway_overrides)
             engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
-                                    else InProcessEngine(threaded=self.threaded_crypto))
+                                    else InProcessEngine(threaded=self.threaded_crypto,
+                                                         batch_window_s=self.verify_window_s))
             if self.engine_factory is not None:
                 engine = self.engine_factory(name, engine)
             gateway = Gateway(GatewayConfig(**values), engine=engine)
             await gateway.start()
             self._on_stop(0, f"the {name} gateway", functools.partial(gateway.stop, 0.5))
             self.domains[name] = DomainStack(name, host, init, pkg, location, proxy, gateway, tap, verifier)
-        log.info("two-domain topology up: %s", ", ".join(f"{n} on {self.hosts[n]}" for n in names))
+        log.info("two-domain topology up: %s", ", ".join(f"{n} on {self.hosts[n]}" for n in self.local))
 
     # -- users ------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -32,8 +33,8 @@ from typing import Any, Literal, cast
 
 from sipsec.sip.errors import RemoteProtocolError, SipError
 from sipsec.sip.framing import StreamFramer, parse_datagram
-from sipsec.sip.headers import Via, parse_via_list
-from sipsec.sip.message import REASON_PHRASES, Request, Response, generate_tag
+from sipsec.sip.headers import Via, parse_via_list, via_list_view
+from sipsec.sip.message import _MISSING, REASON_PHRASES, Request, Response, generate_tag
 from sipsec.sip.parser import Limits
 from sipsec.telemetry.sip import (
     SIP_BAD_REQUESTS_ANSWERED,
@@ -175,12 +176,28 @@ def _encode(item: Outgoing) -> tuple[bytes, str]:
     return item.to_bytes(), _kind(item)
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP literal (an IPv6 one with or without brackets); cached, as
+    every send asks it of the few addresses a node talks to."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
     return True
+
+
+_CHILDREN: dict[tuple[Any, str, str | None], Any] = {}
+
+
+def _inc(metric: Any, name: str, kind: str | None = None, amount: float = 1) -> None:
+    """``metric.labels(name[, kind]).inc(amount)`` with the child bound once per label set
+    (``labels()`` per message is slow); a child is still created on its first use only."""
+    key = (metric, name, kind)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(name) if kind is None else metric.labels(name, kind)
+    child.inc(amount)
 
 
 def response_destination(response: Response, transport: str) -> tuple[str, int] | None:
@@ -219,29 +236,56 @@ def stamp_received(request: Request, source: tuple[str, int]) -> None:
     RFC 3581 §4: when the Via has an empty ``rport``, the source port is written into it and
     ``received`` is always added.
     """
-    if not request.via:
+    vias = request._via_view()
+    if not vias:
         return
-    via = request.via[0]
+    top = vias[0]
     host, port = source
-    wants_rport = "rport" in via.params and not via.params.get("rport")
-    changed = False
-    if wants_rport:
-        via.params["rport"] = str(port)
-        via.params["received"] = host
-        changed = True
-    elif via.host.strip("[]") != host:
-        via.params["received"] = host
-        changed = True
-    if changed:
-        _rewrite_top_via(request, via)
+    params = top.params
+    if "rport" in params and not params.get("rport"):
+        params = dict(params)
+        params["rport"] = str(port)
+        params["received"] = host
+    elif top.host.strip("[]") != host:
+        params = dict(params)
+        params["received"] = host
+    else:
+        return
+    _rewrite_top_via(request, Via(top.transport, top.host, top.port, params, top.protocol))
 
 
 def _rewrite_top_via(message: Message, via: Via) -> None:
-    """Replace the topmost via-parm, keeping the rest of its header line and every other line."""
-    first_line = message.headers.remove_first("Via")
-    entries = parse_via_list(first_line) if first_line is not None else []
+    """Replace the topmost via-parm, keeping the rest of its header line and every other line.
+
+    The parsed Via views of the message are carried over (only the new first line is parsed
+    again), so that the layers above do not parse every Via line once more.
+    """
+    old_first = message._cached("via0")
+    old_all = message._cache.get("via")
+    headers = message.headers
+    first_line = headers.remove_first("Via")
+    if first_line is None:
+        entries: list[Via] = []
+    elif old_first is not _MISSING:
+        entries = list(old_first)
+    else:
+        entries = parse_via_list(first_line)
+    n_first = len(entries)
     entries[:1] = [via]
-    message.headers.prepend("Via", ", ".join(str(v) for v in entries))
+    value = ", ".join(str(v) for v in entries)
+    headers.prepend("Via", value)
+    if old_first is _MISSING or first_line is None:
+        return
+    try:
+        new_first = via_list_view(value)
+    except RemoteProtocolError:
+        return  # left to the lazy views, which raise where this value is read
+    message._cached("via0")  # drops the Via views made stale by the edit
+    cache = message._cache
+    cache["via0"] = new_first
+    cache["top_via"] = new_first[0]
+    if old_all is not None:
+        cache["via"] = new_first + old_all[n_first:]
 
 
 def message_bytes(message: Message) -> bytes:
@@ -259,10 +303,10 @@ def validate(message: Message) -> None:
     The parser reads these headers lazily; reading them here turns a missing or malformed
     one into a :class:`RemoteProtocolError` at the transport, where it is answered or counted.
     """
-    if not message.via:
+    if not message._via_view():
         raise RemoteProtocolError("missing-via", 400, "no Via")
     cseq = message.cseq
-    _ = message.call_id, message.from_, message.to
+    _ = message.call_id, message._from_view(), message._to_view()
     if isinstance(message, Request) and cseq.method != message.method:
         raise RemoteProtocolError("cseq-method-mismatch", 400, cseq.method[:32])
 
@@ -386,7 +430,8 @@ class Transport(abc.ABC):
         source). TCP/TLS: the connection the request came on, falling back to a new
         connection to the Via's ``received`` address and sent-by port if it has closed.
         """
-        dest = via_destination(request.via[0], self.name) if request.via else None
+        vias = request._via_view()
+        dest = via_destination(vias[0], self.name) if vias else None
         if self.reliable:
             return Peer(self.name, source.host, source.port, fallback=dest)
         if dest is None:
@@ -418,7 +463,7 @@ class Transport(abc.ABC):
             self._reject(data, err, reply)
             return
         if self.queue.offer(Inbound(message, peer, self, now)):
-            SIP_MESSAGES_RECEIVED.labels(self.name, _kind(message)).inc()
+            _inc(SIP_MESSAGES_RECEIVED, self.name, _kind(message))
 
     def _reject(self, data: bytes, err: RemoteProtocolError, reply: Callable[[bytes], None]) -> None:
         """Answer a malformed request statelessly if its Via is readable; else drop it."""
@@ -536,7 +581,7 @@ class UdpTransport(Transport):
     def _datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self._loop is not None
         self.bytes_received += len(data)
-        SIP_BYTES_RECEIVED.labels(self.name).inc(len(data))
+        _inc(SIP_BYTES_RECEIVED, self.name, None, len(data))
         peer = Peer(self.name, str(addr[0]), int(addr[1]))
 
         def reply(raw: bytes) -> None:
@@ -578,8 +623,8 @@ class UdpTransport(Transport):
         except OSError:
             self._drop(message, peer, "send_failed")
             return
-        SIP_BYTES_SENT.labels(self.name).inc(len(data))
-        SIP_MESSAGES_SENT.labels(self.name, kind).inc()
+        _inc(SIP_BYTES_SENT, self.name, None, len(data))
+        _inc(SIP_MESSAGES_SENT, self.name, kind)
 
     async def _resolve_and_send(self, message: Outgoing, peer: Peer) -> None:
         assert self._loop is not None
@@ -625,7 +670,7 @@ class _StreamConnection(asyncio.Protocol):
         assert self.peer is not None and self.transport is not None
         owner = self.owner
         owner.bytes_received += len(data)
-        SIP_BYTES_RECEIVED.labels(owner.name).inc(len(data))
+        _inc(SIP_BYTES_RECEIVED, owner.name, None, len(data))
         if data == b"\r\n\r\n" and self.framer.buffered == 0:
             self.transport.write(b"\r\n")  # RFC 5626 §3.5.1: CRLF keep-alive ping -> pong
             return
@@ -820,8 +865,8 @@ class StreamTransport(Transport):
         except (OSError, RuntimeError):
             self._drop(message, peer, "send_failed")
             return
-        SIP_BYTES_SENT.labels(self.name).inc(len(data))
-        SIP_MESSAGES_SENT.labels(self.name, kind).inc()
+        _inc(SIP_BYTES_SENT, self.name, None, len(data))
+        _inc(SIP_MESSAGES_SENT, self.name, kind)
 
     async def _connect(self, key: tuple[str, int], peer: Peer) -> None:
         assert self._loop is not None

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sipsec.engine.inprocess import InProcessEngine
+from sipsec.engine.inprocess import DEFAULT_BATCH_WINDOW_S, InProcessEngine
 from sipsec.engine.metrics import CALL_OUTCOMES, FALLBACK_REASONS, EngineMetrics
 from sipsec.engine.protocol import CryptoEngine
 from sipsec.engine.remote import RETRYABLE, Balance, EngineUnavailable, RemoteEngine
 
 __all__ = [
+    "DEFAULT_BATCH_WINDOW_S",
     "CALL_OUTCOMES",
     "FALLBACK_REASONS",
     "RETRYABLE",
@@ -31,10 +32,13 @@ __all__ = [
 def create_engine(targets: str | Sequence[str] | None = None, **remote: Any) -> CryptoEngine:
     """An engine for ``targets`` (a sequence, or one comma-separated string such as the
     value of a ``*_WORKERS`` variable): in-process when empty, else remote with ``remote``
-    keyword arguments (see :class:`RemoteEngine`)."""
+    keyword arguments (see :class:`RemoteEngine`; ``threaded`` and ``batch_window_s`` are the
+    in-process engine's)."""
     if isinstance(targets, str):
         targets = targets.split(",")
     names = [t.strip() for t in targets or () if t.strip()]
+    threaded = bool(remote.pop("threaded", False))
+    window = float(remote.pop("batch_window_s", DEFAULT_BATCH_WINDOW_S))
     if not names:
-        return InProcessEngine(threaded=bool(remote.pop("threaded", False)))
+        return InProcessEngine(threaded=threaded, batch_window_s=window)
     return RemoteEngine(names, **remote)

@@ -43,12 +43,14 @@ _ANONYMOUS_DISPLAY = '"Anonymous"'
 
 def _outer_party(na: NameAddr, dialog: DialogKey) -> tuple[str, str | None]:
     """(outer URI, outer tag) standing for the inner From/To ``na``."""
+    text = str(na.uri)
     try:
-        aor: str | None = str(canonical_aor(str(na.uri)))
+        aor: str | None = str(canonical_aor(text))
     except IbcError:
         aor = None
-    uri = ANONYMOUS_URI if aor == dialog.caller_aor else str(na.uri)
-    return uri, None if na.tag is None else dialog.outer_tag(na.tag)
+    uri = ANONYMOUS_URI if aor == dialog.caller_aor else text
+    tag = na.tag
+    return uri, None if tag is None else dialog.outer_tag(tag)
 
 
 def _render_party(na: NameAddr, dialog: DialogKey) -> str:
@@ -65,7 +67,8 @@ def build_outer(
     route: Sequence[str] | None = None,
 ) -> Request | Response:
     """The outer message of ``inner`` with the S/MIME ``body`` (see the module docstring)."""
-    if inner.from_.tag is None:
+    inner_from = inner.from_
+    if inner_from.tag is None:
         raise EnvelopeUsageError("the message has no From tag")
     headers: list[tuple[str, str]] = []
     if isinstance(inner, Request):
@@ -79,9 +82,10 @@ def build_outer(
         headers += [("v", v) for v in in_reply_to.headers.get_all_raw("Via")]
         headers += [("Record-Route", r) for r in in_reply_to.headers.get_all_raw("Record-Route")]
     headers.append(("t", _render_party(inner.to, dialog)))
-    headers.append(("f", _render_party(inner.from_, dialog)))
+    headers.append(("f", _render_party(inner_from, dialog)))
     headers.append(("i", dialog.outer_call_id()))
-    headers.append(("CSeq", f"{inner.cseq.seq} {inner.cseq.method}"))
+    cseq = inner.cseq
+    headers.append(("CSeq", f"{cseq.seq} {cseq.method}"))
     contacts = inner.contact
     if contacts:
         headers.append(("m", ", ".join(f"<{c.uri}>" for c in contacts)))
@@ -108,9 +112,10 @@ def check_binding(outer: Request | Response, inner: Request | Response, dialog: 
             raise Forbidden("outer-mismatch", "CSeq")
         if outer.call_id != dialog.outer_call_id():
             raise Forbidden("outer-mismatch", "Call-ID")
-        if inner.from_.tag is None:
+        inner_from = inner.from_
+        if inner_from.tag is None:
             raise Forbidden("outer-mismatch", "From tag")
-        for name, o, i in (("From", outer.from_, inner.from_), ("To", outer.to, inner.to)):
+        for name, o, i in (("From", outer.from_, inner_from), ("To", outer.to, inner.to)):
             if (str(o.uri), o.tag) != _outer_party(i, dialog):
                 raise Forbidden("outer-mismatch", name)
         if [str(c.uri) for c in outer.contact] != [str(c.uri) for c in inner.contact]:

@@ -1,9 +1,9 @@
 """A minimal DER (X.690 §10) encoder for the few types the envelope writes, and a TLV reader.
 
 Building CMS with asn1crypto's object model costs milliseconds per message; these
-helpers write the same bytes in microseconds. Parsing still goes through asn1crypto
-(:mod:`sipsec.envelope.cms`), which then re-encodes the parsed values with these helpers
-and requires the input to be exactly that encoding — the DER check.
+helpers write the same bytes in microseconds. Parsing (:mod:`sipsec.envelope.cms`) walks
+the TLVs with :func:`read_tlv`, re-encodes the values it found with these helpers and
+requires the input to be exactly that encoding — the DER check.
 """
 
 from __future__ import annotations
@@ -26,16 +26,27 @@ __all__ = [
 ]
 
 
+#: One-byte encodings: a tag, or a short-form length (< 0x80), by value.
+_BYTE = tuple(bytes([i]) for i in range(256))
+
+
 def length(n: int) -> bytes:
     """X.690 §10.1: definite length in the minimum number of octets."""
     if n < 0x80:
-        return bytes([n])
+        return _BYTE[n]
+    if n < 0x100:
+        return b"\x81" + _BYTE[n]
+    if n < 0x10000:
+        return b"\x82" + n.to_bytes(2, "big")
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+    return _BYTE[0x80 | len(body)] + body
 
 
 def tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + length(len(content)) + content
+    n = len(content)
+    if n < 0x80:
+        return _BYTE[tag] + _BYTE[n] + content
+    return _BYTE[tag] + length(n) + content
 
 
 def seq(*parts: bytes) -> bytes:
@@ -53,8 +64,17 @@ def ctx(number: int, content: bytes, *, constructed: bool = True) -> bytes:
 
 
 def integer(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL_INTEGERS[n]
+    return _integer(n)
+
+
+def _integer(n: int) -> bytes:
     body = n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big", signed=True)
     return tlv(0x02, body)
+
+
+_SMALL_INTEGERS = tuple(_integer(i) for i in range(0x80))
 
 
 def octets(data: bytes) -> bytes:
@@ -82,6 +102,7 @@ def oid(dotted: str) -> bytes:
     return tlv(0x06, bytes(out))
 
 
+@lru_cache(maxsize=64)
 def signing_time(t: int) -> bytes:
     """RFC 5652 §11.3: UTCTime for 1950–2049, GeneralizedTime otherwise (whole seconds, Z)."""
     st = time.gmtime(t)

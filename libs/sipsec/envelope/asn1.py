@@ -8,6 +8,10 @@ Importing this module registers, additively, in asn1crypto's tables:
 * the sipsec signed attributes (:mod:`sipsec.envelope.oids`; ``id-sipsec-aa-signer`` is
   registered so that bodies of the first wire version still decode).
 
+The envelope itself parses its bodies with a strict TLV walker (:mod:`sipsec.envelope.cms`);
+these registrations let asn1crypto — the independent parser of the tests, and anyone
+inspecting a body — read sipsec bodies as typed structures.
+
 Why RFC 9629 rather than RFC 5409: our Boneh–Franklin FullIdent is used as a KEM (the
 ``sipsec.ibc`` API is ``encapsulate -> (key, ciphertext)``), and KEMRecipientInfo is the
 IETF's generic recipient structure for exactly that shape — it names the KEM, carries its

@@ -3,9 +3,10 @@
 This module knows bytes, OIDs and symmetric primitives only; the identity-based
 operations arrive as values (a KEM shared secret, a signature) or callables, so the
 structures can be read without any key. Structures are written with the small DER
-encoder of :mod:`sipsec.envelope._der` (fast) and read with asn1crypto (robust); every
-parse is strict: the parsed values are re-encoded and the input must be exactly that
-encoding (so only DER, sorted SET OFs, absent parameters — RFC 5754 §2 for SHA-256 —
+encoder of :mod:`sipsec.envelope._der` and read by walking their TLVs (both in
+microseconds, where asn1crypto's object model took about a millisecond per message;
+asn1crypto and ``openssl cms`` read the same bytes in the tests); every parse is strict:
+the parsed values are re-encoded and the input must be exactly that encoding (so only DER, sorted SET OFs, absent parameters — RFC 5754 §2 for SHA-256 —
 and the single algorithm suite v1 allows pass), and any failure raises
 :class:`~sipsec.envelope.errors.MalformedEnvelope` (400) — or
 :class:`~sipsec.envelope.errors.Undecipherable` (493) when a key does not open it.
@@ -13,24 +14,23 @@ and the single algorithm suite v1 allows pass), and any failure raises
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import lru_cache
 
-from asn1crypto import cms
-from asn1crypto.core import Asn1Value
-from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from sipsec.envelope import _der as der
 from sipsec.envelope import compression, oids
-from sipsec.envelope.asn1 import GCMParameters, KEMRecipientInfo, SipsecIdentity
-from sipsec.envelope.errors import Forbidden, MalformedEnvelope, Undecipherable
+from sipsec.envelope.errors import Forbidden, MalformedEnvelope, RejectedEnvelope, Undecipherable
 
 __all__ = [
     "CEK_BYTES",
@@ -83,14 +83,48 @@ class WireIdentity:
     period_length: int
 
     def to_der(self) -> bytes:
-        return der.seq(der.utf8(self.aor), der.integer(self.period), der.integer(self.period_length))
+        return _identity_der(self.aor, self.period, self.period_length)
 
     @classmethod
-    def from_asn1(cls, value: SipsecIdentity) -> WireIdentity:
-        aor, period, length = value["aor"].native, value["period"].native, value["period_length"].native
-        if not isinstance(aor, str) or period < 0 or length <= 0:
+    def from_der(cls, data: bytes) -> WireIdentity:
+        """Parse exactly the DER :meth:`to_der` writes; raises :class:`MalformedEnvelope`."""
+        if cls is WireIdentity and len(data) <= _MAX_MEMO_IDENTITY:
+            return _identity_from_der(bytes(data))  # the same few identities, message after message
+        return cls._from_der(data)
+
+    @classmethod
+    def _from_der(cls, data: bytes) -> WireIdentity:
+        try:
+            top = _kids(data, 0, len(data))
+            _shape(top, (0x30,), "identity")
+            fields = _inner(data, top[0])
+            _shape(fields, (0x0C, 0x02, 0x02), "identity")
+            aor = _value(data, fields[0]).decode("utf-8")
+            period = int.from_bytes(_value(data, fields[1]), "big", signed=True)
+            length = int.from_bytes(_value(data, fields[2]), "big", signed=True)
+        except ValueError as exc:
+            raise MalformedEnvelope("malformed-cms", str(exc)) from None
+        if period < 0 or length <= 0:
             raise MalformedEnvelope("malformed-cms", "bad identity")
-        return cls(aor, int(period), int(length))
+        identity = cls(aor, period, length)
+        _require_der(data, identity.to_der())
+        return identity
+
+
+#: Identities up to this size (a typical one is ~40 bytes) are parsed once and remembered.
+_MAX_MEMO_IDENTITY = 256
+
+
+@lru_cache(maxsize=1024)
+def _identity_from_der(data: bytes) -> WireIdentity:
+    """:meth:`WireIdentity.from_der`, remembered (only valid encodings: a failure raises, uncached)."""
+    return WireIdentity._from_der(data)
+
+
+@lru_cache(maxsize=1024)
+def _identity_der(aor: str, period: int, period_length: int) -> bytes:
+    """The DER SipsecIdentity (public values; the same few identities sign and receive every message)."""
+    return der.seq(der.utf8(aor), der.integer(period), der.integer(period_length))
 
 
 @dataclass(frozen=True)
@@ -136,14 +170,97 @@ class SignedContent:
 
 # --- helpers ---------------------------------------------------------------------------
 
-_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
+# Parsing walks the TLVs for the values, then re-encodes them with the encoder above and
+# requires the input to be exactly those bytes (the DER check): anything that is not the
+# structure sipsec writes is rejected without a general-purpose ASN.1 parser (asn1crypto,
+# the independent one, reads the same bytes in the tests).
+
+Kid = tuple[int, int, int, int]  # (tag, start of the TLV, start of its contents, end)
 
 
-def _load(spec: type[Asn1Value], data: bytes) -> Asn1Value:
-    try:
-        return spec.load(data, strict=True)
-    except _PARSE_ERRORS as exc:
-        raise MalformedEnvelope("malformed-cms", type(exc).__name__) from None
+def _kids(data: bytes, start: int, end: int) -> list[Kid]:
+    """The TLVs that exactly fill ``data[start:end]``; ValueError if they do not.
+
+    :func:`sipsec.envelope._der.read_tlv`, inlined (this runs some 30 times per message).
+    """
+    out: list[Kid] = []
+    pos = start
+    size_all = len(data)
+    while pos < end:
+        if pos + 2 > size_all:
+            raise ValueError("truncated")
+        tag = data[pos]
+        first = data[pos + 1]
+        if tag & 0x1F == 0x1F:
+            raise ValueError("high tag numbers are not used here")
+        body = pos + 2
+        if first < 0x80:
+            stop = body + first
+        else:
+            count = first & 0x7F
+            if count == 0 or count > 4 or body + count > size_all:
+                raise ValueError("bad length")
+            stop = body + count + int.from_bytes(data[body : body + count], "big")
+            body += count
+        if stop > size_all:
+            raise ValueError("truncated")
+        if stop > end:
+            raise ValueError("overruns its parent")
+        out.append((tag, pos, body, stop))
+        pos = stop
+    return out
+
+
+def _inner(data: bytes, kid: Kid) -> list[Kid]:
+    return _kids(data, kid[2], kid[3])
+
+
+def _shape(kids: list[Kid], tags: tuple[int, ...], what: str) -> None:
+    if tuple(k[0] for k in kids) != tags:
+        raise ValueError(f"{what} shape")
+
+
+def _tlv(data: bytes, kid: Kid) -> bytes:
+    return data[kid[1] : kid[3]]
+
+
+def _value(data: bytes, kid: Kid) -> bytes:
+    return data[kid[2] : kid[3]]
+
+
+def _algorithm_is(data: bytes, kid: Kid, oid: str) -> bool:
+    """``kid`` is an AlgorithmIdentifier whose algorithm is ``oid``."""
+    if kid[0] != 0x30:
+        return False
+    inner = _inner(data, kid)
+    return bool(inner) and _tlv(data, inner[0]) == der.oid(oid)
+
+
+def _time(tag: int, text: bytes) -> int:
+    """Seconds since the epoch of a UTCTime (1950–2049) or GeneralizedTime ``...Z`` value."""
+    if len(text) <= 15:  # every valid one: remembered (messages signed in the same second share it)
+        return _time_memo(tag, bytes(text))
+    return _parse_time(tag, text)
+
+
+@lru_cache(maxsize=64)
+def _time_memo(tag: int, text: bytes) -> int:
+    return _parse_time(tag, text)  # a ValueError is raised, not remembered
+
+
+def _parse_time(tag: int, text: bytes) -> int:
+    digits = text.decode("ascii")
+    if not digits.endswith("Z") or not digits[:-1].isdigit():
+        raise ValueError("time")
+    if tag == 0x17 and len(digits) == 13:
+        yy = int(digits[:2])
+        year, rest = (1900 + yy if yy >= 50 else 2000 + yy), digits[2:]
+    elif tag == 0x18 and len(digits) == 15:
+        year, rest = int(digits[:4]), digits[4:]
+    else:
+        raise ValueError("time")
+    month, day, hour, minute, second = (int(rest[i : i + 2]) for i in range(0, 10, 2))
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
 
 
 def _require_der(data: bytes, rebuilt: bytes) -> None:
@@ -151,6 +268,7 @@ def _require_der(data: bytes, rebuilt: bytes) -> None:
         raise MalformedEnvelope("malformed-cms", "not the DER sipsec writes")
 
 
+@lru_cache(maxsize=32)
 def _alg(oid: str) -> bytes:
     """An AlgorithmIdentifier with absent parameters."""
     return der.seq(der.oid(oid))
@@ -190,31 +308,49 @@ def mime_unwrap(entity: bytes) -> bytes:
 
 # --- SignedData ---------------------------------------------------------------------------
 
+#: The signed attributes of every SignerInfo, by the DER of their type.
+_SIGNED_ATTR_TYPES = frozenset(der.oid(o) for o in (oids.ID_CONTENT_TYPE, oids.ID_MESSAGE_DIGEST,
+                                                      oids.ID_SIGNING_TIME, oids.ID_SIPSEC_AA_NONCE))
+
+
+_OID_DATA = der.oid(oids.ID_DATA)
+_OID_MESSAGE_DIGEST = der.oid(oids.ID_MESSAGE_DIGEST)
+_OID_SIGNING_TIME = der.oid(oids.ID_SIGNING_TIME)
+_OID_NONCE = der.oid(oids.ID_SIPSEC_AA_NONCE)
+#: The content-type attribute: always ``id-data`` (the MIME entity).
+_ATTR_CONTENT_TYPE = der.seq(der.oid(oids.ID_CONTENT_TYPE), der.set_of(_OID_DATA))
+
 
 def _signed_attrs(content_digest: bytes, when: int, nonce: bytes) -> bytes:
     """DER of the SET OF signed attributes (RFC 5652 §5.3, §11), in DER (sorted) order."""
     return der.set_of(
-        der.seq(der.oid(oids.ID_CONTENT_TYPE), der.set_of(der.oid(oids.ID_DATA))),
-        der.seq(der.oid(oids.ID_MESSAGE_DIGEST), der.set_of(der.octets(content_digest))),
-        der.seq(der.oid(oids.ID_SIGNING_TIME), der.set_of(der.signing_time(when))),
-        der.seq(der.oid(oids.ID_SIPSEC_AA_NONCE), der.set_of(der.octets(nonce))),
+        _ATTR_CONTENT_TYPE,
+        der.seq(_OID_MESSAGE_DIGEST, der.set_of(der.octets(content_digest))),
+        der.seq(_OID_SIGNING_TIME, der.set_of(der.signing_time(when))),
+        der.seq(_OID_NONCE, der.set_of(der.octets(nonce))),
     )
+
+
+_V3 = der.integer(3)
+_SHA256_ALG = der.seq(der.oid(oids.ID_SHA256))
+_SIG_ALG = der.seq(der.oid(oids.ID_SIPSEC_SIG_CC_BLS12381))
+_DIGEST_ALGORITHMS = der.set_of(_SHA256_ALG)
 
 
 def _signed_data(content: bytes, signed_attrs: bytes, signer: bytes, signature: bytes) -> bytes:
     _, start, _ = der.read_tlv(signed_attrs)
     signer_info = der.seq(
-        der.integer(3),
+        _V3,
         der.ctx(0, signer, constructed=False),  # sid: subjectKeyIdentifier [0] = DER SipsecIdentity
-        _alg(oids.ID_SHA256),
+        _SHA256_ALG,
         der.ctx(0, signed_attrs[start:]),  # signedAttrs [0] IMPLICIT
-        _alg(oids.ID_SIPSEC_SIG_CC_BLS12381),
+        _SIG_ALG,
         der.octets(signature),
     )
     return der.seq(
-        der.integer(3),
-        der.set_of(_alg(oids.ID_SHA256)),
-        der.seq(der.oid(oids.ID_DATA), der.ctx(0, der.octets(content))),
+        _V3,
+        _DIGEST_ALGORITHMS,
+        der.seq(_OID_DATA, der.ctx(0, der.octets(content))),
         der.set_of(signer_info),
     )
 
@@ -262,50 +398,11 @@ def parse_signed_data(data: bytes) -> SignedContent:
     :func:`build_signed_data` writes, and ``Forbidden('bad-signature')`` when the digest of
     the content does not match the signed message-digest attribute.
     """
-    sd = _load(cms.SignedData, data)
-    try:
-        if sd["version"].native != "v3" or len(sd["digest_algorithms"]) != 1:
-            raise MalformedEnvelope("malformed-cms", "signed-data shape")
-        if sd["digest_algorithms"][0]["algorithm"].dotted != oids.ID_SHA256:
-            raise MalformedEnvelope("unsupported-algorithm", "digest")
-        eci = sd["encap_content_info"]
-        if eci["content_type"].dotted != oids.ID_DATA or eci["content"].native is None:
-            raise MalformedEnvelope("malformed-cms", "encapsulated content")
-        content = bytes(eci["content"].native)
-        infos = sd["signer_infos"]
-        if len(infos) != 1:
-            raise MalformedEnvelope("malformed-cms", "signer count")
-        si = infos[0]
-        if si["sid"].name != "subject_key_identifier":
-            raise MalformedEnvelope("malformed-cms", "signer identifier")
-        signer = WireIdentity.from_asn1(_load(SipsecIdentity, bytes(si["sid"].chosen.native)))
-        if si["digest_algorithm"]["algorithm"].dotted != oids.ID_SHA256:
-            raise MalformedEnvelope("unsupported-algorithm", "digest")
-        if si["signature_algorithm"]["algorithm"].dotted != oids.ID_SIPSEC_SIG_CC_BLS12381:
-            raise MalformedEnvelope("unsupported-algorithm", "signature")
-        found: dict[str, Asn1Value] = {}
-        for attr in si["signed_attrs"]:
-            values = attr["values"]
-            if len(values) != 1:
-                raise MalformedEnvelope("malformed-cms", "attribute values")
-            found[attr["type"].dotted] = values[0]
-        wanted = {oids.ID_CONTENT_TYPE, oids.ID_MESSAGE_DIGEST, oids.ID_SIGNING_TIME,
-                  oids.ID_SIPSEC_AA_NONCE}
-        if set(found) != wanted or len(si["signed_attrs"]) != len(wanted):
-            raise MalformedEnvelope("malformed-cms", "signed attributes")
-        digest = bytes(found[oids.ID_MESSAGE_DIGEST].native)
-        when = found[oids.ID_SIGNING_TIME].native
-        nonce = bytes(found[oids.ID_SIPSEC_AA_NONCE].native)
-        if len(nonce) != NONCE_BYTES or not isinstance(when, datetime):
-            raise MalformedEnvelope("malformed-cms", "nonce or time")
-        signing_time = int(when.timestamp())
-        signature = bytes(si["signature"].native)
-    except MalformedEnvelope:
-        raise
-    except _PARSE_ERRORS as exc:
-        raise MalformedEnvelope("malformed-cms", type(exc).__name__) from None
-    signed_attrs = _signed_attrs(digest, signing_time, nonce)
-    _require_der(data, assemble_signed_data(content, signer, signed_attrs, signature))
+    data = bytes(data)
+    fields = _signed_data_fields(data)
+    if fields is None:
+        fields = _signed_data_fields_strict(data)
+    content, signer, signing_time, nonce, digest, signed_attrs, signature = fields
     if not hmac.compare_digest(digest, hashlib.sha256(content).digest()):
         raise Forbidden("bad-signature", "message-digest mismatch")
     return SignedContent(
@@ -316,6 +413,121 @@ def parse_signed_data(data: bytes) -> SignedContent:
         signed_attrs=signed_attrs,
         signature=signature,
     )
+
+
+#: (content, signer, signing time, nonce, message digest, signed attributes DER, signature)
+_SignedFields = tuple[bytes, WireIdentity, int, bytes, bytes, bytes, bytes]
+#: What every SignedData sipsec writes starts its SEQUENCE with: version 3, digestAlgorithms {SHA-256}.
+_SIGNED_DATA_HEAD = _V3 + _DIGEST_ALGORITHMS
+
+
+def _signed_data_fields(data: bytes) -> _SignedFields | None:
+    """The fields of ``data`` when it is exactly the DER sipsec writes, else None.
+
+    The quick way: read the TLV headers of the one layout sipsec writes, then re-encode the
+    values found and require ``data`` to be exactly that encoding (the DER check). None
+    means "not shown to be canonical": :func:`_signed_data_fields_strict` then walks the
+    input and raises the precise error — so errors, and what is accepted, are the strict
+    walk's (an input passes here only if it is the encoding of its values, which the
+    strict walk accepts with the same values).
+    """
+    read = der.read_tlv
+    try:
+        tag, pos, end = read(data, 0)
+        if tag != 0x30 or end != len(data) or not data.startswith(_SIGNED_DATA_HEAD, pos):
+            return None
+        _, eci, eci_end = read(data, pos + len(_SIGNED_DATA_HEAD))  # encapContentInfo
+        if not data.startswith(_OID_DATA, eci):
+            return None
+        _, wrapped, _ = read(data, eci + len(_OID_DATA))  # eContent [0] EXPLICIT
+        _, c0, c1 = read(data, wrapped)  # OCTET STRING
+        _, si_set, _ = read(data, eci_end)  # signerInfos SET OF
+        _, si, _ = read(data, si_set)  # SignerInfo
+        _, _, pos = read(data, si)  # version
+        _, s0, s1 = read(data, pos)  # sid [0]
+        _, _, pos = read(data, s1)  # digestAlgorithm
+        _, a0, a1 = read(data, pos)  # signedAttrs [0]
+        found: dict[bytes, tuple[int, int, int]] = {}
+        pos = a0
+        while pos < a1:
+            _, attr, attr_end = read(data, pos)  # Attribute SEQUENCE
+            _, o0, o1 = read(data, attr)  # attrType
+            _, v0, _ = read(data, o1)  # attrValues SET
+            found[data[attr:o1]] = read(data, v0)  # the one value
+            pos = attr_end
+        _, _, pos = read(data, a1)  # signatureAlgorithm
+        _, g0, g1 = read(data, pos)  # signature OCTET STRING
+        if len(found) != len(_SIGNED_ATTR_TYPES) or found.keys() != _SIGNED_ATTR_TYPES:
+            return None
+        _, d0, d1 = found[_OID_MESSAGE_DIGEST]
+        _, n0, n1 = found[_OID_NONCE]
+        when_tag, t0, t1 = found[_OID_SIGNING_TIME]
+        if n1 - n0 != NONCE_BYTES or when_tag not in (0x17, 0x18):
+            return None
+        signing_time = _time(when_tag, data[t0:t1])
+        signer = WireIdentity.from_der(data[s0:s1])
+    except (ValueError, IndexError, MalformedEnvelope):
+        return None
+    content, digest, nonce, signature = data[c0:c1], data[d0:d1], data[n0:n1], data[g0:g1]
+    signed_attrs = _signed_attrs(digest, signing_time, nonce)
+    if data != assemble_signed_data(content, signer, signed_attrs, signature):
+        return None
+    return content, signer, signing_time, nonce, digest, signed_attrs, signature
+
+
+def _signed_data_fields_strict(data: bytes) -> _SignedFields:
+    """The fields of a SignedData by a full walk of its TLVs; raises the error that describes a deviation."""
+    try:
+        top = _kids(data, 0, len(data))
+        _shape(top, (0x30,), "signed-data")
+        sd = _inner(data, top[0])
+        _shape(sd, (0x02, 0x31, 0x30, 0x31), "signed-data")
+        digest_algorithms = _inner(data, sd[1])
+        if _tlv(data, sd[0]) != _V3 or len(digest_algorithms) != 1:
+            raise MalformedEnvelope("malformed-cms", "signed-data shape")
+        if not _algorithm_is(data, digest_algorithms[0], oids.ID_SHA256):
+            raise MalformedEnvelope("unsupported-algorithm", "digest")
+        eci = _inner(data, sd[2])
+        _shape(eci, (0x06, 0xA0), "encapsulated content")
+        wrapped = _inner(data, eci[1])
+        if _tlv(data, eci[0]) != _OID_DATA or [k[0] for k in wrapped] != [0x04]:
+            raise MalformedEnvelope("malformed-cms", "encapsulated content")
+        content = _value(data, wrapped[0])
+        infos = _inner(data, sd[3])
+        if len(infos) != 1:
+            raise MalformedEnvelope("malformed-cms", "signer count")
+        si = _inner(data, infos[0]) if infos[0][0] == 0x30 else []
+        if len(si) < 2 or si[1][0] != 0x80:
+            raise MalformedEnvelope("malformed-cms", "signer identifier")
+        _shape(si, (0x02, 0x80, 0x30, 0xA0, 0x30, 0x04), "signer info")
+        signer = WireIdentity.from_der(_value(data, si[1]))
+        if not _algorithm_is(data, si[2], oids.ID_SHA256):
+            raise MalformedEnvelope("unsupported-algorithm", "digest")
+        if not _algorithm_is(data, si[4], oids.ID_SIPSEC_SIG_CC_BLS12381):
+            raise MalformedEnvelope("unsupported-algorithm", "signature")
+        attrs = _inner(data, si[3])
+        found: dict[bytes, Kid] = {}
+        for attr in attrs:
+            parts = _inner(data, attr) if attr[0] == 0x30 else []
+            _shape(parts, (0x06, 0x31), "signed attribute")
+            values = _inner(data, parts[1])
+            if len(values) != 1:
+                raise MalformedEnvelope("malformed-cms", "attribute values")
+            found[_tlv(data, parts[0])] = values[0]
+        if set(found) != _SIGNED_ATTR_TYPES or len(attrs) != len(_SIGNED_ATTR_TYPES):
+            raise MalformedEnvelope("malformed-cms", "signed attributes")
+        digest = _value(data, found[_OID_MESSAGE_DIGEST])
+        when = found[_OID_SIGNING_TIME]
+        nonce = _value(data, found[_OID_NONCE])
+        if len(nonce) != NONCE_BYTES or when[0] not in (0x17, 0x18):
+            raise MalformedEnvelope("malformed-cms", "nonce or time")
+        signing_time = _time(when[0], _value(data, when))
+        signature = _value(data, si[5])
+    except ValueError as exc:
+        raise MalformedEnvelope("malformed-cms", str(exc)) from None
+    signed_attrs = _signed_attrs(digest, signing_time, nonce)
+    _require_der(data, assemble_signed_data(content, signer, signed_attrs, signature))
+    return content, signer, signing_time, nonce, digest, signed_attrs, signature
 
 
 def build_signed_content_info(signed_data: bytes) -> bytes:
@@ -478,20 +690,38 @@ def kek_unwrap(recipient: KekRecipient, kek: bytes) -> bytes:
 
 # --- AuthEnvelopedData ----------------------------------------------------------------------
 
+#: The content types an AuthEnvelopedData may carry, by their DER.
+_CONTENT_TYPES = {der.oid(o): o for o in (oids.ID_SIGNED_DATA, oids.ID_DATA, oids.ID_CT_COMPRESSED_DATA)}
+
+
+def _gcm(cek: bytes) -> AESGCM:
+    """AES-256-GCM with a 16-byte tag (``cryptography``: native, ~40x faster per message than
+    pycryptodome's GCM, whose mode object is built in Python)."""
+    if len(cek) != CEK_BYTES:
+        raise ValueError("content-encryption key must be 32 bytes")
+    return AESGCM(cek)
+
+
+
+_V0 = der.integer(0)
+_OID_GCM = der.oid(oids.ID_AES256_GCM)
+_ICV_LENGTH = der.integer(GCM_TAG_BYTES)
+_OID_AUTH_ENVELOPED = der.oid(oids.ID_CT_AUTH_ENVELOPED_DATA)
+
 
 def _auth_enveloped(recipient: bytes, content_type: str, nonce: bytes, ciphertext: bytes,
                     mac: bytes) -> bytes:
     aed = der.seq(
-        der.integer(0),
+        _V0,
         der.set_of(recipient),
         der.seq(
             der.oid(content_type),
-            der.seq(der.oid(oids.ID_AES256_GCM), der.seq(der.octets(nonce), der.integer(GCM_TAG_BYTES))),
+            der.seq(_OID_GCM, der.seq(der.octets(nonce), _ICV_LENGTH)),
             der.ctx(0, ciphertext, constructed=False),  # encryptedContent [0] IMPLICIT
         ),
         der.octets(mac),
     )
-    return der.seq(der.oid(oids.ID_CT_AUTH_ENVELOPED_DATA), der.ctx(0, aed))
+    return der.seq(_OID_AUTH_ENVELOPED, der.ctx(0, aed))
 
 
 def build_auth_enveloped(recipient: bytes, content_type: str, content: bytes, cek: bytes) -> bytes:
@@ -506,79 +736,137 @@ def build_auth_enveloped(recipient: bytes, content_type: str, content: bytes, ce
     if len(cek) != CEK_BYTES:
         raise ValueError("content-encryption key must be 32 bytes")
     nonce = os.urandom(GCM_NONCE_BYTES)
-    cipher = AES.new(cek, AES.MODE_GCM, nonce=nonce, mac_len=GCM_TAG_BYTES)
-    ciphertext, tag = cipher.encrypt_and_digest(content)
-    return _auth_enveloped(recipient, content_type, nonce, ciphertext, tag)
+    sealed = _gcm(cek).encrypt(nonce, content, None)
+    return _auth_enveloped(recipient, content_type, nonce, sealed[:-GCM_TAG_BYTES], sealed[-GCM_TAG_BYTES:])
 
 
 def parse_auth_enveloped(data: bytes) -> AuthEnveloped:
     """Parse a sipsec AuthEnvelopedData ContentInfo; raises MalformedEnvelope on any deviation."""
-    info = _load(cms.ContentInfo, data)
+    data = bytes(data)
+    parsed = _auth_enveloped_fields(data)
+    return parsed if parsed is not None else _parse_auth_enveloped_strict(data)
+
+
+_KEKRI_VERSION = der.integer(4)
+
+
+def _auth_enveloped_fields(data: bytes) -> AuthEnveloped | None:
+    """The AuthEnvelopedData in ``data`` when it is exactly the DER sipsec writes, else None
+    (then :func:`_parse_auth_enveloped_strict` decides, and names the deviation).
+
+    As :func:`_signed_data_fields`: read the headers of sipsec's one layout, re-encode what
+    was found and require exactly those bytes.
+    """
+    read = der.read_tlv
     try:
-        if info["content_type"].dotted != oids.ID_CT_AUTH_ENVELOPED_DATA:
+        tag, pos, end = read(data, 0)
+        if tag != 0x30 or end != len(data) or not data.startswith(_OID_AUTH_ENVELOPED, pos):
+            return None
+        _, pos, _ = read(data, pos + len(_OID_AUTH_ENVELOPED))  # content [0] EXPLICIT
+        _, pos, _ = read(data, pos)  # AuthEnvelopedData SEQUENCE
+        _, _, pos = read(data, pos)  # version
+        _, ri_set, eci = read(data, pos)  # recipientInfos SET OF
+        ri_tag, ri_start, ri_end = read(data, ri_set)
+        _, ct0, eci_end = read(data, eci)  # authEncryptedContentInfo
+        _, _, ct1 = read(data, ct0)  # contentType
+        content_type = _CONTENT_TYPES.get(data[ct0:ct1])
+        _, alg, alg_end = read(data, ct1)  # contentEncryptionAlgorithm
+        _, gcm_params, _ = read(data, alg + len(_OID_GCM))  # GCMParameters SEQUENCE
+        _, n0, n1 = read(data, gcm_params)  # aes-nonce
+        _, e0, e1 = read(data, alg_end)  # encryptedContent [0] IMPLICIT
+        _, m0, m1 = read(data, eci_end)  # mac
+        if content_type is None or ri_tag not in (0xA2, 0xA4) or n1 - n0 != GCM_NONCE_BYTES:
+            return None
+        if m1 - m0 != GCM_TAG_BYTES:
+            return None
+        if ri_tag == 0xA2 and data.startswith(_KEKRI_VERSION, ri_start):  # the dialog messages' kekri
+            _, kid, kid_end = read(data, ri_start + len(_KEKRI_VERSION))  # KEKIdentifier
+            _, k0, k1 = read(data, kid)  # keyIdentifier
+            _, _, pos = read(data, kid_end)  # keyEncryptionAlgorithm
+            _, w0, w1 = read(data, pos)  # encryptedKey
+            recipient: KemRecipient | KekRecipient = KekRecipient(data[k0:k1], data[w0:w1])
+            recipient_der = _kek_ri(data[k0:k1], data[w0:w1])  # compared below, with the rest
+        else:
+            recipient, recipient_der = _parse_recipient(data, (ri_tag, ri_set, ri_start, ri_end))
+    except (ValueError, IndexError, RejectedEnvelope):
+        return None
+    nonce, ciphertext, mac = data[n0:n1], data[e0:e1], data[m0:m1]
+    if data != _auth_enveloped(recipient_der, content_type, nonce, ciphertext, mac):
+        return None
+    return AuthEnveloped(recipient, content_type, nonce, ciphertext, mac)
+
+
+def _parse_auth_enveloped_strict(data: bytes) -> AuthEnveloped:
+    """:func:`parse_auth_enveloped` by a full walk of the TLVs: raises the error that describes a deviation."""
+    try:
+        top = _kids(data, 0, len(data))
+        _shape(top, (0x30,), "content info")
+        info = _inner(data, top[0])
+        _shape(info, (0x06, 0xA0), "content info")
+        if _tlv(data, info[0]) != _OID_AUTH_ENVELOPED:
             raise MalformedEnvelope("malformed-cms", "not authEnveloped-data")
-        aed = info["content"]
-        ris = aed["recipient_infos"]
+        wrapped = _inner(data, info[1])
+        _shape(wrapped, (0x30,), "auth-enveloped-data")
+        aed = _inner(data, wrapped[0])
+        _shape(aed, (0x02, 0x31, 0x30, 0x04), "auth-enveloped-data")
+        ris = _inner(data, aed[1])
         if len(ris) != 1:
             raise MalformedEnvelope("malformed-cms", "recipient count")
-        recipient, recipient_der = _parse_recipient(ris[0])
-        eci = aed["auth_encrypted_content_info"]
-        content_type = eci["content_type"].dotted
-        if content_type not in (oids.ID_SIGNED_DATA, oids.ID_DATA, oids.ID_CT_COMPRESSED_DATA):
+        recipient, recipient_der = _parse_recipient(data, ris[0])
+        eci = _inner(data, aed[2])
+        _shape(eci, (0x06, 0x30, 0x80), "encrypted content info")
+        content_type = _CONTENT_TYPES.get(_tlv(data, eci[0]))
+        if content_type is None:
             raise MalformedEnvelope("malformed-cms", "content type")
-        alg = eci["content_encryption_algorithm"]
-        if alg["algorithm"].dotted != oids.ID_AES256_GCM:
+        if not _algorithm_is(data, eci[1], oids.ID_AES256_GCM):
             raise MalformedEnvelope("unsupported-algorithm", "content encryption")
-        params = alg["parameters"]
-        if not isinstance(params, GCMParameters):
+        alg = _inner(data, eci[1])
+        params = _inner(data, alg[1]) if len(alg) == 2 and alg[1][0] == 0x30 else []
+        if len(params) != 2 or params[0][0] != 0x04:
             raise MalformedEnvelope("malformed-cms", "GCM parameters")
-        nonce = bytes(params["aes_nonce"].native)
-        if len(nonce) != GCM_NONCE_BYTES or params["aes_icvlen"].native != GCM_TAG_BYTES:
+        nonce = _value(data, params[0])
+        if len(nonce) != GCM_NONCE_BYTES or _tlv(data, params[1]) != _ICV_LENGTH:
             raise MalformedEnvelope("unsupported-algorithm", "GCM nonce or ICV length")
-        ciphertext = eci["encrypted_content"].native
-        mac = bytes(aed["mac"].native)
-        if ciphertext is None or len(mac) != GCM_TAG_BYTES:
+        ciphertext = _value(data, eci[2])
+        mac = _value(data, aed[3])
+        if len(mac) != GCM_TAG_BYTES:
             raise MalformedEnvelope("malformed-cms", "ciphertext or mac")
-        ciphertext = bytes(ciphertext)
-    except MalformedEnvelope:
-        raise
-    except _PARSE_ERRORS as exc:
-        raise MalformedEnvelope("malformed-cms", type(exc).__name__) from None
+    except ValueError as exc:
+        raise MalformedEnvelope("malformed-cms", str(exc)) from None
     # no originatorInfo, authAttrs or unauthAttrs, version 0, DER: all by re-encoding
     _require_der(data, _auth_enveloped(recipient_der, content_type, nonce, ciphertext, mac))
     return AuthEnveloped(recipient, content_type, nonce, ciphertext, mac)
 
 
-def _parse_recipient(ri: cms.RecipientInfo) -> tuple[KemRecipient | KekRecipient, bytes]:
-    if ri.name == "kekri":
-        kekri = ri.chosen
-        if kekri["key_encryption_algorithm"]["algorithm"].dotted != oids.ID_AES256_WRAP:
+def _parse_recipient(data: bytes, ri: Kid) -> tuple[KemRecipient | KekRecipient, bytes]:
+    if ri[0] == 0xA2:  # kekri [2]
+        kekri = _inner(data, ri)
+        _shape(kekri, (0x02, 0x30, 0x30, 0x04), "kek recipient")
+        if not _algorithm_is(data, kekri[2], oids.ID_AES256_WRAP):
             raise MalformedEnvelope("unsupported-algorithm", "key wrap")
-        rec = KekRecipient(bytes(kekri["kekid"]["key_identifier"].native),
-                           bytes(kekri["encrypted_key"].native))
+        kekid = _inner(data, kekri[1])
+        _shape(kekid, (0x04,), "kek identifier")
+        rec = KekRecipient(_value(data, kekid[0]), _value(data, kekri[3]))
         return rec, _kek_ri(rec.key_id, rec.encrypted_key)
-    if ri.name == "ori":
-        ori = ri.chosen
-        if ori["ori_type"].dotted != oids.ID_ORI_KEM:
+    if ri[0] == 0xA4:  # ori [4]
+        ori = _inner(data, ri)
+        if not ori or _tlv(data, ori[0]) != der.oid(oids.ID_ORI_KEM):
             raise MalformedEnvelope("unsupported-algorithm", "other recipient type")
-        kemri = ori["ori_value"]
-        if not isinstance(kemri, KEMRecipientInfo):
-            raise MalformedEnvelope("malformed-cms", "kem recipient")
-        for name, oid in (("kem", oids.ID_SIPSEC_KEM_BF_BLS12381),
-                          ("kdf", oids.ID_ALG_HKDF_WITH_SHA256), ("wrap", oids.ID_AES256_WRAP)):
-            if kemri[name]["algorithm"].dotted != oid:
+        _shape(ori, (0x06, 0x30), "other recipient")
+        kemri = _inner(data, ori[1])
+        _shape(kemri, (0x02, 0x80, 0x30, 0x04, 0x30, 0x02, 0x30, 0x04), "kem recipient")
+        for index, name, oid in ((2, "kem", oids.ID_SIPSEC_KEM_BF_BLS12381),
+                                 (4, "kdf", oids.ID_ALG_HKDF_WITH_SHA256), (6, "wrap", oids.ID_AES256_WRAP)):
+            if not _algorithm_is(data, kemri[index], oid):
                 raise MalformedEnvelope("unsupported-algorithm", name)
-        if kemri["kek_length"].native != KEK_BYTES:
+        if _tlv(data, kemri[5]) != der.integer(KEK_BYTES):
             raise MalformedEnvelope("unsupported-algorithm", "kek length")
-        rid = kemri["rid"]
-        if rid.name != "subject_key_identifier":
-            raise MalformedEnvelope("malformed-cms", "kem rid")
-        identity = WireIdentity.from_asn1(_load(SipsecIdentity, bytes(rid.chosen.native)))
+        identity = WireIdentity.from_der(_value(data, kemri[1]))
         kem = KemRecipient(
             identity=identity,
-            kemct=bytes(kemri["kemct"].native),
+            kemct=_value(data, kemri[3]),
             kek_length=KEK_BYTES,
-            encrypted_key=bytes(kemri["encrypted_key"].native),
+            encrypted_key=_value(data, kemri[7]),
         )
         return kem, _kem_ri(identity, kem.kemct, kem.encrypted_key)
     raise MalformedEnvelope("unsupported-algorithm", "recipient type")
@@ -586,8 +874,7 @@ def _parse_recipient(ri: cms.RecipientInfo) -> tuple[KemRecipient | KekRecipient
 
 def decrypt_content(envelope: AuthEnveloped, cek: bytes) -> bytes:
     """AES-256-GCM decryption of the content; raises Undecipherable('decrypt-failed') on any tag failure."""
-    cipher = AES.new(cek, AES.MODE_GCM, nonce=envelope.nonce, mac_len=GCM_TAG_BYTES)
     try:
-        return bytes(cipher.decrypt_and_verify(envelope.ciphertext, envelope.mac))
-    except ValueError:
+        return _gcm(cek).decrypt(envelope.nonce, envelope.ciphertext + envelope.mac, None)
+    except InvalidTag:
         raise Undecipherable("decrypt-failed") from None

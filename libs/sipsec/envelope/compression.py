@@ -165,7 +165,8 @@ def decompress(stream: bytes, limit: int = MAX_DECOMPRESSED_BYTES, primer: bytes
     if cmf & 0x0F != 8 or cmf >> 4 > 7 or (cmf << 8 | flg) % 31 != 0:
         raise MalformedEnvelope("malformed-cms", "not a zlib stream")
     zdict = dictionary(primer)
-    if not flg & 0x20 or int.from_bytes(stream[2:6], "big") != zlib.adler32(zdict):
+    dict_id = zlib.adler32(primer, DICT_ID_V1) if primer else DICT_ID_V1  # = adler32(zdict)
+    if not flg & 0x20 or int.from_bytes(stream[2:6], "big") != dict_id:
         raise MalformedEnvelope("malformed-cms", "compressed with another dictionary")
     inflater = zlib.decompressobj(wbits=15, zdict=zdict)
     try:

@@ -21,7 +21,6 @@ dictionary of the dialog's later messages (:mod:`sipsec.envelope.compression`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ DIALOG_KEY_BYTES = 32
 KEY_ID_BYTES = 8
 #: How long a dialog key is kept when nobody says otherwise (a long call plus margin).
 DEFAULT_DIALOG_TTL_S = 12 * 3600.0
+#: How many outer tags a :class:`DialogKey` remembers (its two parties' tags, and some forks).
+_MAX_MEMO_TAGS = 8
 
 
 def _hkdf(secret: bytes, length: int, info: bytes) -> bytes:
@@ -81,14 +82,30 @@ class DialogKey:
             raise ValueError("dialog key must be 32 bytes and its id 8 bytes")
 
     def outer_call_id(self) -> str:
-        """The outer Call-ID of every message of this dialog (20 characters, unlinkable)."""
-        mac = hmac.new(self.key, b"sipsec-v1 call-id\x00" + self.call_id.encode(), hashlib.sha256)
-        return _b64(mac.digest()[:15])
+        """The outer Call-ID of every message of this dialog (20 characters, unlinkable).
+
+        Computed once per instance (every message of the dialog needs it, at both ends).
+        """
+        cached: str | None = self.__dict__.get("_outer_call_id")
+        if cached is None:
+            mac = hmac.digest(self.key, b"sipsec-v1 call-id\x00" + self.call_id.encode(), "sha256")
+            cached = _b64(mac[:15])
+            object.__setattr__(self, "_outer_call_id", cached)  # a memo, not a field: frozen stays frozen
+        return cached
 
     def outer_tag(self, inner_tag: str) -> str:
         """The outer From/To tag that stands for ``inner_tag`` (12 characters, unlinkable)."""
-        mac = hmac.new(self.key, b"sipsec-v1 tag\x00" + inner_tag.encode(), hashlib.sha256)
-        return _b64(mac.digest()[:9])
+        tags: dict[str, str] | None = self.__dict__.get("_outer_tags")
+        if tags is None:
+            tags = {}
+            object.__setattr__(self, "_outer_tags", tags)
+        cached = tags.get(inner_tag)
+        if cached is None:
+            mac = hmac.digest(self.key, b"sipsec-v1 tag\x00" + inner_tag.encode(), "sha256")
+            cached = _b64(mac[:9])
+            if len(tags) < _MAX_MEMO_TAGS:  # a dialog has two tags (a few more when forked)
+                tags[inner_tag] = cached
+        return cached
 
     @property
     def caller_aor(self) -> str:

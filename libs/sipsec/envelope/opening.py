@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipsec import ibc
 from sipsec.envelope import _suite, cms, oids
@@ -69,6 +69,17 @@ class Opened:
     signer: ibc.Identity | None
     signing_time: float | None
     first: bool
+
+
+_OPENED: dict[str, Any] = {}
+
+
+def _opened_counter(kind: str) -> Any:
+    """``sipsec_envelope_operations_total{operation="open", kind}``, looked up once per kind."""
+    child = _OPENED.get(kind)
+    if child is None:
+        child = _OPENED[kind] = ENVELOPE_OPERATIONS.labels("open", kind)
+    return child
 
 
 def _aor(uri: object, reason: str) -> str:
@@ -199,17 +210,19 @@ async def _open(
     # 5. the inner message and its bindings
     try:
         inner = parse_message(cms.mime_unwrap(entity))
-        inner_from = _aor(inner.from_.uri, "dialog-mismatch")
-        inner_to = _aor(inner.to.uri, "dialog-mismatch")
+        inner_from_na = inner.from_
+        inner_to_na = inner.to
+        inner_from = _aor(inner_from_na.uri, "dialog-mismatch")
+        inner_to = _aor(inner_to_na.uri, "dialog-mismatch")
         inner_call_id = inner.call_id
-        inner_from_tag = inner.from_.tag
+        inner_from_tag = inner_from_na.tag
     except SipError:
         raise MalformedEnvelope("malformed-inner", "inner message is not valid SIP") from None
     is_request = isinstance(inner, Request)
     if signer is not None and signer.aor != (inner_from if is_request else inner_to):
         raise Forbidden("signer-mismatch", "signer is not the message's originator")
     if first:
-        if not is_request or inner.to.tag is not None or inner_from_tag is None:
+        if not is_request or inner_to_na.tag is not None or inner_from_tag is None:
             raise Forbidden("outer-mismatch", "a KEM opens only a dialog's first request")
         if signer is None:
             raise Forbidden("unsigned", "a dialog's first request must be signed")
@@ -237,7 +250,7 @@ async def _open(
         raise Forbidden("replay", "nonce seen before")
     if first:
         await dialogs.put(dialog, dialog_ttl_s, now)
-    ENVELOPE_OPERATIONS.labels("open", "kem" if first else "kek").inc()
+    _opened_counter("kem" if first else "kek").inc()
     return Opened(
         message=inner,
         outer=outer,

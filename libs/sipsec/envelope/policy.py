@@ -6,6 +6,7 @@ All pure functions of their arguments (no I/O, no clock).
 from __future__ import annotations
 
 import enum
+from functools import lru_cache
 
 from sipsec.sip import Message, Request, Response, make_response
 
@@ -101,7 +102,20 @@ def _media_type(value: str | None) -> str:
 def is_secured(message: Message) -> bool:
     """True when the body is an ``application/pkcs7-mime`` authEnveloped-data (what ``open`` accepts)."""
     value = message.headers.get("Content-Type")
-    if _media_type(value) != SECURED_MEDIA_TYPE or value is None:
+    if value is None:
+        return False
+    if len(value) <= 256:  # every message is asked (by the gateway, then by open): remembered per value
+        return _secured_content_type_memo(value)
+    return _secured_content_type(value)
+
+
+@lru_cache(maxsize=64)
+def _secured_content_type_memo(value: str) -> bool:
+    return _secured_content_type(value)
+
+
+def _secured_content_type(value: str) -> bool:
+    if _media_type(value) != SECURED_MEDIA_TYPE:
         return False
     params = {
         k.strip().lower(): v.strip().strip('"').lower()

@@ -43,11 +43,79 @@ class Sealed:
     signed: bool
 
 
+_SEALED: dict[str, Any] = {}
+
+
+def _sealed_counter(kind: str) -> Any:
+    """``sipsec_envelope_operations_total{operation="seal", kind}``, looked up once per kind."""
+    child = _SEALED.get(kind)
+    if child is None:
+        child = _SEALED[kind] = ENVELOPE_OPERATIONS.labels("seal", kind)
+    return child
+
+
 def _aor_of(header_uri: Any) -> str:
     try:
         return str(ibc.canonical_aor(str(header_uri)))
     except ibc.IbcError:
         raise EnvelopeUsageError("From/To is not a SIP AOR") from None
+
+
+# -- the builder's argument checks (one per setter; the one-call forms run the same, in the same order)
+
+
+def _check_keys(keyring: Keyring) -> Keyring:
+    if not isinstance(keyring, Keyring):
+        raise EnvelopeUsageError("keys must be a Keyring")
+    return keyring
+
+
+def _check_recipient(identity: ibc.Identity | str) -> ibc.Identity | str:
+    if isinstance(identity, ibc.Identity):
+        if identity.purpose is not ibc.Purpose.ENC:
+            raise EnvelopeUsageError("the recipient must be an encryption (enc) identity")
+    elif isinstance(identity, str):
+        identity = _aor_of(identity)
+    else:
+        raise EnvelopeUsageError("recipient must be an ibc.Identity or an AOR string")
+    return identity
+
+
+def _check_dialog(dialog: DialogKey) -> DialogKey:
+    if not isinstance(dialog, DialogKey):
+        raise EnvelopeUsageError("dialog must be a DialogKey")
+    return dialog
+
+
+def _check_policy(policy: SigningPolicy) -> SigningPolicy:
+    if not isinstance(policy, SigningPolicy):
+        raise EnvelopeUsageError("policy must be a SigningPolicy")
+    return policy
+
+
+def _check_in_reply_to(outer_request: Request) -> Request:
+    if not isinstance(outer_request, Request):
+        raise EnvelopeUsageError("in_reply_to must be the received outer Request")
+    return outer_request
+
+
+def _check_route(route: Sequence[str]) -> tuple[str, ...]:
+    values = tuple(route)
+    if not all(isinstance(v, str) and v for v in values):
+        raise EnvelopeUsageError("route values must be non-empty strings")
+    return values
+
+
+def _check_compression(compression: Compression) -> Compression:
+    if not isinstance(compression, Compression):
+        raise EnvelopeUsageError("compression must be a Compression")
+    return compression
+
+
+def _check_now(now: float) -> float:
+    if not isinstance(now, int | float) or now < 0:
+        raise EnvelopeUsageError("now must be a non-negative number of seconds")
+    return float(now)
 
 
 @dataclass
@@ -90,53 +158,31 @@ class EnvelopeBuilder:
         return replace(self, **{name: value})  # type: ignore[arg-type]
 
     def keys(self, keyring: Keyring) -> EnvelopeBuilder:
-        if not isinstance(keyring, Keyring):
-            raise EnvelopeUsageError("keys must be a Keyring")
-        return self._set("_keys", keyring)
+        return self._set("_keys", _check_keys(keyring))
 
     def recipient(self, identity: ibc.Identity | str) -> EnvelopeBuilder:
-        if isinstance(identity, ibc.Identity):
-            if identity.purpose is not ibc.Purpose.ENC:
-                raise EnvelopeUsageError("the recipient must be an encryption (enc) identity")
-        elif isinstance(identity, str):
-            identity = _aor_of(identity)
-        else:
-            raise EnvelopeUsageError("recipient must be an ibc.Identity or an AOR string")
-        return self._set("_recipient", identity)
+        return self._set("_recipient", _check_recipient(identity))
 
     def dialog(self, dialog: DialogKey) -> EnvelopeBuilder:
-        if not isinstance(dialog, DialogKey):
-            raise EnvelopeUsageError("dialog must be a DialogKey")
-        return self._set("_dialog", dialog)
+        return self._set("_dialog", _check_dialog(dialog))
 
     def signing_policy(self, policy: SigningPolicy) -> EnvelopeBuilder:
-        if not isinstance(policy, SigningPolicy):
-            raise EnvelopeUsageError("policy must be a SigningPolicy")
-        return self._set("_policy", policy)
+        return self._set("_policy", _check_policy(policy))
 
     def in_reply_to(self, outer_request: Request) -> EnvelopeBuilder:
-        if not isinstance(outer_request, Request):
-            raise EnvelopeUsageError("in_reply_to must be the received outer Request")
-        return self._set("_in_reply_to", outer_request)
+        return self._set("_in_reply_to", _check_in_reply_to(outer_request))
 
     def route(self, route: Sequence[str]) -> EnvelopeBuilder:
         """Outer Route header values (the outer route set) instead of the inner message's."""
-        values = tuple(route)
-        if not all(isinstance(v, str) and v for v in values):
-            raise EnvelopeUsageError("route values must be non-empty strings")
-        return self._set("_route", values)
+        return self._set("_route", _check_route(route))
 
     def compression(self, compression: Compression) -> EnvelopeBuilder:
         """Compress the content before encryption (default :attr:`Compression.SIP_DICTIONARY`) or not."""
-        if not isinstance(compression, Compression):
-            raise EnvelopeUsageError("compression must be a Compression")
-        return self._set("_compression", compression)
+        return self._set("_compression", _check_compression(compression))
 
     def at(self, now: float) -> EnvelopeBuilder:
         """The signing time (unix seconds); defaults to the wall clock at :meth:`seal`."""
-        if not isinstance(now, int | float) or now < 0:
-            raise EnvelopeUsageError("now must be a non-negative number of seconds")
-        return self._set("_now", float(now))
+        return self._set("_now", _check_now(now))
 
     # -- sealing ------------------------------------------------------------------------------
 
@@ -149,8 +195,9 @@ class EnvelopeBuilder:
         if not isinstance(message, Request | Response):
             raise EnvelopeUsageError("message must be a sipsec.sip Request or Response")
         try:
-            from_aor, to_aor = _aor_of(message.from_.uri), _aor_of(message.to.uri)
-            if message.from_.tag is None:
+            from_, to = message.from_, message.to
+            from_aor, to_aor = _aor_of(from_.uri), _aor_of(to.uri)
+            if from_.tag is None:
                 raise EnvelopeUsageError("the message has no From tag")
             call_id = message.call_id
             message.cseq  # noqa: B018 - parse check
@@ -168,7 +215,7 @@ class EnvelopeBuilder:
                 raise EnvelopeUsageError("in_reply_to is only for responses")
             if from_aor != keys.aor:
                 raise EnvelopeUsageError("a request must come from the From AOR (this keyring)")
-            if self._recipient is not None and message.to.tag is not None:
+            if self._recipient is not None and to.tag is not None:
                 raise EnvelopeUsageError("only a dialog's first request (no To tag) uses a recipient")
         if self._dialog is not None:
             d = self._dialog
@@ -233,7 +280,7 @@ class EnvelopeBuilder:
             info = cms.kek_recipient_info(dialog.key_id, dialog.key, cek)
         body = cms.build_auth_enveloped(info, content_type, content, cek)
         outer = build_outer(plan.message, dialog, body, self._in_reply_to, self._route)
-        ENVELOPE_OPERATIONS.labels("seal", "kem" if plan.recipient is not None else "kek").inc()
+        _sealed_counter("kem" if plan.recipient is not None else "kek").inc()
         return Sealed(outer, dialog, plan.to_sign is not None)
 
     def seal(self, message: Request | Response) -> Sealed:
@@ -274,6 +321,38 @@ class EnvelopeBuilder:
         return params.identity(aor, ibc.Purpose.ENC, params.policy.current(now)), params
 
 
+def _builder(
+    keys: Keyring,
+    to: ibc.Identity | str | DialogKey,
+    policy: SigningPolicy,
+    in_reply_to: Request | None,
+    route: Sequence[str] | None,
+    now: float | None,
+    compression: Compression,
+) -> EnvelopeBuilder:
+    """The builder the one-call forms use: the setters' checks, in their order, and one instance
+    (not one copy per setter: this runs for every message)."""
+    checked_keys = _check_keys(keys)
+    checked_policy = _check_policy(policy)
+    checked_compression = _check_compression(compression)
+    dialog: DialogKey | None = None
+    recipient: ibc.Identity | str | None = None
+    if isinstance(to, DialogKey):
+        dialog = to
+    else:
+        recipient = _check_recipient(to)
+    return EnvelopeBuilder(
+        _keys=checked_keys,
+        _recipient=recipient,
+        _dialog=dialog,
+        _policy=checked_policy,
+        _in_reply_to=None if in_reply_to is None else _check_in_reply_to(in_reply_to),
+        _route=None if route is None else _check_route(route),
+        _now=None if now is None else _check_now(now),
+        _compression=checked_compression,
+    )
+
+
 def seal(
     message: Request | Response,
     keys: Keyring,
@@ -292,15 +371,7 @@ def seal(
     whether the content is compressed before encryption. Misuse raises
     :class:`EnvelopeUsageError` before any cryptography runs.
     """
-    builder = EnvelopeBuilder().keys(keys).signing_policy(policy).compression(compression)
-    builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
-    if in_reply_to is not None:
-        builder = builder.in_reply_to(in_reply_to)
-    if route is not None:
-        builder = builder.route(route)
-    if now is not None:
-        builder = builder.at(now)
-    return builder.seal(message)
+    return _builder(keys, to, policy, in_reply_to, route, now, compression).seal(message)
 
 
 async def seal_async(
@@ -316,12 +387,4 @@ async def seal_async(
     compression: Compression = Compression.SIP_DICTIONARY,
 ) -> Sealed:
     """:func:`seal` with the pairing operations run by ``engine`` (in-process or a crypto-worker)."""
-    builder = EnvelopeBuilder().keys(keys).signing_policy(policy).compression(compression)
-    builder = builder.dialog(to) if isinstance(to, DialogKey) else builder.recipient(to)
-    if in_reply_to is not None:
-        builder = builder.in_reply_to(in_reply_to)
-    if route is not None:
-        builder = builder.route(route)
-    if now is not None:
-        builder = builder.at(now)
-    return await builder.seal_async(message, engine)
+    return await _builder(keys, to, policy, in_reply_to, route, now, compression).seal_async(message, engine)

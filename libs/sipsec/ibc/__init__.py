@@ -41,6 +41,7 @@ from sipsec.ibc._recipes import (
     sign,
     split_master,
     verify,
+    verify_batch,
     verify_partial,
 )
 from sipsec.ibc.hazmat.suite import (
@@ -87,5 +88,6 @@ __all__ = [
     "sign",
     "split_master",
     "verify",
+    "verify_batch",
     "verify_partial",
 ]

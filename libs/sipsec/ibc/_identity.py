@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import math
 import re
@@ -125,6 +126,12 @@ def canonical_aor(uri: str) -> Aor:
     """
     if not isinstance(uri, str) or len(uri) > 2048:
         raise InvalidIdentity("not a SIP URI")
+    return _canonical_aor(uri)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_aor(uri: str) -> Aor:
+    # cached: a gateway canonicalises the same few AORs for every message it seals or opens
     addr = _extract_uri(uri)
     scheme, sep, rest = addr.partition(":")
     scheme = scheme.lower()

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import functools
 import hmac
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Final
 
 from sipsec.ibc._errors import InvalidEncoding, InvalidIdentity
 from sipsec.ibc._identity import Identity, PeriodPolicy, Purpose, canonical_domain
 from sipsec.ibc.hazmat import backend as bk
 from sipsec.ibc.hazmat import threshold as th
+from sipsec.ibc.hazmat.cc import SignerTables
 from sipsec.ibc.hazmat.suite import G2_LEN, SCALAR_LEN, SUITE_ID
 
 __all__ = [
@@ -35,6 +40,9 @@ __all__ = [
 ]
 
 _MAGIC = b"SSP\x01"
+
+#: Most private keys that hold signing tables at once (about 360 KiB each, ~23 MiB in all).
+_TABLE_KEYS: Final = 64
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,13 +144,20 @@ class MasterShare:
 
 
 class PrivateKey:
-    """An identity private key d_ID = s * Q_ID in G1. ``repr`` shows the identity only."""
+    """An identity private key d_ID = s * Q_ID in G1. ``repr`` shows the identity only.
 
-    __slots__ = ("_d", "identity")
+    A key that signs more than once keeps fixed-base signing tables (``_signer_tables``),
+    never encoded, pickled or compared; only the ``_TABLE_KEYS`` most recently used keys
+    hold them.
+    """
+
+    __slots__ = ("__weakref__", "_d", "_signs", "_tables", "identity")
 
     def __init__(self, identity: Identity, point: bk.G1Point) -> None:
         self.identity = identity
         self._d = point
+        self._signs = 0
+        self._tables: SignerTables | None = None
 
     def __repr__(self) -> str:
         return f"PrivateKey(identity={self.identity!r})"
@@ -172,6 +187,47 @@ class PrivateKey:
 
     def _point(self) -> bk.G1Point:
         return self._d
+
+    def _signer_tables(self, q_id: bk.G1Point) -> SignerTables | None:
+        """The signing tables of this key (``q_id``: its identity point): None for the first
+        signature, so a one-off key pays nothing; built for the second (about 2 ms, which
+        the next half-dozen signatures repay) and rebuilt if they were evicted meanwhile."""
+        tables = self._tables
+        if tables is None or tables.q_point != q_id:  # none yet, or ``identity`` was replaced
+            self._signs += 1
+            if self._signs < 2:
+                return None
+            tables = self._tables = SignerTables(self._d, q_id)
+        _HOLDERS.touch(self)
+        return tables
+
+
+class _TableHolders:
+    """The keys holding signing tables, least recently used first, at most ``capacity``.
+
+    Only weak references: the tables live in their key and die with it. A key pushed out
+    loses its tables (an in-flight signature keeps the object it already has).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._refs: OrderedDict[int, weakref.ref[PrivateKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def touch(self, key: PrivateKey) -> None:
+        """Mark ``key`` the most recently used holder; evict beyond the capacity."""
+        with self._lock:
+            ref = self._refs.pop(id(key), None)
+            if ref is None or ref() is not key:  # new, or an id reused after a key died
+                ref = weakref.ref(key)
+            self._refs[id(key)] = ref
+            while len(self._refs) > self._capacity:
+                evicted = self._refs.popitem(last=False)[1]()
+                if evicted is not None:
+                    evicted._tables = None
+
+
+_HOLDERS: Final = _TableHolders(_TABLE_KEYS)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import _abnf
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -143,12 +144,17 @@ class Headers:
     cached typed views can be invalidated.
     """
 
-    __slots__ = ("_items", "mod_count")
+    __slots__ = ("_items", "_log", "mod_count")
 
     def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
         # each entry: (key, name, value)
         self._items: list[tuple[str, str, str]] = []
         self.mod_count = 0
+        # the key each mutation touched, in order (``_log[i]``: mutation ``i + 1``); lets a
+        # message keep the typed views of the headers a mutation did not touch.  A mutation
+        # that bumps ``mod_count`` without logging makes the log incomplete (its length
+        # differs from ``mod_count``), and readers then drop every view.
+        self._log: list[str] = []
         if items is not None:
             for name, value in items:
                 self._items.append((header_key(_check_name(name)), name, _check_value(value)))
@@ -158,7 +164,13 @@ class Headers:
         h = cls.__new__(cls)
         h._items = entries
         h.mod_count = 0
+        h._log = []
         return h
+
+    def _touched(self, key: str) -> None:
+        """Record one mutation of the ``key`` lines."""
+        self._log.append(key)
+        self.mod_count += 1
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
@@ -205,12 +217,13 @@ class Headers:
         if not placed:
             out.append(entry)
         self._items = out
-        self.mod_count += 1
+        self._touched(key)
 
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
-        self._items.append((header_key(_check_name(name)), name, _check_value(value)))
-        self.mod_count += 1
+        key = header_key(_check_name(name))
+        self._items.append((key, name, _check_value(value)))
+        self._touched(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before the first one of the same name (or at the top)."""
@@ -222,13 +235,13 @@ class Headers:
                 break
         else:
             self._items.insert(0, entry)
-        self.mod_count += 1
+        self._touched(key)
 
     def remove(self, name: str) -> None:
         """Remove every ``name`` header (no error when absent)."""
         key = header_key(name)
         self._items = [item for item in self._items if item[0] != key]
-        self.mod_count += 1
+        self._touched(key)
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first ``name`` header line and return its value (e.g. the top Via)."""
@@ -236,7 +249,7 @@ class Headers:
         for i, item in enumerate(self._items):
             if item[0] == key:
                 del self._items[i]
-                self.mod_count += 1
+                self._touched(key)
                 return item[2]
         return None
 
@@ -530,3 +543,45 @@ def parse_cseq(text: str) -> CSeq:
     if len(digits) > 10 or int(digits) >= 2**31:
         raise RemoteProtocolError("cseq-out-of-range", 400, digits[:16])
     return CSeq(int(digits), m.group(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Memoised parsing for the message views.
+#
+# The same header values cross a node many times (From/To/CSeq in every message of a call,
+# a Via in a request and all its responses, at every hop a process serves), so the views a
+# message caches are parsed once per distinct value.  What these return is shared between
+# messages and must never be mutated: the messages only hand out copies (``msg.via``,
+# ``msg.from_``...).  Only successful parses are kept; an error is raised again each time.
+
+_T = TypeVar("_T")
+MEMO_SIZE = 2048
+
+
+def _memo(fn: Callable[[str], _T], size: int = MEMO_SIZE) -> Callable[[str], _T]:
+    """``fn`` with its results kept for the last ``size`` distinct values (FIFO eviction)."""
+    table: dict[str, _T] = {}
+
+    def cached(text: str) -> _T:
+        value = table.get(text)
+        if value is None:
+            value = fn(text)
+            if len(table) >= size:
+                del table[next(iter(table))]
+            table[text] = value
+        return value
+
+    cached.cache = table  # type: ignore[attr-defined]  # for tests
+    return cached
+
+
+#: ``parse_via_list``, shared results (read-only)
+via_list_view = _memo(parse_via_list)
+#: ``parse_cseq`` (CSeq is frozen)
+cseq_view = _memo(parse_cseq)
+#: the header params of a From/To value (``name_addr_params``), shared (read-only)
+name_addr_params_view = _memo(name_addr_params)
+#: ``parse_name_addr``, shared (read-only)
+name_addr_view = _memo(parse_name_addr)
+#: ``parse_name_addr_list``, shared (read-only)
+name_addr_list_view = _memo(parse_name_addr_list)

@@ -13,11 +13,12 @@ from .headers import (
     Headers,
     NameAddr,
     Via,
-    name_addr_params,
-    parse_cseq,
-    parse_name_addr,
-    parse_name_addr_list,
+    cseq_view,
+    name_addr_list_view,
+    name_addr_params_view,
+    name_addr_view,
     parse_via_list,
+    via_list_view,
 )
 from .uri import AbsoluteURI, SipURI, TelURI, parse_uri
 
@@ -74,6 +75,18 @@ def generate_call_id() -> str:
 
 
 _MISSING = object()
+#: header key -> the cached views parsed from its lines (what a change of it invalidates)
+_VIEWS_OF: dict[str, tuple[str, ...]] = {
+    "via": ("via", "via0", "top_via"),
+    "call-id": ("call_id",),
+    "cseq": ("cseq",),
+    "from": ("from", "from_tag"),
+    "to": ("to", "to_tag"),
+    "max-forwards": ("max_forwards",),
+    "contact": ("contact",),
+    "route": ("route",),
+    "record-route": ("record_route",),
+}
 _FATAL_DEFECTS = frozenset(
     [f"missing-{h}" for h in ("via", "cseq", "call-id", "from", "to")]
     + [f"duplicate-{h}" for h in ("cseq", "call-id", "from", "to")]
@@ -131,11 +144,26 @@ class Message:
     def _cached(self, key: str) -> Any:
         h = self.headers
         if h is not self._cache_hdrs or h.mod_count != self._cache_mod:
-            self._cache = {}
-            self._cache_hdrs = h
-            self._cache_mod = h.mod_count
-            return _MISSING
+            self._revalidate()
         return self._cache.get(key, _MISSING)
+
+    def _revalidate(self) -> None:
+        """Drop the views of the header lines changed since they were cached (all of them
+        when the headers object was replaced or the change log is incomplete)."""
+        h = self.headers
+        cache = self._cache
+        mod = h.mod_count
+        if cache:
+            start = self._cache_mod
+            log = h._log
+            if h is self._cache_hdrs and len(log) == mod and 0 <= start <= mod:
+                for key in set(log[start:]):
+                    for view in _VIEWS_OF.get(key, ()):
+                        cache.pop(view, None)
+            else:
+                self._cache = {}
+        self._cache_hdrs = h
+        self._cache_mod = mod
 
     def _store(self, key: str, value: Any) -> Any:
         self._cache[key] = value
@@ -160,16 +188,22 @@ class Message:
                 raise RemoteProtocolError(defect, 400)
 
     # -- typed views -------------------------------------------------------------------------
+    def _via_view(self) -> list[Via]:
+        """All Via entries, parsed once and shared: read-only (``via`` hands out copies)."""
+        v = self._cached("via")
+        if v is _MISSING:
+            values = self.headers.get_all_raw("via")
+            first = self._cache.get("via0") if values else None
+            out: list[Via] = list(first) if first is not None else []
+            for value in values[1:] if first is not None else values:
+                out.extend(via_list_view(value))
+            v = self._store("via", out)
+        return v  # type: ignore[no-any-return]
+
     @property
     def via(self) -> list[Via]:
         """All Via entries, topmost first (RFC 3261 §20.42)."""
-        v = self._cached("via")
-        if v is _MISSING:
-            out: list[Via] = []
-            for value in self.headers.get_all_raw("via"):
-                out.extend(parse_via_list(value))
-            v = self._store("via", out)
-        return [_copy_via(x) for x in v]
+        return [_copy_via(x) for x in self._via_view()]
 
     @via.setter
     def via(self, vias: list[Via]) -> None:
@@ -181,11 +215,21 @@ class Message:
     @property
     def top_via(self) -> Via | None:
         """The topmost Via entry (parsed eagerly), or None when there is no Via."""
+        v = self._top_via_view()
+        return None if v is None else _copy_via(v)
+
+    def _top_via_view(self) -> Via | None:
+        """The topmost Via entry, shared: read-only (``top_via`` hands out a copy)."""
         v = self._cached("top_via")
         if v is _MISSING:
             first = self.headers.get("Via")
-            v = self._store("top_via", parse_via_list(first)[0] if first is not None else None)
-        return None if v is None else _copy_via(v)
+            if first is None:
+                v = None
+            else:
+                via0 = self._store("via0", via_list_view(first))
+                v = via0[0]
+            self._store("top_via", v)
+        return v  # type: ignore[no-any-return]
 
     def push_via(self, via: Via) -> None:
         """Add ``via`` as the new topmost Via (a proxy forwarding a request, RFC 3261 §16.6)."""
@@ -212,7 +256,7 @@ class Message:
                     items[i] = (key, name, ", ".join(rest))
                 else:
                     del items[i]
-                self.headers.mod_count += 1
+                self.headers._touched("via")
                 return top
         if new is not None:
             self.push_via(new)
@@ -238,20 +282,24 @@ class Message:
         """CSeq (RFC 3261 §20.16)."""
         v = self._cached("cseq")
         if v is _MISSING:
-            v = self._store("cseq", parse_cseq(self._single("CSeq")))
+            v = self._store("cseq", cseq_view(self._single("CSeq")))
         return v  # type: ignore[no-any-return]
 
     @cseq.setter
     def cseq(self, value: CSeq) -> None:
         self.headers.set("CSeq", str(value))
 
+    def _from_view(self) -> NameAddr:
+        """From, parsed once and shared: read-only (``from_`` hands out copies)."""
+        v = self._cached("from")
+        if v is _MISSING:
+            v = self._store("from", name_addr_view(self._single("From")))
+        return v  # type: ignore[no-any-return]
+
     @property
     def from_(self) -> NameAddr:
         """From (RFC 3261 §20.20)."""
-        v = self._cached("from")
-        if v is _MISSING:
-            v = self._store("from", parse_name_addr(self._single("From")))
-        return _copy_name_addr(v)
+        return _copy_name_addr(self._from_view())
 
     @from_.setter
     def from_(self, value: NameAddr) -> None:
@@ -262,16 +310,20 @@ class Message:
         """The From tag (parsed eagerly; the From URI itself is parsed on first access)."""
         v = self._cached("from_tag")
         if v is _MISSING:
-            v = self._store("from_tag", name_addr_params(self._single("From")).get("tag"))
+            v = self._store("from_tag", name_addr_params_view(self._single("From")).get("tag"))
+        return v  # type: ignore[no-any-return]
+
+    def _to_view(self) -> NameAddr:
+        """To, parsed once and shared: read-only (``to`` hands out copies)."""
+        v = self._cached("to")
+        if v is _MISSING:
+            v = self._store("to", name_addr_view(self._single("To")))
         return v  # type: ignore[no-any-return]
 
     @property
     def to(self) -> NameAddr:
         """To (RFC 3261 §20.39)."""
-        v = self._cached("to")
-        if v is _MISSING:
-            v = self._store("to", parse_name_addr(self._single("To")))
-        return _copy_name_addr(v)
+        return _copy_name_addr(self._to_view())
 
     @to.setter
     def to(self, value: NameAddr) -> None:
@@ -282,7 +334,7 @@ class Message:
         """The To tag (parsed eagerly)."""
         v = self._cached("to_tag")
         if v is _MISSING:
-            v = self._store("to_tag", name_addr_params(self._single("To")).get("tag"))
+            v = self._store("to_tag", name_addr_params_view(self._single("To")).get("tag"))
         return v  # type: ignore[no-any-return]
 
     @property
@@ -311,16 +363,20 @@ class Message:
                 raise LocalProtocolError("Max-Forwards must be 0..255")
             self.headers.set("Max-Forwards", str(value))
 
-    def _name_addr_list(self, key: str, name: str) -> list[NameAddr]:
+    def _name_addr_view(self, key: str, name: str) -> list[NameAddr]:
+        """A name-addr list header, parsed once and shared: read-only."""
         v = self._cached(key)
         if v is _MISSING:
             out: list[NameAddr] = []
             for value in self.headers.get_all_raw(name):
                 if key == "contact" and value.strip(" \t") == "*":
                     continue
-                out.extend(parse_name_addr_list(value))
+                out.extend(name_addr_list_view(value))
             v = self._store(key, out)
-        return [_copy_name_addr(x) for x in v]
+        return v  # type: ignore[no-any-return]
+
+    def _name_addr_list(self, key: str, name: str) -> list[NameAddr]:
+        return [_copy_name_addr(x) for x in self._name_addr_view(key, name)]
 
     @property
     def contact(self) -> list[NameAddr]:
@@ -411,7 +467,11 @@ class Message:
         other.headers = self.headers.copy()
         other.body = self.body
         other.defects = list(self.defects)
-        other._cache = {}
+        # the typed views are never handed out (only copies of them are): share them
+        h = self.headers
+        if h is not self._cache_hdrs or h.mod_count != self._cache_mod:
+            self._revalidate()
+        other._cache = dict(self._cache)
         other._cache_hdrs = other.headers
         other._cache_mod = other.headers.mod_count
         if self._raw_head is not None and self.headers is self._raw_hdrs and (

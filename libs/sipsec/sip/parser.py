@@ -20,11 +20,13 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .headers import (
     _KEYS,
     Headers,
+    cseq_view,
     header_key,
     name_addr_params,
+    name_addr_params_view,
     parse_cseq,
     parse_name_addr_list,
-    parse_via_list,
+    via_list_view,
 )
 from .message import Message, Request, Response
 from .uri import SipURI, parse_uri
@@ -226,14 +228,16 @@ def _eager_views(msg: Request | Response, eager: dict[str, list[str]]) -> None:
     values = get("via")
     if values:
         # the top Via line fully; the others are parsed when msg.via is read
-        cache["top_via"] = parse_via_list(values[0])[0]
+        via0 = via_list_view(values[0])
+        cache["via0"] = via0
+        cache["top_via"] = via0[0]
     else:
         cache["top_via"] = None
         defects.append("missing-via")
 
     values = get("cseq")
     if values:
-        cseq = parse_cseq(values[0])
+        cseq = cseq_view(values[0])
         cache["cseq"] = cseq
         if len(values) > 1:
             for v in values[1:]:
@@ -259,7 +263,7 @@ def _eager_views(msg: Request | Response, eager: dict[str, list[str]]) -> None:
     for key, cache_key in (("from", "from_tag"), ("to", "to_tag")):
         values = get(key)
         if values:
-            tag = name_addr_params(values[0]).get("tag")
+            tag = name_addr_params_view(values[0]).get("tag")
             cache[cache_key] = tag
             if len(values) > 1:
                 for v in values[1:]:

@@ -5,7 +5,8 @@ Admission counts *pool tasks* (a single operation is one task; a batch is split 
 admitted at once; a request that does not fit is refused at once with :class:`QueueFull`
 (RESOURCE_EXHAUSTED) rather than queued without end. A request whose deadline has passed
 is never started (:class:`DeadlineExpired`); one that waits past its deadline is abandoned,
-and a pool process skips any item whose deadline passed before it got to it.
+and a pool process skips any item (any batch of verifications, see ``ops.run_items``) whose
+deadline passed before it got to it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ REGISTER requests for a served domain go to the :class:`~sipsec_proxy.registrar.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -72,7 +73,9 @@ _DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 TIMER_C = 181.0
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP literal (cached: asked for every forwarded request)."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -183,6 +186,9 @@ class ProxyCore:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup: Callable[[float], None] | None = None
         self._forwarded_children: dict[str, Any] = {}
+        # metric children bound once per label set (``labels()`` per message is slow)
+        self._rejection_children: dict[str, Any] = {}
+        self._final_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         # our addresses: what we write in Via / Record-Route, and what we recognise as us
         self.sent_by: dict[str, tuple[str, int]] = {}
         self.my_addresses: set[tuple[str, int]] = set()
@@ -281,12 +287,16 @@ class ProxyCore:
             await asyncio.wait(tasks, timeout=5.0)
 
     def reject(self, reason: str) -> None:
-        self.metrics.rejections.labels(reason).inc()
+        child = self._rejection_children.get(reason)
+        if child is None:
+            child = self._rejection_children[reason] = self.metrics.rejections.labels(reason)
+        child.inc()
 
     def _forwarded(self, method: str) -> Any:
-        child = self._forwarded_children.get(method)
+        label = method_label(method)
+        child = self._forwarded_children.get(label)
         if child is None:
-            child = self._forwarded_children[method] = self.metrics.forwarded.labels(method_label(method))
+            child = self._forwarded_children[label] = self.metrics.forwarded.labels(label)
         return child
 
     # -- entry point ----------------------------------------------------------------------
@@ -359,8 +369,16 @@ class ProxyCore:
             return
         if status >= 200 and not ctx.final_sent:
             ctx.final_sent = True
-            self.metrics.requests.labels(method_label(ctx.method), f"{status // 100}xx").inc()
-            self.metrics.latency.labels(method_label(ctx.method)).observe(max(0.0, now - ctx.started))
+            label = method_label(ctx.method)
+            key = (label, status // 100)
+            children = self._final_children.get(key)
+            if children is None:
+                children = self._final_children[key] = (
+                    self.metrics.requests.labels(label, f"{status // 100}xx"),
+                    self.metrics.latency.labels(label),
+                )
+            children[0].inc()
+            children[1].observe(max(0.0, now - ctx.started))
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -589,7 +607,7 @@ class ProxyCore:
     def _is_loop(self, req: Request) -> bool:
         """§16.3 step 4: a Via of ours whose loop hash equals this request's is a loop (482)."""
         mine = None
-        for via in req.via:
+        for via in req._via_view():
             branch = via.branch or ""
             if branch.startswith(BRANCH_PREFIX) and (via.host.lower(), via.port or 5060) in self.my_addresses:
                 if mine is None:
@@ -602,7 +620,7 @@ class ProxyCore:
     def _loop_hash(req: Request) -> str:
         """§16.6 step 8: hash of the fields that a spiral changes (Request-URI, tags, Route...)."""
         h = hashlib.sha1(usedforsecurity=False)
-        for part in (str(req.uri), req.from_.tag or "", req.to.tag or "", req.call_id,
+        for part in (str(req.uri), req._from_view().tag or "", req._to_view().tag or "", req.call_id,
                      str(req.cseq.seq), ",".join(req.headers.get_all("Route")),
                      ",".join(req.headers.get_all("Proxy-Require"))):
             h.update(part.encode("utf-8", "surrogateescape"))
@@ -742,7 +760,8 @@ class ProxyCore:
     def _send_stateless(self, fwd: Request, hop: Peer) -> None:
         mf = fwd.max_forwards
         fwd.max_forwards = 70 if mf is None else mf - 1
-        top = fwd.via[0].branch or "" if fwd.via else ""
+        vias = fwd._via_view()
+        top = vias[0].branch or "" if vias else ""
         digest = hashlib.sha1(f"{top}|{fwd.uri}".encode(), usedforsecurity=False).hexdigest()[:16]
         host, port = self.sent_by.get(hop.transport) or self.sent_by["UDP"]
         fwd.headers.prepend("Via", f"SIP/2.0/{hop.transport} {host}:{port};branch={STATELESS_PREFIX}{digest}")
@@ -800,7 +819,7 @@ class ProxyCore:
     def _forward_response_stateless(self, resp: Response, prefix: str = BRANCH_PREFIX) -> None:
         """A 2xx retransmission after the client transaction ended (RFC 6026 §8.4), or the
         answer to a statelessly forwarded request (``prefix``: that Via branch prefix)."""
-        vias = resp.via
+        vias = resp._via_view()
         if len(vias) < 2 or not (vias[0].branch or "").startswith(prefix):
             self.reject("stray-response")
             return

@@ -44,7 +44,7 @@ def build_gateway(config: GatewayConfig) -> Gateway:
         engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
                                root_certificates=worker_ca, metrics=EngineMetrics(metrics.registry))
     else:
-        engine = create_engine(None)
+        engine = create_engine(None, batch_window_s=config.verify_window_ms / 1000)
     stores: dict[str, object] = {}
     if config.store == "redis":
         stores = {

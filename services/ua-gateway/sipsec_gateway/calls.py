@@ -383,7 +383,7 @@ class Agent:
     def _record(self, call: Call | None, direction: str, outer: Request | Response,
                 inner: Request | Response | None, signer: str | None, size: int) -> None:
         if self.side == "secure":
-            self.metrics.wire_bytes.labels(direction).inc(size)
+            self.metrics.child(self.metrics.wire_bytes, direction).inc(size)
         if call is None:
             return
         if direction == "sent":
@@ -421,7 +421,7 @@ class Agent:
             op = "seal_kek"
         elapsed = time.perf_counter() - t0
         call.add_crypto(op, elapsed)
-        self.metrics.crypto_seconds.labels(op).observe(elapsed)
+        self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
         if first:
             call.key = sealed.dialog
             self._map(call, sealed.dialog.outer_call_id())
@@ -586,8 +586,8 @@ class Agent:
         call.state = CallState.ESTABLISHED
         call.setup_s = time.perf_counter() - call.started
         await self._respond(call, txn, ok)
-        self.metrics.call_setups.labels("answered", _b(call.secure)).inc()
-        self.metrics.dialogs.labels(_b(call.secure)).inc()
+        self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
+        self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
         call.extra["counted"] = True
         self.owner.on_established(call)
 
@@ -678,7 +678,7 @@ class Agent:
     def _crypto(self, call: Call, op: str, t0: float) -> None:
         elapsed = time.perf_counter() - t0
         call.add_crypto(op, elapsed)
-        self.metrics.crypto_seconds.labels(op).observe(elapsed)
+        self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
 
     async def _on_response(self, outer: Response, txn: ClientTransaction | None) -> None:
         if txn is None:  # a 2xx retransmission after the INVITE transaction ended: re-ACK
@@ -749,9 +749,9 @@ class Agent:
         ack = call.dialog.create_ack(self.via())
         await self._send_request(call, ack, self._in_dialog_peer(ack, call))
         call.state = CallState.ESTABLISHED
-        self.metrics.call_setups.labels("answered", _b(call.secure)).inc()
-        self.metrics.setup_latency.labels(_b(call.secure)).observe(call.setup_s)
-        self.metrics.dialogs.labels(_b(call.secure)).inc()
+        self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
+        self.metrics.child(self.metrics.setup_latency, _b(call.secure)).observe(call.setup_s)
+        self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
         call.extra["counted"] = True
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_result(None)
@@ -787,7 +787,7 @@ class Agent:
         call.reason = reason
         call.state = CallState.FAILED
         outcome = "timeout" if status == 408 else "cancelled" if status == 487 else "failed"
-        self.metrics.call_setups.labels(outcome, _b(call.secure)).inc()
+        self.metrics.child(self.metrics.call_setups, outcome, _b(call.secure)).inc()
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_exception(CallFailed(status, reason))
             call.setup_done.exception()  # retrieved: a caller that stopped waiting is no error
@@ -803,7 +803,7 @@ class Agent:
         if call.dialog is not None:
             call.dialog.terminate()
         if call.extra.pop("counted", False):
-            self.metrics.dialogs.labels(_b(call.secure)).dec()
+            self.metrics.child(self.metrics.dialogs, _b(call.secure)).dec()
         call.ended.set()
         self._retire(call)
         self.spawn(self.forget(call))
@@ -854,7 +854,7 @@ class Agent:
             signer = opened.signer.aor if opened.signer else None
             elapsed = time.perf_counter() - t0
             op = "open_kem" if opened.first else "open_kek"
-            self.metrics.crypto_seconds.labels(op).observe(elapsed)
+            self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
             if opened.first:
                 if inner.method != "INVITE":
                     self.respond_plain(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])

@@ -118,7 +118,8 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self.pkg = pkg or PkgConnector(tuple(config.pkg_targets), plaintext=config.pkg_plaintext,
                                        pinned_fingerprint=config.pkg_fingerprint or None)
-        self.engine: CryptoEngine = engine if engine is not None else InProcessEngine()
+        self.engine: CryptoEngine = (engine if engine is not None
+                                     else InProcessEngine(batch_window_s=config.verify_window_ms / 1000))
         self.dialog_store: DialogStore = dialog_store or InMemoryDialogStore()
         self.replay_cache: ReplayCache = replay_cache or InMemoryReplayCache()
         self.call_store: CallStore = call_store or MemoryCallStore()
@@ -133,6 +134,7 @@ class Gateway:
         self._maintain: dict[str, asyncio.Task[None]] = {}
         self._contact_key = bytes.fromhex(config.contact_secret) if config.contact_secret else secrets.token_bytes(32)
         self._contact_users: dict[str, str] = {}
+        self._contact_tokens: dict[str, str] = {}  # AOR -> its contact token (as _contact_users grows)
         self.digest = DigestServer(self.domain, secrets.token_bytes(32), algorithms=config.phone_digest_algorithms)
         self._started = False
         self.started_at = 0.0
@@ -366,7 +368,10 @@ class Gateway:
     def contact_user(self, aor: str) -> str:
         """The opaque user part of ``aor``'s secured-side Contact (an HMAC under the contact secret:
         replicas sharing ``SIPSEC_GATEWAY_CONTACT_SECRET`` agree on it; observers cannot map it to the AOR)."""
-        token = "u" + hmac.new(self._contact_key, aor.encode(), hashlib.sha256).hexdigest()[:20]
+        token = self._contact_tokens.get(aor)
+        if token is None:  # the key is fixed for the gateway's life: one HMAC per AOR
+            token = "u" + hmac.new(self._contact_key, aor.encode(), hashlib.sha256).hexdigest()[:20]
+            self._contact_tokens[aor] = token
         self._contact_users[token] = aor
         return token
 

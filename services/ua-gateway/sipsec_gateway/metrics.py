@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     REGISTRY,
@@ -98,6 +98,19 @@ class GatewayMetrics:
             self.crypto_seconds.labels(op)
         for secure in ("true", "false"):
             self.dialogs.labels(secure)
+
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set (the hot per-message metrics).
+
+        Lazily, like ``labels``: a series appears in the exposition when first used, as before.
+        """
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def exposition(self) -> bytes:
         """The text exposition of this gateway's and the process-wide metrics."""

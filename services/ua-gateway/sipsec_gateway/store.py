@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -33,19 +34,51 @@ class ScopedDialogStore:
     def __init__(self, base: DialogStore, aor: str) -> None:
         self.base = base
         self.aor = aor
+        # Memos of the per-message work (a dialog's messages all look up the same key id):
+        # the scoped id of a key id, and the view handed back for the record the base store
+        # returned — reused only while the base returns that very (immutable) object.
+        self._ids: dict[bytes, bytes] = {}
+        self._views: OrderedDict[bytes, tuple[DialogKey, DialogKey]] = OrderedDict()
 
     def _id(self, key_id: bytes) -> bytes:
-        return hashlib.sha256(b"sipsec-gateway dialog\x00" + self.aor.encode() + b"\x00" + key_id).digest()[:8]
+        scoped = self._ids.get(key_id)
+        if scoped is None:
+            scoped = hashlib.sha256(b"sipsec-gateway dialog\x00" + self.aor.encode() + b"\x00" + key_id).digest()[:8]
+            if len(self._ids) >= _MAX_MEMO:
+                self._ids.clear()
+            self._ids[key_id] = scoped
+        return scoped
+
+    def _remember(self, key_id: bytes, stored: DialogKey, view: DialogKey) -> None:
+        self._views[key_id] = (stored, view)
+        self._views.move_to_end(key_id)
+        while len(self._views) > _MAX_MEMO:
+            self._views.popitem(last=False)
 
     async def put(self, dialog: DialogKey, ttl_s: float, now: float) -> None:
-        await self.base.put(dataclasses.replace(dialog, key_id=self._id(dialog.key_id)), ttl_s, now)
+        stored = dataclasses.replace(dialog, key_id=self._id(dialog.key_id))
+        self._views.pop(dialog.key_id, None)
+        await self.base.put(stored, ttl_s, now)
+        self._remember(dialog.key_id, stored, dialog)  # the view of ``stored`` is ``dialog`` itself
 
     async def get(self, key_id: bytes, now: float) -> DialogKey | None:
         dialog = await self.base.get(self._id(key_id), now)
-        return None if dialog is None else dataclasses.replace(dialog, key_id=key_id)
+        if dialog is None:
+            return None
+        memo = self._views.get(key_id)
+        if memo is not None and memo[0] is dialog:
+            return memo[1]
+        view = dataclasses.replace(dialog, key_id=key_id)
+        self._remember(key_id, dialog, view)
+        return view
 
     async def delete(self, key_id: bytes) -> None:
+        self._views.pop(key_id, None)
         await self.base.delete(self._id(key_id))
+
+
+#: How many dialogs' memos a :class:`ScopedDialogStore` keeps (the calls in progress, typically).
+_MAX_MEMO = 4096
 
 
 class CallStore(Protocol):

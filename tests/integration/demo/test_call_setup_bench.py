@@ -21,6 +21,8 @@ def test_call_setup_bench_reports_latency_bytes_and_throughput() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["calls"] == 8 and result["signing"] == "every-message"
+    # the default: each domain in its own process, the gateways' verification window
+    assert result["processes"] == 2 and result["verify_window_ms"] == 8.0
     assert result["secured_failed"] == 0 and result["plain_failed"] == 0
     assert 0 < result["plain_p50_ms"] <= result["plain_p95_ms"]
     assert 0 < result["secured_p50_ms"] <= result["secured_p95_ms"]
@@ -36,6 +38,8 @@ def test_call_setup_bench_reports_latency_bytes_and_throughput() -> None:
     trials = result["trials"]
     assert trials and trials[0]["rate"] == 5 and trials[0]["attempted"] == 5
     assert result["secured_cps"] in [t["rate"] for t in trials if t["passed"]] + [0.0]
+    # CPU per call of both processes, and the verification batches, per trial
+    assert all(t["cpu_ms_per_call"] > 0 and t["verify_batch_mean"] >= 1 for t in trials if t["answered"])
     held = result["setup_only_trials"]
     assert held and held[0]["rate"] == 5 and held[0]["attempted"] == 5
     assert result["secured_setup_only_cps"] in [t["rate"] for t in held if t["passed"]] + [None]

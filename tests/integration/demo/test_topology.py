@@ -79,3 +79,37 @@ async def test_topology_with_a_crypto_worker_runs_every_pairing_there() -> None:
         assert ops.get("encapsulate") == 1 and ops.get("decapsulate") == 1
         assert ops.get("sign", 0) >= 6 and ops.get("verify", 0) >= 6  # the call's messages (+ REGISTERs)
     assert topo.worker is None
+
+
+async def test_split_topology_runs_each_domain_on_its_own_and_calls_across() -> None:
+    """Two topology objects, each owning one domain and naming the other ``remote`` (as the
+    benchmark's two processes do): federation, signed registration and a secured call still work."""
+    from sipsec_cli.topology import RemoteDomain, pick_ports
+    from sipsec_pkg.material import init_domain
+
+    with pytest.raises(TopologyError, match="some, not all"):
+        TwoDomainTopology(remote={n: RemoteDomain(init_domain(n).params, "00" * 32, 1, 1) for n in DEFAULT_HOSTS})
+    materials = {n: init_domain(n) for n in DEFAULT_HOSTS}
+    ports = {n: pick_ports(h) for n, h in DEFAULT_HOSTS.items()}
+    public = {n: RemoteDomain(m.params, m.signed.fingerprint, *ports[n]) for n, m in materials.items()}
+    sides = {n: TwoDomainTopology(tap=False, trace_calls=0, materials={n: materials[n]}, ports={n: ports[n]},
+                                  remote={o: public[o] for o in DEFAULT_HOSTS if o != n})
+             for n in DEFAULT_HOSTS}
+    try:
+        for topo in sides.values():
+            await topo.start()
+        atlanta, biloxi = sides["atlanta.com"], sides["biloxi.com"]
+        assert atlanta.local == ["atlanta.com"] and set(atlanta.domains) == {"atlanta.com"}
+        assert biloxi.public("biloxi.com") == public["biloxi.com"]
+        with pytest.raises(TopologyError, match="no domain"):
+            await atlanta.login(BOB)  # bob's domain is not served by this side
+        await biloxi.login(BOB, auto_answer=True)
+        await atlanta.login(ALICE)
+        call = await atlanta.gateway_for(ALICE).place_call(ALICE, BOB, secure=True, timeout=10.0)
+        assert call.state is CallState.ESTABLISHED and call.secure
+        assert await atlanta.gateway_for(ALICE).hangup(call.id) == 200
+        # federation went across the sides: atlanta's gateway holds biloxi's parameters
+        assert atlanta.atlanta.gateway.directory.get("biloxi.com") == materials["biloxi.com"].params
+    finally:
+        for topo in sides.values():
+            await topo.stop()

@@ -36,13 +36,19 @@ def _retries(metrics: EngineMetrics, op: str) -> float:
     return metrics.registry.get_sample_value("sipsec_engine_retries_total", {"op": op}) or 0.0
 
 
+def _forged(m: Material) -> pb.VerifyRequest:
+    """A well-formed signature on another message: the slowest verify (a worker batch that
+    holds it fails, then checks each of its items alone), about 2 ms of pool time."""
+    return pb.VerifyRequest(domain_params=m.params.to_bytes(), identity=identity_to_proto(m.sig),
+                            message=MSG, signature=ibc.sign(m.sig_key, MSG + b" (other)"))
+
+
 async def _saturate(worker: Worker, m: Material, items: int = 800) -> asyncio.Task[pb.BatchVerifyResponse]:
-    """Keeps both pool processes busy for a while with one big batch; returns once it runs."""
-    signature = ibc.sign(m.sig_key, MSG)
-    request = pb.BatchVerifyRequest(items=[
-        pb.VerifyRequest(domain_params=m.params.to_bytes(), identity=identity_to_proto(m.sig),
-                         message=MSG, signature=signature)
-    ] * items)
+    """Keeps both pool processes busy for a while with one big batch; returns once it runs.
+
+    Its items are forged (ITEM_STATUS_INVALID_SIGNATURE): valid ones are verified in
+    batches, too fast to keep the pool busy."""
+    request = pb.BatchVerifyRequest(items=[_forged(m)] * items)
     task = asyncio.ensure_future(worker.stub.BatchVerify(request, timeout=60))
     deadline = time.monotonic() + 10
     while worker.server.pool.in_flight < worker.server.pool.processes:
@@ -157,7 +163,8 @@ async def test_overloaded_worker_rejects_at_once_and_engine_retries_elsewhere(
     assert spare.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 1
 
     result = await batch  # the saturating batch was not disturbed
-    assert len(result.results) == 800 and all(r.status == pb.ITEM_STATUS_OK for r in result.results)
+    assert len(result.results) == 800
+    assert all(r.status == pb.ITEM_STATUS_INVALID_SIGNATURE for r in result.results)
 
 
 async def test_all_workers_down_fall_back_in_process_and_count_it(start_worker: StartWorker, material: Material) -> None:
@@ -226,24 +233,25 @@ async def test_deadline_is_honoured(start_worker: StartWorker, material: Materia
     assert _fallbacks(metrics, "verify", "failed") == 1
 
     assert len((await batch).results) == 800
-    # the late requests never ran: only the batch's verifies succeeded on the worker
+    # the late requests never ran: only the batch's (forged) verifies ran on the worker
     for _ in range(200):
         if w.server.pool.in_flight == 0:
             break
         await asyncio.sleep(0.01)
-    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 800
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="invalid_signature") == 800
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 0
     assert w.sample("sipsec_worker_rejections_total", reason="deadline_exceeded") == 2
 
     # a batch whose deadline passes part-way stops starting items and answers DEADLINE_EXCEEDED
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await w.stub.BatchVerify(pb.BatchVerifyRequest(items=[late] * 1500), timeout=0.3)
+        await w.stub.BatchVerify(pb.BatchVerifyRequest(items=[_forged(m)] * 1500), timeout=0.3)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for _ in range(300):
         if w.server.pool.in_flight == 0:
             break
         await asyncio.sleep(0.01)
     assert w.server.pool.in_flight == 0  # the pool stopped working on it well before 1500 verifies
-    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") < 800 + 1500
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="invalid_signature") < 800 + 1500
 
 
 async def test_tls_worker_and_engine(start_worker: StartWorker, material: Material, tmp_path: Path) -> None:

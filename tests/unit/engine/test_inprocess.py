@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
 from sipsec import ibc
-from sipsec.engine import CryptoEngine, InProcessEngine, RemoteEngine, create_engine
+from sipsec.engine import (
+    DEFAULT_BATCH_WINDOW_S,
+    CryptoEngine,
+    InProcessEngine,
+    RemoteEngine,
+    create_engine,
+)
 
 AOR = "sip:alice@atlanta.com"
 
@@ -16,11 +24,32 @@ def domain() -> tuple[ibc.MasterSecret, ibc.DomainParams]:
     return ibc.setup("atlanta.com")
 
 
-@pytest.fixture(params=[False, True], ids=["inline", "threaded"])
+@pytest.fixture(
+    params=[(False, True), (True, True), (False, False), (True, False)],
+    ids=["inline", "threaded", "inline-unbatched", "threaded-unbatched"],
+)
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[InProcessEngine]:
+    threaded, batch_verify = request.param
+    e = InProcessEngine(threaded=threaded, batch_verify=batch_verify)
+    yield e
+    await e.close()
+
+
+@pytest.fixture(params=[False, True], ids=["inline", "threaded"])
+async def batching(request: pytest.FixtureRequest) -> AsyncIterator[InProcessEngine]:
     e = InProcessEngine(threaded=request.param)
     yield e
     await e.close()
+
+
+def _signed(
+    domain: tuple[ibc.MasterSecret, ibc.DomainParams], n: int
+) -> list[tuple[ibc.DomainParams, ibc.Identity, bytes, bytes]]:
+    master, params = domain
+    identity = params.identity(AOR, ibc.Purpose.SIG, 692)
+    key = ibc.extract(master, params, identity)
+    messages = [b"INVITE %d" % i for i in range(n)]
+    return [(params, identity, m, ibc.sign(key, m)) for m in messages]
 
 
 async def test_kem_round_trip_and_tampering(engine: InProcessEngine, domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
@@ -60,3 +89,124 @@ def test_create_engine_picks_by_targets() -> None:
     assert isinstance(remote, CryptoEngine) and isinstance(InProcessEngine(), CryptoEngine)
     with pytest.raises(ValueError):
         RemoteEngine(["127.0.0.1:1"], balance="random")  # type: ignore[arg-type]
+
+
+async def test_concurrent_verifies_are_batched(batching: InProcessEngine, domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    items = _signed(domain, 10)
+    params, identity, message, signature = items[3]
+    items[3] = (params, identity, message + b" (forged)", signature)
+    results = await asyncio.gather(*(batching.verify(*item) for item in items), return_exceptions=True)
+    assert [type(r) for r in results] == [type(None)] * 3 + [ibc.InvalidSignature] + [type(None)] * 6
+    assert str(results[3]) == "signature verification failed"
+    stats = batching.verify_batches
+    assert (stats.count, stats.items, stats.largest) == (1, 10, 10)  # all joined one batch
+
+
+async def test_batches_are_capped_and_keep_errors(domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    engine = InProcessEngine(max_batch=4)
+    items = _signed(domain, 9)
+    params, identity, message, signature = items[0]
+    enc = params.identity(AOR, ibc.Purpose.ENC, 692)
+    items += [(params, identity, message, signature[:-1]), (params, enc, message, signature)]
+    bad_argument = (object(), identity, message, signature)  # a caller's bug, not a bad signature
+    results = await asyncio.gather(
+        *(engine.verify(*item) for item in items),
+        engine.verify(*bad_argument),  # type: ignore[arg-type]
+        return_exceptions=True,
+    )
+    assert results[:9] == [None] * 9
+    assert [type(r) for r in results[9:]] == [ibc.MalformedSignature, ibc.InvalidIdentity, AttributeError]
+    stats = engine.verify_batches
+    assert (stats.count, stats.items, stats.largest) == (3, 12, 4)
+    with pytest.raises(ValueError):
+        InProcessEngine(max_batch=0)
+
+
+async def test_a_cancelled_waiter_does_not_disturb_the_others(batching: InProcessEngine, domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    items = _signed(domain, 6)
+    first = [asyncio.create_task(batching.verify(*item)) for item in items[:3]]
+    await asyncio.sleep(0)  # queued; the batch starts on the next iteration
+    first[1].cancel()
+    await asyncio.sleep(0)  # the batch runs (inline) or is running (threaded)
+    second = [asyncio.create_task(batching.verify(*item)) for item in items[3:]]
+    await asyncio.sleep(0)
+    second[0].cancel()
+    results = await asyncio.gather(*first, *second, return_exceptions=True)
+    assert [type(r) for r in results] == [
+        type(None), asyncio.CancelledError, type(None), asyncio.CancelledError, type(None), type(None)
+    ]
+    assert batching.verify_batches.items == 4  # the cancelled waiters were skipped
+    await batching.verify(*items[0])  # and the lane keeps working
+
+
+async def test_unbatched_engine_verifies_one_by_one(domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    engine = InProcessEngine(batch_verify=False)
+    await asyncio.gather(*(engine.verify(*item) for item in _signed(domain, 3)))
+    assert engine.verify_batches.count == 0
+    assert "batch_verify=False" in repr(engine)
+
+
+def test_one_engine_serves_several_event_loops(domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    engine = InProcessEngine()
+    items = _signed(domain, 3)
+
+    async def verify_all() -> None:
+        await asyncio.gather(*(engine.verify(*item) for item in items))
+
+    for _ in range(3):
+        asyncio.run(verify_all())
+    assert engine.verify_batches.count == 3
+    gc.collect()
+    assert not engine._lanes  # an idle lane keeps no closed loop alive
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["inline", "threaded"])
+async def test_under_load_verifies_wait_for_a_batch_but_a_lone_one_does_not(
+    threaded: bool, domain: tuple[ibc.MasterSecret, ibc.DomainParams]
+) -> None:
+    window = 0.05
+    engine = InProcessEngine(threaded=threaded, batch_window_s=window)
+    items = _signed(domain, 25)
+    forged = (*items[24][:3], items[0][3])  # a valid signature on another message
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await engine.verify(*items[0])  # idle lane: runs at once
+        assert loop.time() - t0 < window and engine.verify_batches.count == 1
+        # a stream of verifies 5 ms apart (faster than the window): they wait and batch up
+        tasks = []
+        for item in [*items[1:24], forged]:
+            tasks.append(asyncio.ensure_future(engine.verify(*item)))
+            await asyncio.sleep(0.005)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(r is None for r in results[:-1]) and isinstance(results[-1], ibc.InvalidSignature)
+        stats = engine.verify_batches
+        assert stats.items == 25 and stats.largest >= 3 and stats.count <= 20
+        # after a pause the lane is idle again and a lone verify does not wait
+        await asyncio.sleep(1.2)
+        t0 = loop.time()
+        await engine.verify(*items[5])
+        assert loop.time() - t0 < window
+    finally:
+        await engine.close()
+
+
+async def test_a_full_batch_does_not_wait_for_the_window(domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
+    engine = InProcessEngine(batch_window_s=0.5, max_batch=4)
+    items = _signed(domain, 9)
+    try:
+        for item in items[:5]:  # make the lane believe it is busy
+            await engine.verify(*item)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.gather(*(engine.verify(*item) for item in items[5:9]))
+        assert loop.time() - t0 < 0.5  # the 4th verify filled the batch: no 0.5 s wait
+    finally:
+        await engine.close()
+
+
+def test_batch_window_is_validated() -> None:
+    with pytest.raises(ValueError, match="batch_window_s"):
+        InProcessEngine(batch_window_s=-0.001)
+    assert InProcessEngine().batch_window_s == DEFAULT_BATCH_WINDOW_S
+    assert create_engine(None, batch_window_s=0).batch_window_s == 0  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from asn1crypto import cms as asn1_cms
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sipsec import ibc
 from sipsec.envelope import (
     MalformedEnvelope,
@@ -230,3 +232,36 @@ def test_suite_prefix_is_elided_on_the_wire_and_restored(pki: Pki) -> None:
     assert isinstance(env.recipient, cms.KemRecipient)
     assert len(env.recipient.kemct) == len(wire)
     assert ibc.SUITE_ID not in seal(invite(), alice.keys, BOB).message.body
+
+
+@settings(max_examples=60, deadline=None)
+@given(when=st.integers(min_value=-631_152_000, max_value=8_000_000_000), content=st.binary(max_size=300),
+       period=st.integers(min_value=0, max_value=2**40), aor=st.sampled_from([ALICE, BOB, "sip:ü@example.com"]))
+def test_the_tlv_walker_reads_what_asn1crypto_reads(when: int, content: bytes, period: int, aor: str) -> None:
+    """Differential: the library's own strict parser and asn1crypto (independent) agree on every field,
+    across the UTCTime / GeneralizedTime boundary of signing-time (1950, 2050)."""
+    signer = cms.WireIdentity(aor, period, 2592000)
+    nonce = os.urandom(cms.NONCE_BYTES)
+    der = cms.build_signed_data(content, signer, when, nonce, lambda _: os.urandom(96))
+    ours = cms.parse_signed_data(der)
+    si = asn1_cms.SignedData.load(der)["signer_infos"][0]
+    attrs = {a["type"].dotted: a["values"][0] for a in si["signed_attrs"]}
+    assert ours.content == asn1_cms.SignedData.load(der)["encap_content_info"]["content"].native == content
+    assert ours.signing_time == int(attrs[oids.ID_SIGNING_TIME].native.timestamp()) == when
+    assert ours.nonce == attrs[oids.ID_SIPSEC_AA_NONCE].native == nonce
+    assert ours.signature == si["signature"].native
+    theirs = asn1.SipsecIdentity.load(si["sid"].chosen.native)
+    assert (ours.signer.aor, ours.signer.period, ours.signer.period_length) == (
+        theirs["aor"].native, theirs["period"].native, theirs["period_length"].native) == (aor, period, 2592000)
+    # and the same for an AuthEnvelopedData around it, KEK recipient
+    cek = os.urandom(32)
+    body = cms.build_auth_enveloped(cms.kek_recipient_info(b"dialog-1", os.urandom(32), cek),
+                                    oids.ID_SIGNED_DATA, der, cek)
+    env = cms.parse_auth_enveloped(body)
+    aed = asn1_cms.ContentInfo.load(body)["content"]
+    eci = aed["auth_encrypted_content_info"]
+    assert env.nonce == eci["content_encryption_algorithm"]["parameters"]["aes_nonce"].native
+    assert env.ciphertext == eci["encrypted_content"].native and env.mac == aed["mac"].native
+    assert isinstance(env.recipient, cms.KekRecipient)
+    assert env.recipient.key_id == aed["recipient_infos"][0].chosen["kekid"]["key_identifier"].native
+    assert cms.decrypt_content(env, cek) == der

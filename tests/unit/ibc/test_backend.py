@@ -26,6 +26,26 @@ def test_fixed_base_g2_mul(k: int) -> None:
     assert bk.g2_generator_mul(k) == bk.g2_mul(bk.g2_generator(), k)
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 15, 16, 255, 2**64 + 7, bk.R - 1, bk.R, bk.R + 5, 2**255 - 19])
+def test_fixed_base_g1_mul(k: int) -> None:
+    base = bk.g1_mul(bk.g1_generator(), 0xC0FFEE)
+    assert bk.G1FixedBase(base).mul(k) == bk.g1_mul(base, k)
+    assert "<hidden>" in repr(bk.G1FixedBase(base))
+
+
+def test_g1_multiexp() -> None:
+    points = [bk.g1_mul(bk.g1_generator(), 1000 + i) for i in range(5)]
+    scalars = [0, 1, 2**64 - 1, bk.R - 1, 2**63 + 5]
+    expected = bk.G1Point.identity()
+    for point, k in zip(points, scalars, strict=True):
+        expected = expected + bk.g1_mul(point, k)
+    assert bk.g1_multiexp(points, scalars) == expected
+    assert bk.g1_multiexp(points[:1], [7]) == bk.g1_mul(points[0], 7)
+    assert bk.g1_multiexp([], []) == bk.G1Point.identity()
+    with pytest.raises(ValueError):
+        bk.g1_multiexp(points, scalars[:2])
+
+
 def test_encodings_round_trip_and_validate() -> None:
     p = bk.g1_mul(bk.g1_generator(), 99)
     q = bk.g2_mul(bk.g2_generator(), 99)

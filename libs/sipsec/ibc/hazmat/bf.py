@@ -8,7 +8,11 @@ recipient identity and to the whole ciphertext.
 Encrypt (thesis §2.3.1, numbered as there):
   1. pick sigma (n = 256 bits) at random, and M;       2. r = H3(sigma, M);
   3. C = <U, V, W> = <r P2, sigma xor H2(g_ID^r), M xor H4(sigma)>, g_ID = e(Q_ID, P_pub)
-     (g_ID^r is computed as e(r Q_ID, P_pub)).
+     (g_ID^r: from a recipient's second encapsulation on, by a fixed-base comb of g_ID from
+     the cache of public tables, ``backend.public_pairing_power``, 64 GT multiplications
+     instead of a pairing; on the first, as e(r Q_ID, P_pub). The table is public, r is not,
+     and like r P2 by ``g2_generator_mul`` its lookups are indexed by the digits of r, so
+     neither is constant time; see ``backend``).
 Decrypt:
   1. sigma = V xor H2(e(d_ID, U));  2. M = W xor H4(sigma);  3. r = H3(sigma, M);
   4. reject unless U = r P2.
@@ -81,7 +85,7 @@ def bf_encapsulate(
         if r:
             break
     u = bk.g2_generator_mul(r)  # step 3
-    g_r = bk.pairing(bk.g1_mul(q_id, r), p_pub)
+    g_r = bk.public_pairing_power(q_id, p_pub, r)  # e(Q_ID, P_pub)^r = e(r Q_ID, P_pub)
     v = _xor(sigma, H2(g_r))
     w = _xor(m, H4(sigma))
     ciphertext = _HEADER + bk.g2_to_bytes(u) + v + w
