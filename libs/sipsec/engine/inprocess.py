@@ -82,8 +82,8 @@ class _VerifyLane:
     so every verify of the same iteration joins it — or, when verifies have been arriving
     faster than one per ``window_s``, after ``window_s`` (sooner if ``max_batch`` are
     waiting); those arriving while a batch runs (on the lane's thread, the pairing
-    releases the GIL) join the next one. Its methods run on
-    that loop; it holds no reference to it, so an idle lane does not keep a loop alive.
+    releases the GIL) join the next one. Its methods run on that loop; it holds no
+    reference to it, so an idle lane does not keep a loop alive.
     """
 
     def __init__(self, executor: Executor | None, max_batch: int, stats: VerifyBatchStats,
