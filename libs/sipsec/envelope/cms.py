@@ -236,19 +236,13 @@ def _algorithm_is(data: bytes, kid: Kid, oid: str) -> bool:
     return bool(inner) and _tlv(data, inner[0]) == der.oid(oid)
 
 
-def _time(tag: int, text: bytes) -> int:
-    """Seconds since the epoch of a UTCTime (1950–2049) or GeneralizedTime ``...Z`` value."""
-    if len(text) <= 15:  # every valid one: remembered (messages signed in the same second share it)
-        return _time_memo(tag, bytes(text))
-    return _parse_time(tag, text)
-
-
 @lru_cache(maxsize=64)
-def _time_memo(tag: int, text: bytes) -> int:
-    return _parse_time(tag, text)  # a ValueError is raised, not remembered
+def _time(tag: int, text: bytes) -> int:
+    """Seconds since the epoch of a UTCTime (1950–2049) or GeneralizedTime ``...Z`` value.
 
-
-def _parse_time(tag: int, text: bytes) -> int:
+    Remembered: messages signed in the same second share it. Only valid values (13 or 15
+    bytes) are kept; anything else raises ValueError, which is not remembered.
+    """
     digits = text.decode("ascii")
     if not digits.endswith("Z") or not digits[:-1].isdigit():
         raise ValueError("time")

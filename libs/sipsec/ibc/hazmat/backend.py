@@ -27,6 +27,7 @@ possibly secret scalar and skip zero digits.
 
 from __future__ import annotations
 
+import abc
 import functools
 import secrets
 import threading
@@ -218,8 +219,9 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-class _TableCache(Generic[K, T]):
-    """Fixed-base tables of public values, bounded LRU (see :class:`G1TableCache`)."""
+class _TableCache(abc.ABC, Generic[K, T]):
+    """Fixed-base tables of public values, bounded LRU (see :class:`G1TableCache`); a
+    subclass says how a table is built from its key."""
 
     def __init__(self, capacity: int, watch: int | None = None) -> None:
         if capacity < 1:
@@ -230,8 +232,9 @@ class _TableCache(Generic[K, T]):
         self._seen: OrderedDict[K, None] = OrderedDict()
         self._lock = threading.Lock()
 
+    @abc.abstractmethod
     def _build(self, key: K) -> T:
-        raise NotImplementedError
+        """The table of ``key`` (called outside the lock)."""
 
     def __len__(self) -> int:
         return len(self._tables)
