@@ -6,7 +6,9 @@ call tracing and proxy taps off. sip:alice@atlanta.com calls sip:bob@biloxi.com,
 auto-answers; every message of a secured call is signed (signing policy ``every-message``).
 By default (``--processes 2``) each domain runs in its own process, as two providers would
 run on their own machines, so the two domains use the box's two cores; the atlanta.com
-process also places the calls. ``--processes 1`` runs both in one process, as ``sipsec demo``.
+process also places the calls. ``--processes 1`` runs both in one process, as ``sipsec demo``;
+``--processes 4`` runs each domain's services (PKG, location, proxy) and each gateway in a
+process of its own (atlanta.com's gateway with the calls), closer to ``sipsec up``.
 
 1. Latency: ``--calls`` (default 200) sequential secured calls, then as many plain ones; the
    setup latency of a call is from placing it (the INVITE is built, sealed and sent) until the
@@ -23,9 +25,14 @@ process also places the calls. ``--processes 1`` runs both in one process, as ``
    ``--budget-s`` seconds. ``secured_cps`` is the best passing rate with each call hung up at
    once (setup + BYE, as sipp's uac); ``secured_setup_only_cps`` the same search with the calls
    held until the trial ends (setups alone; ``--no-setup-only`` skips it). Each trial also
-   reports the CPU per answered call of both processes (``cpu_ms_per_call``) and the mean
-   size of the gateways' signature-verification batches (``verify_batch_mean``; the engines
-   batch under load, ``--verify-window-ms``, default the gateways' 8 ms).
+   reports the CPU per answered call of all processes (``cpu_ms_per_call``) and of each
+   (``cpu_ms_per_call_by_process``: which one saturates first), the mean size of the
+   gateways' signature-verification batches (``verify_batch_mean``; the engines batch under
+   load: ``--verify-window-ms`` and ``--verify-busy-cpu``, default the gateways' 16 ms and
+   0.7 of a core), and why the calls that failed did (``failures``, by reason).
+
+The processes run on the event loop the services use (``SIPSEC_EVENT_LOOP``, default uvloop
+where installed; ``SIPSEC_EVENT_LOOP=asyncio`` for asyncio's own).
 
     .venv/bin/python bench/call_setup.py            # tables
     .venv/bin/python bench/call_setup.py --json     # secured_p50_ms, ..., secured_cps
@@ -45,9 +52,11 @@ import json
 import logging
 import multiprocessing
 import pstats
+import secrets
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +65,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sipsec.engine import DEFAULT_BATCH_WINDOW_S, CryptoEngine  # noqa: E402
+from sipsec import lifecycle  # noqa: E402
+from sipsec.engine import DEFAULT_BATCH_WINDOW_S, DEFAULT_BUSY_CPU, CryptoEngine  # noqa: E402
 from sipsec.ibc import DomainParams, Identity, PrivateKey  # noqa: E402
 from sipsec_cli.topology import DEFAULT_HOSTS, RemoteDomain, TwoDomainTopology, pick_ports  # noqa: E402
 from sipsec_gateway.calls import CallState  # noqa: E402
@@ -135,26 +145,37 @@ class Latency:
     failed: int = 0
 
 
-async def _call(alice: Gateway, secure: bool, timeout_s: float,
-                held: list[str] | None = None) -> tuple[float, int] | None:
+async def _call(alice: Gateway, secure: bool, timeout_s: float, held: list[str] | None = None,
+                failures: Counter[str] | None = None) -> tuple[float, int] | None:
     """One call: placed, set up, hung up (or, with ``held``, kept up and its id appended there).
-    (setup ms, bytes) or None when it was not answered."""
+    (setup ms, bytes) or None when it was not answered; ``failures`` counts why not."""
+    def failed(why: str) -> None:
+        if failures is not None:
+            failures[why] += 1
+
     t0 = time.perf_counter()
     try:
         call = await alice.place_call(ALICE, BOB, secure=secure, timeout=timeout_s)
-    except GatewayError:
+    except GatewayError as exc:
+        failed(f"setup: {exc.status}")
         return None
     setup_ms = (time.perf_counter() - t0) * 1e3
     if call.state is not CallState.ESTABLISHED or call.secure is not secure:
+        failed(f"setup: {call.status or 'no answer'} {call.reason}".rstrip())
         return None
     if held is not None:
         held.append(call.id)
         return setup_ms, call.bytes_sent + call.bytes_received
     try:
         status = await asyncio.wait_for(alice.hangup(call.id), timeout_s)
-    except (TimeoutError, GatewayError):
+    except TimeoutError:
+        failed("BYE: no answer in time")
+        return None
+    except GatewayError as exc:
+        failed(f"BYE: {exc.status}")
         return None
     if status != 200:
+        failed(f"BYE: {status}")
         return None
     return setup_ms, call.bytes_sent + call.bytes_received
 
@@ -180,6 +201,7 @@ class Snapshot:
     seconds: dict[str, float]
     verify_batches: int = 0  # batches the engines' verify lanes ran (InProcessEngine.verify_batches)
     verify_batched: int = 0  # verifications in them
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # cpu_s per process, by the domain it runs
 
     def __add__(self, other: Snapshot) -> Snapshot:
         count = dict(self.count)
@@ -189,13 +211,15 @@ class Snapshot:
         for op, v in other.seconds.items():
             seconds[op] = seconds.get(op, 0.0) + v
         return Snapshot(self.cpu_s + other.cpu_s, count, seconds, self.verify_batches + other.verify_batches,
-                        self.verify_batched + other.verify_batched)
+                        self.verify_batched + other.verify_batched, {**self.cpu_by_process, **other.cpu_by_process})
 
 
-def _snapshot(engines: list[CountingEngine]) -> Snapshot:
+def _snapshot(engines: list[CountingEngine], name: str) -> Snapshot:
+    """This process's snapshot; ``name`` says which domains it runs."""
     count, seconds = _totals(engines)
     stats = [e.inner.verify_batches for e in engines if hasattr(e.inner, "verify_batches")]
-    return Snapshot(time.process_time(), count, seconds, sum(b.count for b in stats), sum(b.items for b in stats))
+    cpu = time.process_time()
+    return Snapshot(cpu, count, seconds, sum(b.count for b in stats), sum(b.items for b in stats), {name: cpu})
 
 
 SnapshotFn = Callable[[], Awaitable[Snapshot]]
@@ -209,7 +233,10 @@ class Trial:
     elapsed_s: float
     p50_ms: float | None
     cpu_ms_per_call: float | None = None  # CPU of both processes during the trial, per answered call
+    #: the same, split by process (named by the domains it runs): which one saturates first
+    cpu_ms_per_call_by_process: dict[str, float] = field(default_factory=dict)
     verify_batch_mean: float | None = None  # mean size of the verify batches during the trial
+    failures: dict[str, int] = field(default_factory=dict)  # why the calls not answered failed, by reason
 
     @property
     def passed(self) -> bool:
@@ -240,12 +267,13 @@ async def trial(alice: Gateway, rate: float, duration_s: float, max_in_flight: i
     setups: list[float] = []
     tasks: set[asyncio.Task[None]] = set()
     held: list[str] | None = None if bye else []
+    failures: Counter[str] = Counter()
     last_done = loop.time()
 
     async def one() -> None:
         nonlocal in_flight, answered, last_done
         try:
-            outcome = await _call(alice, True, timeout_s, held)
+            outcome = await _call(alice, True, timeout_s, held, failures)
         finally:
             in_flight -= 1
         if outcome is not None:
@@ -259,7 +287,8 @@ async def trial(alice: Gateway, rate: float, duration_s: float, max_in_flight: i
         if delay > 0:
             await asyncio.sleep(delay)
         if in_flight >= max_in_flight:
-            continue  # bounded in flight: this call could not start, it counts as failed
+            failures["not started: in-flight bound"] += 1  # this call could not start: it counts as failed
+            continue
         in_flight += 1
         task = loop.create_task(one())
         tasks.add(task)
@@ -269,9 +298,11 @@ async def trial(alice: Gateway, rate: float, duration_s: float, max_in_flight: i
     elapsed = max(last_done, start + (total - 1) / rate) - start + 1 / rate
     for task in list(tasks):
         task.cancel()
+        failures["cancelled: trial over"] += 1
     if held:
         await _hang_up_all(alice, held, timeout_s)
-    return Trial(rate, total, answered, elapsed, statistics.median(setups) if setups else None)
+    return Trial(rate, total, answered, elapsed, statistics.median(setups) if setups else None,
+                 failures=dict(failures))
 
 
 async def measured_trial(alice: Gateway, args: argparse.Namespace, rate: float, bye: bool,
@@ -282,6 +313,8 @@ async def measured_trial(alice: Gateway, args: argparse.Namespace, rate: float, 
     after = await snapshot()
     if t.answered:
         t.cpu_ms_per_call = (after.cpu_s - before.cpu_s) * 1e3 / t.answered
+        t.cpu_ms_per_call_by_process = {name: (cpu - before.cpu_by_process.get(name, 0.0)) * 1e3 / t.answered
+                                        for name, cpu in after.cpu_by_process.items()}
     batches = after.verify_batches - before.verify_batches
     if batches:
         t.verify_batch_mean = (after.verify_batched - before.verify_batched) / batches
@@ -318,8 +351,9 @@ def _trial_doc(t: Trial) -> dict[str, Any]:
     return {"rate": t.rate, "attempted": t.attempted, "answered": t.answered,
             "achieved_cps": round(t.achieved_cps, 1), "p50_ms": t.p50_ms and round(t.p50_ms, 3),
             "cpu_ms_per_call": t.cpu_ms_per_call and round(t.cpu_ms_per_call, 2),
+            "cpu_ms_per_call_by_process": {k: round(v, 2) for k, v in t.cpu_ms_per_call_by_process.items()},
             "verify_batch_mean": t.verify_batch_mean and round(t.verify_batch_mean, 2),
-            "passed": t.passed}
+            "failures": t.failures, "passed": t.passed}
 
 
 def _counting(engines: list[CountingEngine]) -> Any:
@@ -329,32 +363,53 @@ def _counting(engines: list[CountingEngine]) -> Any:
     return engine
 
 
-def _domain_process_main(conn: Any, atlanta: tuple[bytes, str, int, int], ports: tuple[int, int],
-                         signing: str, timeout_s: float, threaded: bool, verify_window_s: float) -> None:
-    """The biloxi.com process of ``--processes 2``. It makes its domain's key material and sends
-    the public part; on "start" it starts its PKG, location, proxy and gateway and logs bob in
-    (auto-answer); then answers "stats" with a :class:`Snapshot` and ends on "stop" or EOF."""
+PublicTuple = tuple[bytes, str, int, int]  # RemoteDomain as plain values, for the pipe
+
+
+def _to_tuple(public: RemoteDomain) -> PublicTuple:
+    return public.params.to_bytes(), public.fingerprint, public.pkg_port, public.proxy_port
+
+
+def _from_tuple(public: PublicTuple) -> RemoteDomain:
+    params, fingerprint, pkg_port, proxy_port = public
+    return RemoteDomain(DomainParams.from_bytes(params), fingerprint, pkg_port, proxy_port)
+
+
+def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, int], password: str, signing: str,
+                         timeout_s: float, threaded: bool, verify_window_s: float, verify_busy_cpu: float) -> None:
+    """A child process running ``part`` (``all``, ``services`` or ``gateway``) of ``domain``.
+
+    Running the domain's services (``all``, ``services``), it makes the domain's key material
+    and sends the public part. On ("start", the other publics) it starts what it runs (a
+    ``gateway`` part finds its domain's PKG and proxy among those publics) and logs bob in
+    (auto-answer) if it runs biloxi.com's gateway; then it answers "stats" with a
+    :class:`Snapshot` and ends on "stop" or EOF."""
     logging.getLogger("sipsec").setLevel(logging.WARNING)
-    material = init_domain("biloxi.com")
-    conn.send(("material", (material.params.to_bytes(), material.signed.fingerprint)))
+    material = None
+    if part != "gateway":
+        material = init_domain(domain)
+        conn.send(("material", (material.params.to_bytes(), material.signed.fingerprint)))
+    label = domain if part == "all" else f"{domain} {part}"
 
     async def serve() -> None:
         engines: list[CountingEngine] = []
-        params, fingerprint, pkg_port, proxy_port = atlanta
-        remote = {"atlanta.com": RemoteDomain(DomainParams.from_bytes(params), fingerprint, pkg_port, proxy_port)}
         loop = asyncio.get_running_loop()
         try:
-            if await loop.run_in_executor(None, conn.recv) != "start":
-                return
+            command, publics = await loop.run_in_executor(None, conn.recv)
         except EOFError:
             return
-        topo = TwoDomainTopology(trace_calls=0, tap=False, signing=signing, call_timeout_s=timeout_s,
+        if command != "start":
+            return
+        remote = {name: _from_tuple(public) for name, public in publics.items()}
+        topo = TwoDomainTopology(trace_calls=0, tap=False, password=password, signing=signing, call_timeout_s=timeout_s,
                                  engine_factory=_counting(engines), threaded_crypto=threaded,
-                                 verify_window_s=verify_window_s,
-                                 materials={"biloxi.com": material}, remote=remote, ports={"biloxi.com": ports})
+                                 verify_window_s=verify_window_s, verify_busy_cpu=verify_busy_cpu, remote=remote, parts={domain: part},
+                                 materials={domain: material} if material is not None else None,
+                                 ports={domain: ports} if material is not None else None)
         try:
             await topo.start()
-            await topo.login(BOB, auto_answer=True)
+            if part != "services" and domain == "biloxi.com":
+                await topo.login(BOB, auto_answer=True)
             conn.send(("ready", None))
             while True:
                 try:
@@ -363,26 +418,27 @@ def _domain_process_main(conn: Any, atlanta: tuple[bytes, str, int, int], ports:
                     break
                 if command != "stats":
                     break
-                conn.send(("stats", _snapshot(engines)))
+                conn.send(("stats", _snapshot(engines, label)))
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops with it
-            conn.send(("error", f"biloxi.com failed: {exc}"))
+            conn.send(("error", f"{label} failed: {exc}"))
         finally:
             await topo.stop()
 
-    asyncio.run(serve())
+    lifecycle.run(serve())
 
 
 class DomainProcess:
-    """biloxi.com in a child process (``--processes 2``), driven over a pipe."""
+    """``part`` of ``domain`` in a child process (``--processes 2`` or ``4``), driven over a pipe."""
 
-    def __init__(self, atlanta: RemoteDomain, ports: tuple[int, int], args: argparse.Namespace) -> None:
+    def __init__(self, domain: str, part: str, ports: tuple[int, int], password: str,
+                 args: argparse.Namespace) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.ports = ports
-        public = (atlanta.params.to_bytes(), atlanta.fingerprint, atlanta.pkg_port, atlanta.proxy_port)
-        self.process = ctx.Process(target=_domain_process_main, name="sipsec-bench-biloxi", daemon=True,
-                                   args=(child, public, ports, args.signing, args.timeout_s,
-                                         args.threaded_crypto, args.verify_window_ms / 1000))
+        self.domain, self.part, self.ports = domain, part, ports
+        self.label = domain if part == "all" else f"{domain} {part}"
+        self.process = ctx.Process(target=_domain_process_main, name=f"sipsec-bench-{domain}-{part}", daemon=True,
+                                   args=(child, domain, part, ports, password, args.signing, args.timeout_s,
+                                         args.threaded_crypto, args.verify_window_ms / 1000, args.verify_busy_cpu))
         self.process.start()
         child.close()
 
@@ -390,20 +446,20 @@ class DomainProcess:
         loop = asyncio.get_running_loop()
         ready = await loop.run_in_executor(None, self.conn.poll, timeout_s)
         if not ready:
-            raise SystemExit(f"call_setup: the biloxi.com process did not answer in {timeout_s:g} s")
+            raise SystemExit(f"call_setup: the {self.label} process did not answer in {timeout_s:g} s")
         kind, value = self.conn.recv()
         if kind != expect:
             raise SystemExit(f"call_setup: {value}")
         return value
 
     async def public(self) -> RemoteDomain:
-        """biloxi.com's public parameters, fingerprint and ports (before its services start)."""
+        """The domain's public parameters, fingerprint and ports (before its services start)."""
         params, fingerprint = await self._recv("material", 60.0)
         return RemoteDomain(DomainParams.from_bytes(params), fingerprint, *self.ports)
 
-    async def start(self) -> None:
-        """Start biloxi.com's services and log bob in (once atlanta.com's are up)."""
-        self.conn.send("start")
+    async def start(self, publics: dict[str, RemoteDomain]) -> None:
+        """Start what the process runs, given the other parts' public data; biloxi.com's gateway logs bob in."""
+        self.conn.send(("start", {name: _to_tuple(public) for name, public in publics.items()}))
         await self._recv("ready", 60.0)
 
     async def snapshot(self) -> Snapshot:
@@ -428,32 +484,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     common: dict[str, Any] = {"trace_calls": 0, "tap": False, "signing": args.signing,
                               "call_timeout_s": args.timeout_s, "engine_factory": _counting(engines),
                               "threaded_crypto": args.threaded_crypto, "workers": args.workers,
-                              "verify_window_s": args.verify_window_ms / 1000}
-    child: DomainProcess | None = None
-    if args.processes == 2:
-        atlanta = init_domain("atlanta.com")
-        atlanta_ports = pick_ports(DEFAULT_HOSTS["atlanta.com"])
-        public = RemoteDomain(atlanta.params, atlanta.signed.fingerprint, *atlanta_ports)
-        child = DomainProcess(public, pick_ports(DEFAULT_HOSTS["biloxi.com"]), args)
-        try:
-            biloxi = await child.public()
-        except BaseException:
-            child.stop()
-            raise
-        topology = TwoDomainTopology(materials={"atlanta.com": atlanta}, ports={"atlanta.com": atlanta_ports},
-                                     remote={"biloxi.com": biloxi}, **common)
-    else:
+                              "verify_window_s": args.verify_window_ms / 1000, "verify_busy_cpu": args.verify_busy_cpu,
+                              "password": secrets.token_urlsafe(18)}  # the users' password in every process
+    children: list[DomainProcess] = []
+    publics: dict[str, RemoteDomain] = {}
+    label = "both domains"
+    if args.processes == 1:
         topology = TwoDomainTopology(**common)
+    else:
+        ports = {name: pick_ports(host) for name, host in DEFAULT_HOSTS.items()}
+        try:
+            if args.processes == 2:  # biloxi.com in a child; atlanta.com here
+                atlanta = init_domain("atlanta.com")
+                children.append(DomainProcess("biloxi.com", "all", ports["biloxi.com"], common["password"], args))
+                publics = {"atlanta.com": RemoteDomain(atlanta.params, atlanta.signed.fingerprint,
+                                                       *ports["atlanta.com"]),
+                           "biloxi.com": await children[0].public()}
+                topology = TwoDomainTopology(materials={"atlanta.com": atlanta}, ports={"atlanta.com": ports["atlanta.com"]},
+                                             remote={"biloxi.com": publics["biloxi.com"]}, **common)
+                label = "atlanta.com + calls"
+            else:  # each domain's services in a child, biloxi.com's gateway in a third; atlanta.com's gateway here
+                children.extend(DomainProcess(name, "services", ports[name], common["password"], args) for name in DEFAULT_HOSTS)
+                publics = {child.domain: await child.public() for child in children}
+                children.append(DomainProcess("biloxi.com", "gateway", ports["biloxi.com"], common["password"], args))
+                topology = TwoDomainTopology(remote=publics, parts={"atlanta.com": "gateway"}, **common)
+                label = "atlanta.com gateway + calls"
+        except BaseException:
+            for child in children:
+                child.stop()
+            raise
 
     async def snapshot() -> Snapshot:
-        snap = _snapshot(engines)
-        return snap + await child.snapshot() if child is not None else snap
+        snap = _snapshot(engines, label)
+        for child in children:
+            snap = snap + await child.snapshot()
+        return snap
 
     try:
+        for child in children:
+            if child.part == "services":
+                await child.start({n: p for n, p in publics.items() if n != child.domain})
         async with topology as topo:
-            if child is not None:
-                await child.start()
-            else:
+            for child in children:
+                if child.part == "all":
+                    await child.start({n: p for n, p in publics.items() if n != child.domain})
+                elif child.part == "gateway":  # its own domain's services are remote to it too
+                    await child.start(publics)
+            if not children:
                 await topo.login(BOB, auto_answer=True)
             await topo.login(ALICE)
             alice = topo.gateway_for(ALICE)
@@ -479,7 +556,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             setup_trials = (await throughput(alice, args, snapshot, bye=False)
                             if args.budget_s > 0 and args.setup_only else [])
     finally:
-        if child is not None:
+        for child in reversed(children):  # gateways before the services they use
             child.stop()
     if not secured.setup_ms or not plain.setup_ms:
         raise SystemExit("call_setup: no call was answered")
@@ -494,6 +571,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "signing": args.signing,
         "threaded_crypto": args.threaded_crypto,
         "verify_window_ms": args.verify_window_ms,
+        "verify_busy_cpu": args.verify_busy_cpu,
         "workers": args.workers,
         "secured_p50_ms": round(s50, 3),
         "secured_p95_ms": round(percentile(secured.setup_ms, 95), 3),
@@ -535,13 +613,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--calls", type=int, default=200, help="sequential calls per kind (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls per kind first (default 10)")
-    parser.add_argument("--processes", type=int, default=2, choices=(1, 2),
+    parser.add_argument("--processes", type=int, default=2, choices=(1, 2, 4),
                         help="2 (default): each domain in its own process, using both cores; "
-                             "1: both domains in this process, as sipsec demo")
+                             "1: both domains in this process, as sipsec demo; 4: each domain's services "
+                             "and each gateway in a process of its own")
     parser.add_argument("--signing", default="every-message", choices=("every-message", "dialog-establishing"))
     parser.add_argument("--verify-window-ms", type=float, default=DEFAULT_BATCH_WINDOW_S * 1000,
                         help="how long a verification waits under load to be batched "
                              f"(default {DEFAULT_BATCH_WINDOW_S * 1000:g}, the gateways' default; 0 = never)")
+    parser.add_argument("--verify-busy-cpu", type=float, default=DEFAULT_BUSY_CPU,
+                        help="the share of a core a process must be using before its verifications wait "
+                             f"(default {DEFAULT_BUSY_CPU:g}, the gateways' default; 0 = on the arrival rate alone)")
     parser.add_argument("--threaded-crypto", action="store_true",
                         help="the gateways run pairings on a thread pool (default: inline, the embedded default)")
     parser.add_argument("--workers", type=int, default=0,
@@ -563,7 +645,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = asyncio.run(run(args))
+    result = lifecycle.run(run(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -596,16 +678,21 @@ def main(argv: list[str] | None = None) -> int:
         if not result[key]:
             continue
         table = Table(title=title)
-        for col in ("rate/s", "attempted", "answered", "achieved/s", "p50 ms", "CPU ms/call", "verify batch",
-                    "pass"):
+        for col in ("rate/s", "attempted", "answered", "achieved/s", "p50 ms", "CPU ms/call",
+                    "by process", "verify batch", "failures", "pass"):
             table.add_column(col, justify="right")
         for t in result[key]:
             table.add_row(f"{t['rate']:.0f}", str(t["attempted"]), str(t["answered"]), f"{t['achieved_cps']:.1f}",
                           "—" if t["p50_ms"] is None else f"{t['p50_ms']:.1f}",
                           "—" if t["cpu_ms_per_call"] is None else f"{t['cpu_ms_per_call']:.1f}",
+                          " + ".join(f"{v:.1f}" for v in t["cpu_ms_per_call_by_process"].values()) or "—",
                           "—" if t["verify_batch_mean"] is None else f"{t['verify_batch_mean']:.2f}",
+                          ", ".join(f"{why} ×{n}" for why, n in t["failures"].items()) or "—",
                           "✓" if t["passed"] else "✗")
         console.print(table)
+    if any(t["cpu_ms_per_call_by_process"] for t in result["trials"]):
+        console.print("by process: " + " + ".join(next(t["cpu_ms_per_call_by_process"] for t in result["trials"]
+                                                        if t["cpu_ms_per_call_by_process"])))
     console.print(f"secured setups/s (>= 99.5 % answered, kept up): {result['secured_cps']:.0f} with BYE, "
                   f"{result['secured_setup_only_cps'] or 0:.0f} setups alone")
     console.print("bars: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in result["bars"].items()))

@@ -30,7 +30,7 @@ from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
-from sipsec import ibc
+from sipsec import ibc, lifecycle
 
 if TYPE_CHECKING:  # the call part imports the services only when it runs
     from sipsec_gateway.calls import Call
@@ -553,7 +553,7 @@ def run_demo(json_output: bool, repeat: int, calls: bool = True, call_runs: int 
     if error is None and calls:
         logging.getLogger("sipsec").setLevel(logging.WARNING)
         try:
-            section = asyncio.run(_calls_within(max(1, call_runs), CALLS_TIMEOUT_S))
+            section = lifecycle.run(_calls_within(max(1, call_runs), CALLS_TIMEOUT_S))
         except Exception as exc:  # noqa: BLE001 - the demo's top level: one clear line, exit 1
             logging.getLogger("sipsec.demo").debug("the call part failed", exc_info=True)
             error = f"{type(exc).__name__}: {exc}"

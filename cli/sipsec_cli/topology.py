@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from sipsec.engine import DEFAULT_BATCH_WINDOW_S, CryptoEngine, InProcessEngine, RemoteEngine
+from sipsec.engine import (
+    DEFAULT_BATCH_WINDOW_S,
+    DEFAULT_BUSY_CPU,
+    CryptoEngine,
+    InProcessEngine,
+    RemoteEngine,
+)
 from sipsec.envelope import SecurityPolicy
 from sipsec.ibc import DomainParams, IbcError, canonical_aor
 from sipsec_gateway.config import GatewayConfig
@@ -45,8 +51,10 @@ from sipsec_worker.server import WorkerServer
 __all__ = [
     "DEFAULT_HOSTS",
     "DEFAULT_USERS",
+    "PARTS",
     "DomainStack",
     "RemoteDomain",
+    "ServiceStack",
     "SignedRegisterVerifier",
     "TopologyError",
     "TwoDomainTopology",
@@ -60,6 +68,9 @@ DEFAULT_HOSTS: Mapping[str, str] = {"atlanta.com": "127.0.0.2", "biloxi.com": "1
 #: The users provisioned in the PKGs at start.
 DEFAULT_USERS: tuple[str, ...] = ("sip:alice@atlanta.com", "sip:bob@biloxi.com")
 _START_ATTEMPTS = 3
+#: What of a domain one topology object runs (``parts``): everything, its services (PKG,
+#: location, proxy) without its gateway, or its gateway alone (the services run elsewhere).
+PARTS: tuple[str, ...] = ("all", "services", "gateway")
 
 
 class TopologyError(Exception):
@@ -67,8 +78,8 @@ class TopologyError(Exception):
 
 
 @dataclass
-class DomainStack:
-    """The running services of one domain."""
+class ServiceStack:
+    """The running services of one domain: PKG, location service and proxy."""
 
     name: str
     host: str
@@ -76,7 +87,6 @@ class DomainStack:
     pkg: PkgNode
     location: LocationServer
     proxy: ProxyServer
-    gateway: Gateway
     tap: WireTap | None
     verifier: SignedRegisterVerifier
 
@@ -84,6 +94,13 @@ class DomainStack:
     def proxy_address(self) -> tuple[str, int]:
         host, port = self.proxy.udp_address
         return str(host), int(port)
+
+
+@dataclass
+class DomainStack(ServiceStack):
+    """The running services of one domain and its UA gateway."""
+
+    gateway: Gateway
 
 
 @dataclass(frozen=True)
@@ -117,10 +134,11 @@ class TwoDomainTopology:
     policy. ``materials``: pre-made domain key material (tests reuse it across topologies).
     ``threaded_crypto``: the gateways run pairings on a thread pool instead of inline on the
     event loop (the pairing library releases the GIL for part of each operation).
-    ``verify_window_s``: how long an in-process verification waits under load to be batched
-    (:class:`~sipsec.engine.InProcessEngine`). ``workers``: > 0 starts one crypto-worker in this process with that many pool processes,
-    and the gateways use it (:class:`~sipsec.engine.RemoteEngine`, plaintext gRPC on
-    loopback) instead of in-process crypto. ``engine_factory``: wraps each domain's gateway
+    ``verify_window_s``: how long an in-process verification waits under load to be batched,
+    ``verify_busy_cpu``: how busy the process must be for it to wait
+    (:class:`~sipsec.engine.InProcessEngine`). ``workers``: > 0 starts one crypto-worker in
+    this process with that many pool processes, and the gateways use it
+    (:class:`~sipsec.engine.RemoteEngine`, plaintext gRPC on loopback) instead of in-process crypto. ``engine_factory``: wraps each domain's gateway
     engine (called with the domain and the engine the topology made), e.g. to count operations.
 
     ``remote``: domains of ``hosts`` whose services run in another process (e.g. a second
@@ -128,7 +146,11 @@ class TwoDomainTopology:
     remote ones' PKG and proxy on the given ports. ``ports``: fixed ``(pkg, proxy)`` ports for
     local domains (so another process can be told them before this one starts); free ones are
     picked otherwise. :meth:`public` gives what the other process needs about a local domain.
-    The benchmark runs one domain per process this way, so that the two domains use both cores.
+    ``parts``: per domain, what this side runs of it (:data:`PARTS`; ``"all"`` when not named):
+    ``"services"`` starts a local domain's PKG, location service and proxy but no gateway;
+    ``"gateway"`` starts only the gateway of a ``remote`` domain, against that domain's PKG and
+    proxy in the other process. The benchmark splits the topology into processes this way
+    (one per domain, or a domain's services and its gateway apart), so that it uses both cores.
     """
 
     def __init__(
@@ -149,15 +171,28 @@ class TwoDomainTopology:
         remote: Mapping[str, RemoteDomain] | None = None,
         ports: Mapping[str, tuple[int, int]] | None = None,
         verify_window_s: float = DEFAULT_BATCH_WINDOW_S,
+        verify_busy_cpu: float = DEFAULT_BUSY_CPU,
+        parts: Mapping[str, str] | None = None,
     ) -> None:
         if len(hosts) < 2:
             raise TopologyError("the topology needs at least two domains")
         self.hosts = {d.lower(): h for d, h in hosts.items()}
         self.remote = {d.lower(): r for d, r in (remote or {}).items()}
-        if not set(self.remote) < set(self.hosts):
-            raise TopologyError("remote domains must be some, not all, of the topology's domains")
+        self.parts = {d.lower(): p for d, p in (parts or {}).items()}
+        for name, part in self.parts.items():
+            if name not in self.hosts or part not in PARTS:
+                raise TopologyError(f"parts: {name}={part!r}: the domain must be one of the topology's, "
+                                    f"the part one of {', '.join(PARTS)}")
+            if (part == "gateway") != (name in self.remote):
+                raise TopologyError(f"parts: {name}: a domain whose gateway alone runs here must be remote, "
+                                    "and a remote domain can have only its gateway here")
+        if not set(self.remote) <= set(self.hosts) or (set(self.remote) == set(self.hosts)
+                                                        and "gateway" not in self.parts.values()):
+            raise TopologyError("remote domains must be some, not all, of the topology's domains "
+                                "(unless this side runs a remote domain's gateway)")
         self.ports = {d.lower(): p for d, p in (ports or {}).items()}
         self.verify_window_s = verify_window_s
+        self.verify_busy_cpu = verify_busy_cpu
         self.users = [str(canonical_aor(u)) for u in users]
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.trace_calls = trace_calls
@@ -172,7 +207,9 @@ class TwoDomainTopology:
             raise TopologyError("workers must not be negative")
         self.workers = workers
         self.worker: WorkerServer | None = None
-        self.domains: dict[str, DomainStack] = {}
+        self.domains: dict[str, DomainStack] = {}  # local domains with their gateway
+        self.services: dict[str, ServiceStack] = {}  # all local domains
+        self.gateways: dict[str, Gateway] = {}  # every gateway this side runs, by domain
         self._running: list[tuple[int, str, Callable[[], Awaitable[None]]]] = []
         self._started = False
 
@@ -191,17 +228,25 @@ class TwoDomainTopology:
         """biloxi.com's stack (with the default hosts)."""
         return self.domains["biloxi.com"]
 
-    def domain_of(self, aor: str) -> DomainStack:
+    @staticmethod
+    def _domain_name(aor: str) -> str:
         try:
-            name = str(canonical_aor(aor)).split("@", 1)[1]
+            return str(canonical_aor(aor)).split("@", 1)[1]
         except IbcError:
             raise TopologyError(f"{aor!r} is not a SIP address of record") from None
+
+    def domain_of(self, aor: str) -> DomainStack:
+        name = self._domain_name(aor)
         if name not in self.domains:
             raise TopologyError(f"{aor} is in no domain of this topology")
         return self.domains[name]
 
     def gateway_for(self, aor: str) -> Gateway:
-        return self.domain_of(aor).gateway
+        """The gateway of ``aor``'s domain, if this side runs it."""
+        name = self._domain_name(aor)
+        if name not in self.gateways:
+            raise TopologyError(f"{aor} is in no domain whose gateway runs here")
+        return self.gateways[name]
 
     @property
     def local(self) -> list[str]:
@@ -210,7 +255,7 @@ class TwoDomainTopology:
 
     def public(self, domain: str) -> RemoteDomain:
         """What another process needs to reach the running local ``domain`` (see ``remote``)."""
-        stack = self[domain]
+        stack = self.services[domain.lower()]
         return RemoteDomain(stack.init.params, stack.init.signed.fingerprint, stack.pkg.port,
                             stack.proxy_address[1])
 
@@ -264,6 +309,8 @@ class TwoDomainTopology:
             except Exception:  # noqa: BLE001 - stopping: report, go on with the rest
                 log.warning("could not stop %s cleanly", what, exc_info=True)
         self.domains.clear()
+        self.services.clear()
+        self.gateways.clear()
         self.worker = None
         self._started = False
 
@@ -315,33 +362,51 @@ class TwoDomainTopology:
             await proxy.start()
             self._on_stop(2, f"the {name} proxy", functools.partial(proxy.stop, 0))
             tap = WireTap(proxy.queue) if self.tap else None
+            services = ServiceStack(name, host, init, pkg, location, proxy, tap, verifier)
+            self.services[name] = services
+            if self.parts.get(name, "all") == "all":
+                gateway = await self._start_gateway(name, pkg_ports, proxy_ports, fingerprints, worker_target)
+                self.domains[name] = DomainStack(**vars(services), gateway=gateway)
+        for name in self.remote:
+            if self.parts.get(name) == "gateway":
+                await self._start_gateway(name, pkg_ports, proxy_ports, fingerprints, worker_target)
+        log.info("two-domain topology up: %s", ", ".join(
+            f"{n} on {self.hosts[n]} ({self.parts.get(n, 'all')})" for n in self.hosts
+            if n in self.services or n in self.gateways))
 
-            values: dict[str, Any] = {
-                "domain": name, "sip_listen": f"{host}:0", "proxy": f"{host}:{proxy_ports[name]}",
-                "pkg": f"127.0.0.1:{pkg_ports[name]}", "pkg_plaintext": True,
-                "pkg_fingerprint": init.signed.fingerprint,
-                "peer_domains": ",".join(o for o in names if o != name),
-                "call_timeout_s": self.call_timeout_s, "drain_seconds": 0.5, "register_expires": 3600,
-                "trace_calls": self.trace_calls, "signing": self.signing,
-                "default_policy": SecurityPolicy.PREFER_SECURE.value,
-            }
-            values.update(self.gateway_overrides)
-            engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
-                                    else InProcessEngine(threaded=self.threaded_crypto,
-                                                         batch_window_s=self.verify_window_s))
-            if self.engine_factory is not None:
-                engine = self.engine_factory(name, engine)
-            gateway = Gateway(GatewayConfig(**values), engine=engine)
-            await gateway.start()
-            self._on_stop(0, f"the {name} gateway", functools.partial(gateway.stop, 0.5))
-            self.domains[name] = DomainStack(name, host, init, pkg, location, proxy, gateway, tap, verifier)
-        log.info("two-domain topology up: %s", ", ".join(f"{n} on {self.hosts[n]}" for n in self.local))
+    async def _start_gateway(self, name: str, pkg_ports: Mapping[str, int], proxy_ports: Mapping[str, int],
+                             fingerprints: Mapping[str, str], worker_target: str) -> Gateway:
+        """Start ``name``'s UA gateway against its PKG and proxy (here or in another process)."""
+        host = self.hosts[name]
+        values: dict[str, Any] = {
+            "domain": name, "sip_listen": f"{host}:0", "proxy": f"{host}:{proxy_ports[name]}",
+            "pkg": f"127.0.0.1:{pkg_ports[name]}", "pkg_plaintext": True,
+            "pkg_fingerprint": fingerprints[name],
+            "peer_domains": ",".join(o for o in self.hosts if o != name),
+            "call_timeout_s": self.call_timeout_s, "drain_seconds": 0.5, "register_expires": 3600,
+            "trace_calls": self.trace_calls, "signing": self.signing,
+            "default_policy": SecurityPolicy.PREFER_SECURE.value,
+        }
+        values.update(self.gateway_overrides)
+        engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
+                                else InProcessEngine(threaded=self.threaded_crypto,
+                                                     batch_window_s=self.verify_window_s,
+                                                     busy_cpu=self.verify_busy_cpu))
+        if self.engine_factory is not None:
+            engine = self.engine_factory(name, engine)
+        gateway = Gateway(GatewayConfig(**values), engine=engine)
+        await gateway.start()
+        self._on_stop(0, f"the {name} gateway", functools.partial(gateway.stop, 0.5))
+        self.gateways[name] = gateway
+        return gateway
 
     # -- users ------------------------------------------------------------------------------------
 
     async def provision(self, aor: str, password: str | None = None) -> None:
         """Add a user to its domain's PKG (with the topology's password when None)."""
-        stack = self.domain_of(aor)
+        stack = self.services.get(self._domain_name(aor))
+        if stack is None:
+            raise TopologyError(f"{aor}: this side runs no PKG of its domain")
         await stack.pkg.add_user(str(canonical_aor(aor)), password or self.password)
 
     async def login(

@@ -6,17 +6,26 @@ time. A batch of n valid signatures costs one multi-pairing instead of n, and a 
 still fails alone with the error ``sipsec.ibc.verify`` raises.
 
 Under load the lane also waits a little for a batch to fill: when verifies arrive more
-often than once per ``batch_window_s`` (a moving average of the gaps between them), the
-first of a batch waits that long (8 ms by default) before the batch runs, or until
-``max_batch`` are waiting. At the call rates the benchmark drives, this turns batches of
-~1 into batches of 2–4 and cuts the CPU of a secured call by a quarter to a third
-(``bench/call_setup.py``); a lone verify, or a trickle of them, never waits.
+often than once per ``batch_window_s`` (a moving average of the gaps between them) *and*
+the process is busy (a moving average of its CPU use, ``time.process_time`` over wall
+time, at or above ``busy_cpu`` of one core), the first of a batch waits that long (16 ms
+by default) before the batch runs, or until ``max_batch`` are waiting. Each batch pays a
+fixed ~1.6 ms (a two-pair multi-pairing), so a lane that waits spends at most
+1.6 ms / ``batch_window_s`` of a core on it (10 % at 16 ms) however fast verifies come.
+Waiting trades latency for CPU, which only pays when CPU is short: below ``busy_cpu`` the
+lane batches only what is already waiting, and a lone verify, or a trickle of them, never
+waits. Nor does a chain of verifies each caused by the last (one call at a time, on a busy
+process): once two waits in a row gathered nothing the lane stops waiting, trying again
+every 16th time, until waits gather company again. Near saturation, at the call rates the
+benchmark drives, this gives batches of ~8 and halves the CPU of a secured call against
+one call at a time (``bench/call_setup.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,14 +36,24 @@ from typing import NamedTuple, TypeVar
 from sipsec import ibc
 from sipsec.ibc import DomainParams, Identity, PrivateKey
 
-__all__ = ["DEFAULT_BATCH_WINDOW_S", "InProcessEngine", "VerifyBatchStats"]
+__all__ = ["DEFAULT_BATCH_WINDOW_S", "DEFAULT_BUSY_CPU", "InProcessEngine", "VerifyBatchStats"]
 
 T = TypeVar("T")
 
 #: How long, under load, a verification waits for others to join its batch (seconds).
-DEFAULT_BATCH_WINDOW_S = 0.008
+DEFAULT_BATCH_WINDOW_S = 0.016
+#: The share of one core this process must be using for a batch to wait (see the module docstring).
+DEFAULT_BUSY_CPU = 0.7
 #: Weight of the newest gap in the lane's moving average of the time between verifies.
 _GAP_WEIGHT = 0.2
+#: The lane samples the process's CPU use over spans of at least this long (seconds) ...
+_CPU_SPAN_S = 0.05
+#: ... and weighs the newest sample this much in its moving average.
+_CPU_WEIGHT = 0.3
+#: Weight of the newest wait in the moving average of whether waits gather company.
+_YIELD_WEIGHT = 0.3
+#: While waits gather nothing, every this many-th batch that could wait still does (a probe).
+_PROBE_EVERY = 16
 
 
 @dataclass
@@ -80,23 +99,43 @@ class _VerifyLane:
 
     A verify arriving while the lane is idle starts a batch on the loop's next iteration,
     so every verify of the same iteration joins it — or, when verifies have been arriving
-    faster than one per ``window_s``, after ``window_s`` (sooner if ``max_batch`` are
-    waiting); those arriving while a batch runs (on the lane's thread, the pairing
-    releases the GIL) join the next one. Its methods run on that loop; it holds no
-    reference to it, so an idle lane does not keep a loop alive.
+    faster than one per ``window_s`` and the process uses at least ``busy_cpu`` of a core,
+    after ``window_s`` (sooner if ``max_batch`` are waiting); those arriving while a batch
+    runs (on the lane's thread, the pairing releases the GIL) join the next one. Its
+    methods run on that loop; it holds no reference to it, so an idle lane does not keep
+    a loop alive. ``cpu_clock`` is the process's CPU clock (injectable for tests).
     """
 
     def __init__(self, executor: Executor | None, max_batch: int, stats: VerifyBatchStats,
-                 window_s: float = 0.0) -> None:
+                 window_s: float = 0.0, busy_cpu: float = 0.0,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
         self._executor = executor
         self._max_batch = max_batch
         self._stats = stats
         self._window_s = window_s
+        self._busy_cpu = busy_cpu
+        self._cpu_clock = cpu_clock
         self._pending: deque[tuple[_Verify, asyncio.Future[None]]] = deque()
         self._running = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_arrival = -1e9
         self._gap_s = 8 * window_s  # moving average of the time between verifies
+        self._cpu_at: tuple[float, float] | None = None  # (loop time, CPU clock) of the last sample
+        self.cpu_share = 0.0  # moving average of the process's CPU use, in cores
+        self.wait_yield = 1.0  # moving average: 1 when a wait gathered other verifies, 0 when not
+        self._waited = False  # the pending batch waited
+        self._skipped = 0  # batches that could have waited and did not, since the last wait
+
+    def _sample_cpu(self, now: float) -> None:
+        if self._cpu_at is None:
+            self._cpu_at = (now, self._cpu_clock())
+            return
+        then, cpu_then = self._cpu_at
+        if now - then >= _CPU_SPAN_S:
+            cpu = self._cpu_clock()
+            share = min((cpu - cpu_then) / (now - then), 1.0)  # threads can add up past one core
+            self.cpu_share += _CPU_WEIGHT * (share - self.cpu_share)
+            self._cpu_at = (now, cpu)
 
     def submit(self, item: _Verify) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
@@ -107,10 +146,13 @@ class _VerifyLane:
         # after it the lane waits again once verifies have come quickly three or four times.
         self._gap_s += _GAP_WEIGHT * (min(now - self._last_arrival, 8 * self._window_s) - self._gap_s)
         self._last_arrival = now
+        if self._window_s:
+            self._sample_cpu(now)
         if not self._running:
             self._running = True
-            if self._gap_s < self._window_s:
-                # busy: verifies arrive faster than the window, so wait for a few to batch
+            if self._should_wait():
+                # busy: verifies arrive faster than the window and CPU is short, so wait for a few to batch
+                self._waited = True
                 self._timer = loop.call_later(self._window_s, self._next)
             else:
                 loop.call_soon(self._next)
@@ -120,6 +162,21 @@ class _VerifyLane:
             loop.call_soon(self._next)
         return future
 
+    def _should_wait(self) -> bool:
+        """Busy, and waiting pays: recent waits gathered other verifies (or it is time for a probe).
+
+        Verifies that come one after another, each caused by the last (one call at a time:
+        INVITE, then 180, then 200 ...), arrive often and on a busy process, yet a wait
+        gathers nothing and only delays the chain; after two such waits the lane stops
+        waiting, and tries again every ``_PROBE_EVERY``-th time."""
+        if self._gap_s >= self._window_s or self.cpu_share < self._busy_cpu:
+            return False
+        if self.wait_yield >= 0.5 or self._skipped >= _PROBE_EVERY:
+            self._skipped = 0
+            return True
+        self._skipped += 1
+        return False
+
     def _next(self) -> None:
         self._timer = None
         batch: list[tuple[_Verify, asyncio.Future[None]]] = []
@@ -127,6 +184,9 @@ class _VerifyLane:
             entry = self._pending.popleft()
             if not entry[1].cancelled():
                 batch.append(entry)
+        if self._waited:
+            self._waited = False
+            self.wait_yield += _YIELD_WEIGHT * ((len(batch) > 1) - self.wait_yield)
         if not batch:
             self._running = False
             return
@@ -181,8 +241,10 @@ class InProcessEngine:
     With ``batch_verify`` (the default) concurrent ``verify`` calls are batched, at most
     ``max_batch`` per batch (see the module docstring): inline, the verifies requested in
     one iteration of the event loop form a batch; threaded, batches run on a dedicated
-    thread and the verifies arriving meanwhile form the next. Under load a batch waits up to
-    ``batch_window_s`` to fill (0 = never waits). Each caller still gets exactly
+    thread and the verifies arriving meanwhile form the next. Under load (verifies more often
+    than once per window, and the process using at least ``busy_cpu`` of a core; 0 = on the
+    arrival rate alone) a batch waits up to ``batch_window_s`` to fill (0 = never waits).
+    ``cpu_clock`` is the CPU clock the lanes sample (tests inject one). Each caller still gets exactly
     its own result or ``sipsec.ibc`` error. ``verify_batches`` counts what the lanes did.
     ``batch_verify=False`` verifies each signature on its own, as the other operations.
     """
@@ -195,12 +257,18 @@ class InProcessEngine:
         batch_verify: bool = True,
         max_batch: int = 32,
         batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+        busy_cpu: float = DEFAULT_BUSY_CPU,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if not 0 <= batch_window_s <= 1:
             raise ValueError("batch_window_s must be between 0 and 1 second")
+        if not 0 <= busy_cpu <= 1:
+            raise ValueError("busy_cpu must be between 0 and 1 (a share of one core)")
         self.batch_window_s = batch_window_s
+        self.busy_cpu = busy_cpu
+        self._cpu_clock = cpu_clock
         self._own_executor = executor is None and threaded
         self._executor: Executor | None = (
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="sipsec-ibc")
@@ -248,7 +316,8 @@ class InProcessEngine:
         lane = self._lanes.get(loop)
         if lane is None:
             lane = self._lanes[loop] = _VerifyLane(
-                self._verify_executor, self.max_batch, self.verify_batches, self.batch_window_s
+                self._verify_executor, self.max_batch, self.verify_batches, self.batch_window_s,
+                self.busy_cpu, self._cpu_clock,
             )
         await lane.submit(_Verify(params, identity, message, signature))
 

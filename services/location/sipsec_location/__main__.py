@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 
+from sipsec import lifecycle
 from sipsec.lifecycle import stop_on_signals
 
 from sipsec_location.config import parse_args
@@ -29,7 +29,7 @@ async def _serve(argv: Sequence[str] | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    asyncio.run(_serve(argv))
+    lifecycle.run(_serve(argv))
     return 0
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sipsec import lifecycle
 from sipsec.lifecycle import stop_on_signals
 
 from sipsec_pkg.config import ConfigError, PkgConfig, parse_peers
@@ -212,11 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args)
         logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if args.command == "serve":
-            return asyncio.run(_serve(config))
+            return lifecycle.run(_serve(config))
         if args.command == "init":
             return _init(args, config)
         if args.command == "user":
-            return asyncio.run(_user(args, config))
+            return lifecycle.run(_user(args, config))
         if args.command == "fingerprint":
             from sipsec_pkg.material import load_signed_params
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import sys
 from collections.abc import Sequence
 
+from sipsec import lifecycle
 from sipsec.lifecycle import stop_on_signals
 
 from sipsec_proxy.config import parse_args
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     if config.workers > 1:
         return run_workers(config)
-    asyncio.run(_serve(argv))
+    lifecycle.run(_serve(argv))
     return 0
 
 

@@ -22,6 +22,7 @@ ENV: dict[str, tuple[str, str, str]] = {
     "advertise": ("SIPSEC_PROXY_ADVERTISE", "", "host written in Via/Record-Route (default: the listen host, 127.0.0.1 for 0.0.0.0)"),
     "location": ("SIPSEC_PROXY_LOCATION", "memory", "bindings: memory | redis | a location service gRPC target host:port"),
     "location_ca": ("SIPSEC_PROXY_LOCATION_CA", "", "PEM CA of the location service (TLS); empty = plaintext gRPC"),
+    "location_cache_ms": ("SIPSEC_PROXY_LOCATION_CACHE_MS", "1000", "keep location lookups (location service or redis) this long, ms; this proxy's REGISTERs refresh them at once, other replicas' within this time (0 = off)"),
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (location=redis)"),
     "routes": ("SIPSEC_PROXY_ROUTES", "", "other domains: 'domain=host:port[;transport=tcp],...'; '*' is the default route"),
     "dns": ("SIPSEC_PROXY_DNS", "off", "RFC 3263 SRV/A lookup of foreign domains without a route: off | system | nameserver host:port[,host:port]"),
@@ -77,6 +78,7 @@ class ProxyConfig:
     advertise: str = ""
     location: str = "memory"
     location_ca: str = ""
+    location_cache_ms: float = 1000.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     routes: str = ""
     dns: str = "off"
@@ -123,6 +125,8 @@ class ProxyConfig:
         parse_dns(self.dns)
         if self.dns_timeout_s <= 0:
             raise ValueError("dns_timeout_s must be positive")
+        if not 0 <= self.location_cache_ms <= 60000:
+            raise ValueError("location_cache_ms must be between 0 and 60000")
         if self.nonce_secret:
             bytes.fromhex(self.nonce_secret)
 

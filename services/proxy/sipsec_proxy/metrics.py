@@ -47,6 +47,10 @@ class ProxyMetrics:
             "sipsec_proxy_rejections_total",
             "Requests refused or messages dropped by the proxy core, by reason.",
             ["reason"], registry=r)
+        self.location_cache = Counter(
+            "sipsec_proxy_location_cache_lookups_total",
+            "Location lookups by whether the proxy's location cache answered them (hit) or the store did (miss).",
+            ["result"], registry=r)
         self.forwarded = Counter(
             "sipsec_proxy_forwarded_total", "Requests forwarded downstream, by method.",
             ["method"], registry=r)

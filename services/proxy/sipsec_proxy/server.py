@@ -18,7 +18,7 @@ from sipsec.stores.location import MemoryLocationStore, RedisLocationStore
 
 from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.core import ProxyCore
-from sipsec_proxy.locator import GrpcLocator, Locator, StoreLocator
+from sipsec_proxy.locator import CachingLocator, GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.metrics import ProxyMetrics
 from sipsec_proxy.registrar import RegisterVerifier, Registrar
 from sipsec_proxy.signed_register import verifier_from_config
@@ -40,13 +40,21 @@ class _Exposed(Collector):
 
 
 def make_locator(config: ProxyConfig) -> Locator:
-    """memory / redis: the embedded store; anything else: a location service gRPC target."""
+    """memory / redis: the embedded store; anything else: a location service gRPC target.
+
+    Lookups in Redis or the location service go through a :class:`CachingLocator` of
+    ``location_cache_ms`` (0 = none); the in-memory store needs none."""
     if config.location == "memory":
         return StoreLocator(MemoryLocationStore(), max_expires=max(86400, config.max_expires))
+    inner: Locator
     if config.location == "redis":
-        return StoreLocator(RedisLocationStore(config.redis_url), max_expires=max(86400, config.max_expires))
-    ca = Path(config.location_ca).read_bytes() if config.location_ca else None
-    return GrpcLocator(config.location, root_certificates=ca)
+        inner = StoreLocator(RedisLocationStore(config.redis_url), max_expires=max(86400, config.max_expires))
+    else:
+        ca = Path(config.location_ca).read_bytes() if config.location_ca else None
+        inner = GrpcLocator(config.location, root_certificates=ca)
+    if config.location_cache_ms > 0:
+        return CachingLocator(inner, config.location_cache_ms / 1000)
+    return inner
 
 
 class ProxyServer:
@@ -58,6 +66,9 @@ class ProxyServer:
         self.locator = locator if locator is not None else make_locator(config)
         self.verifier = verifier
         self.metrics = ProxyMetrics()
+        if isinstance(self.locator, CachingLocator) and self.locator.on_result is None:
+            hit, miss = self.metrics.location_cache.labels("hit"), self.metrics.location_cache.labels("miss")
+            self.locator.on_result = lambda cached: (hit if cached else miss).inc()
         self.queue = InboundQueue(config.queue_size)
         self.transports: dict[str, Transport] = {}
         self.core: ProxyCore | None = None

@@ -17,6 +17,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import uvicorn
+from sipsec import lifecycle
 from sipsec.config import ConfigError, split_hostport
 from sipsec.engine import EngineMetrics, create_engine
 from sipsec.stores.envelope import RedisDialogStore, RedisReplayCache
@@ -44,7 +45,8 @@ def build_gateway(config: GatewayConfig) -> Gateway:
         engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
                                root_certificates=worker_ca, metrics=EngineMetrics(metrics.registry))
     else:
-        engine = create_engine(None, batch_window_s=config.verify_window_ms / 1000)
+        engine = create_engine(None, batch_window_s=config.verify_window_ms / 1000,
+                               busy_cpu=config.verify_busy_cpu)
     stores: dict[str, object] = {}
     if config.store == "redis":
         stores = {
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         _print_config(config)
         return 0
-    asyncio.run(serve(config))
+    lifecycle.run(serve(config))
     return 0
 
 

@@ -29,7 +29,8 @@ ENV: dict[str, tuple[str, str, str]] = {
     "workers": ("SIPSEC_GATEWAY_WORKERS", "", "crypto-worker gRPC targets, comma-separated (empty = in-process crypto)"),
     "workers_plaintext": ("SIPSEC_GATEWAY_WORKERS_PLAINTEXT", "0", "1 = plaintext gRPC to the crypto-workers (private keys travel to them: loopback/tests only)"),
     "workers_ca": ("SIPSEC_GATEWAY_WORKERS_CA", "", "PEM CA file of the crypto-workers' TLS certificates"),
-    "verify_window_ms": ("SIPSEC_GATEWAY_VERIFY_WINDOW_MS", "8", "in-process crypto under load (verifies arriving more often than this): how long a signature verification waits to be batched with others, ms (0 = never waits)"),
+    "verify_window_ms": ("SIPSEC_GATEWAY_VERIFY_WINDOW_MS", "16", "in-process crypto under load (verifies arriving more often than this, and CPU short): how long a signature verification waits to be batched with others, ms (0 = never waits)"),
+    "verify_busy_cpu": ("SIPSEC_GATEWAY_VERIFY_BUSY_CPU", "0.7", "in-process crypto: the share of one core the gateway process must be using before verifications wait to be batched (0 = on the arrival rate alone)"),
     "store": ("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory or redis (redis lets any replica continue a dialog)"),
     "redis_url": ("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (store=redis)"),
     "http_listen": ("SIPSEC_GATEWAY_HTTP_LISTEN", "127.0.0.1:8080", "control API (FastAPI) listen address host:port"),
@@ -66,7 +67,8 @@ class GatewayConfig:
     workers: str = ""
     workers_plaintext: bool = False
     workers_ca: str = ""
-    verify_window_ms: float = 8.0
+    verify_window_ms: float = 16.0
+    verify_busy_cpu: float = 0.7
     store: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     http_listen: str = "127.0.0.1:8080"
@@ -98,6 +100,8 @@ class GatewayConfig:
             raise ConfigError("timeouts must be positive")
         if not 0 <= self.verify_window_ms <= 100:
             raise ConfigError("verify_window_ms must be between 0 and 100")
+        if not 0 <= self.verify_busy_cpu <= 1:
+            raise ConfigError("verify_busy_cpu must be between 0 and 1")
         try:
             SigningPolicy(self.signing)
             SecurityPolicy(self.default_policy)

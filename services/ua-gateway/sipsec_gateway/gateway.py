@@ -119,7 +119,8 @@ class Gateway:
         self.pkg = pkg or PkgConnector(tuple(config.pkg_targets), plaintext=config.pkg_plaintext,
                                        pinned_fingerprint=config.pkg_fingerprint or None)
         self.engine: CryptoEngine = (engine if engine is not None
-                                     else InProcessEngine(batch_window_s=config.verify_window_ms / 1000))
+                                     else InProcessEngine(batch_window_s=config.verify_window_ms / 1000,
+                                                                     busy_cpu=config.verify_busy_cpu))
         self.dialog_store: DialogStore = dialog_store or InMemoryDialogStore()
         self.replay_cache: ReplayCache = replay_cache or InMemoryReplayCache()
         self.call_store: CallStore = call_store or MemoryCallStore()

@@ -113,3 +113,51 @@ async def test_split_topology_runs_each_domain_on_its_own_and_calls_across() -> 
     finally:
         for topo in sides.values():
             await topo.stop()
+
+
+async def test_parts_run_a_domains_services_and_its_gateway_apart() -> None:
+    """Four topology objects: each domain's services in one, each gateway in another (as the
+    benchmark's ``--processes 4``); registration, federation and a secured call still work."""
+    from sipsec_cli.topology import RemoteDomain, pick_ports
+    from sipsec_pkg.material import init_domain
+
+    materials = {n: init_domain(n) for n in DEFAULT_HOSTS}
+    ports = {n: pick_ports(h) for n, h in DEFAULT_HOSTS.items()}
+    public = {n: RemoteDomain(m.params, m.signed.fingerprint, *ports[n]) for n, m in materials.items()}
+    with pytest.raises(TopologyError, match="must be remote"):
+        TwoDomainTopology(parts={"atlanta.com": "gateway"})  # its services would have to run elsewhere
+    with pytest.raises(TopologyError, match="one of all, services, gateway"):
+        TwoDomainTopology(parts={"atlanta.com": "proxy"})
+    password = "same-everywhere"
+    services = {n: TwoDomainTopology(tap=False, trace_calls=0, password=password, materials={n: materials[n]},
+                                     ports={n: ports[n]}, parts={n: "services"},
+                                     remote={o: public[o] for o in DEFAULT_HOSTS if o != n})
+                for n in DEFAULT_HOSTS}
+    gateways = {n: TwoDomainTopology(tap=False, trace_calls=0, password=password, remote=public,
+                                     parts={n: "gateway"})
+                for n in DEFAULT_HOSTS}
+    started: list[TwoDomainTopology] = []
+    try:
+        for topo in [*services.values(), *gateways.values()]:
+            await topo.start()
+            started.append(topo)
+        atlanta_services = services["atlanta.com"]
+        assert set(atlanta_services.services) == {"atlanta.com"} and not atlanta_services.gateways
+        assert atlanta_services.public("atlanta.com") == public["atlanta.com"]
+        with pytest.raises(TopologyError, match="no domain whose gateway runs here"):
+            atlanta_services.gateway_for(ALICE)
+        assert set(gateways["biloxi.com"].gateways) == {"biloxi.com"} and not gateways["biloxi.com"].services
+        with pytest.raises(TopologyError, match="runs no PKG"):
+            await gateways["biloxi.com"].provision("sip:carol@biloxi.com")
+        await gateways["biloxi.com"].login(BOB, auto_answer=True)
+        await gateways["atlanta.com"].login(ALICE)
+        alice = gateways["atlanta.com"].gateway_for(ALICE)
+        call = await alice.place_call(ALICE, BOB, secure=True, timeout=10.0)
+        assert call.state is CallState.ESTABLISHED and call.secure
+        assert await alice.hangup(call.id) == 200
+        # the REGISTERs were verified by the proxies in the services' topologies
+        assert services["atlanta.com"].services["atlanta.com"].verifier.verified >= 1
+        assert services["biloxi.com"].services["biloxi.com"].verifier.verified >= 1
+    finally:
+        for topo in reversed(started):
+            await topo.stop()

@@ -10,6 +10,7 @@ import pytest
 from sipsec import ibc
 from sipsec.engine import (
     DEFAULT_BATCH_WINDOW_S,
+    DEFAULT_BUSY_CPU,
     CryptoEngine,
     InProcessEngine,
     RemoteEngine,
@@ -165,7 +166,7 @@ async def test_under_load_verifies_wait_for_a_batch_but_a_lone_one_does_not(
     threaded: bool, domain: tuple[ibc.MasterSecret, ibc.DomainParams]
 ) -> None:
     window = 0.05
-    engine = InProcessEngine(threaded=threaded, batch_window_s=window)
+    engine = InProcessEngine(threaded=threaded, batch_window_s=window, busy_cpu=0)  # on the arrival rate alone
     items = _signed(domain, 25)
     forged = (*items[24][:3], items[0][3])  # a valid signature on another message
     try:
@@ -191,8 +192,70 @@ async def test_under_load_verifies_wait_for_a_batch_but_a_lone_one_does_not(
         await engine.close()
 
 
+@pytest.mark.parametrize("busy", [True, False], ids=["cpu-busy", "cpu-idle"])
+async def test_verifies_wait_for_a_batch_only_while_the_process_is_busy(
+    busy: bool, domain: tuple[ibc.MasterSecret, ibc.DomainParams]
+) -> None:
+    """The same fast stream of verifies: with the process's CPU clock running as fast as the
+    wall clock (a busy process) they wait and batch up; with it standing still (an idle
+    process) none waits for the window, whatever the arrival rate."""
+    loop = asyncio.get_running_loop()
+    window = 0.05
+    cpu_clock = loop.time if busy else (lambda: 0.0)
+    engine = InProcessEngine(batch_window_s=window, busy_cpu=0.7, cpu_clock=cpu_clock)
+    items = _signed(domain, 60)
+    waits: list[float] = []
+
+    async def timed(item: tuple[ibc.DomainParams, ibc.Identity, bytes, bytes]) -> None:
+        t0 = loop.time()
+        await engine.verify(*item)
+        waits.append(loop.time() - t0)
+
+    try:
+        tasks = []
+        for item in items:  # 5 ms apart, faster than the window, for ~300 ms (the CPU average needs ~200)
+            tasks.append(asyncio.ensure_future(timed(item)))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+        stats = engine.verify_batches
+        assert stats.items == 60
+        if busy:
+            assert stats.largest >= 3 and max(waits) >= window * 0.9
+        else:
+            assert stats.largest <= 2 and max(waits) < window * 0.9
+    finally:
+        await engine.close()
+
+
+async def test_verifies_that_come_one_after_another_stop_waiting(
+    domain: tuple[ibc.MasterSecret, ibc.DomainParams],
+) -> None:
+    """A busy process, verifies close together, but each only after the last is done (one
+    call at a time): a wait never gathers company, so after two the lane stops waiting,
+    probing again only every 16th time."""
+    loop = asyncio.get_running_loop()
+    window = 0.03
+    engine = InProcessEngine(batch_window_s=window, busy_cpu=0.7, cpu_clock=loop.time)
+    items = _signed(domain, 8)
+    waited = 0
+    try:
+        for i in range(72):
+            t0 = loop.time()
+            await engine.verify(*items[i % 8])
+            waited += loop.time() - t0 >= window * 0.9
+            await asyncio.sleep(0.004)  # the next message of the chain
+        stats = engine.verify_batches
+        assert stats.items == 72 and stats.largest == 1
+        # the CPU average needs ~200 ms (about 35 verifies here) to call the process busy;
+        # then two waits, and probes: far fewer than the ~35 verifies that could have waited
+        assert 1 <= waited <= 6
+        assert engine._lanes[loop].wait_yield < 0.5
+    finally:
+        await engine.close()
+
+
 async def test_a_full_batch_does_not_wait_for_the_window(domain: tuple[ibc.MasterSecret, ibc.DomainParams]) -> None:
-    engine = InProcessEngine(batch_window_s=0.5, max_batch=4)
+    engine = InProcessEngine(batch_window_s=0.5, max_batch=4, busy_cpu=0)
     items = _signed(domain, 9)
     try:
         for item in items[:5]:  # make the lane believe it is busy
@@ -208,5 +271,9 @@ async def test_a_full_batch_does_not_wait_for_the_window(domain: tuple[ibc.Maste
 def test_batch_window_is_validated() -> None:
     with pytest.raises(ValueError, match="batch_window_s"):
         InProcessEngine(batch_window_s=-0.001)
+    with pytest.raises(ValueError, match="busy_cpu"):
+        InProcessEngine(busy_cpu=1.5)
+    assert InProcessEngine().busy_cpu == DEFAULT_BUSY_CPU
+    assert create_engine(None, busy_cpu=0.25).busy_cpu == 0.25  # type: ignore[attr-defined]
     assert InProcessEngine().batch_window_s == DEFAULT_BATCH_WINDOW_S
     assert create_engine(None, batch_window_s=0).batch_window_s == 0  # type: ignore[attr-defined]
