@@ -15,8 +15,8 @@ fixed ~1.6 ms (a two-pair multi-pairing), so a lane that waits spends at most
 Waiting trades latency for CPU, which only pays when CPU is short: below ``busy_cpu`` the
 lane batches only what is already waiting, and a lone verify, or a trickle of them, never
 waits. Nor does a chain of verifies each caused by the last (one call at a time, on a busy
-process): once two waits in a row gathered nothing the lane stops waiting, trying again
-every 16th time, until waits gather company again. Near saturation, at the call rates the
+process): once two waits in a row gathered nothing the lane stops waiting, probing with a
+quarter-window wait every 17th time, until waits gather company again. Near saturation, at the call rates the
 benchmark drives, this gives batches of ~8 and halves the CPU of a secured call against
 one call at a time (``bench/call_setup.py``).
 """
@@ -52,8 +52,10 @@ _CPU_SPAN_S = 0.05
 _CPU_WEIGHT = 0.3
 #: Weight of the newest wait in the moving average of whether waits gather company.
 _YIELD_WEIGHT = 0.3
-#: While waits gather nothing, every this many-th batch that could wait still does (a probe).
+#: While waits gather nothing, every this many-th batch that could wait still does (a probe) ...
 _PROBE_EVERY = 16
+#: ... for this share of the window only (under load, company comes sooner than that).
+_PROBE_SHARE = 0.25
 
 
 @dataclass
@@ -150,10 +152,11 @@ class _VerifyLane:
             self._sample_cpu(now)
         if not self._running:
             self._running = True
-            if self._should_wait():
+            wait_s = self._wait_s()
+            if wait_s:
                 # busy: verifies arrive faster than the window and CPU is short, so wait for a few to batch
                 self._waited = True
-                self._timer = loop.call_later(self._window_s, self._next)
+                self._timer = loop.call_later(wait_s, self._next)
             else:
                 loop.call_soon(self._next)
         elif self._timer is not None and len(self._pending) >= self._max_batch:
@@ -162,20 +165,25 @@ class _VerifyLane:
             loop.call_soon(self._next)
         return future
 
-    def _should_wait(self) -> bool:
-        """Busy, and waiting pays: recent waits gathered other verifies (or it is time for a probe).
+    def _wait_s(self) -> float:
+        """How long the batch starting now waits: the window when busy and waiting pays (recent
+        waits gathered other verifies), a short probe now and then when it has not, else 0.
 
         Verifies that come one after another, each caused by the last (one call at a time:
         INVITE, then 180, then 200 ...), arrive often and on a busy process, yet a wait
         gathers nothing and only delays the chain; after two such waits the lane stops
-        waiting, and tries again every ``_PROBE_EVERY``-th time."""
+        waiting, and every ``_PROBE_EVERY``-th time waits a quarter window to see whether
+        company comes now."""
         if self._gap_s >= self._window_s or self.cpu_share < self._busy_cpu:
-            return False
-        if self.wait_yield >= 0.5 or self._skipped >= _PROBE_EVERY:
+            return 0.0
+        if self.wait_yield >= 0.5:
             self._skipped = 0
-            return True
+            return self._window_s
         self._skipped += 1
-        return False
+        if self._skipped > _PROBE_EVERY:
+            self._skipped = 0
+            return self._window_s * _PROBE_SHARE
+        return 0.0
 
     def _next(self) -> None:
         self._timer = None
