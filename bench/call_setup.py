@@ -232,7 +232,7 @@ class Trial:
     answered: int
     elapsed_s: float
     p50_ms: float | None
-    cpu_ms_per_call: float | None = None  # CPU of both processes during the trial, per answered call
+    cpu_ms_per_call: float | None = None  # CPU of all processes during the trial, per answered call
     #: the same, split by process (named by the domains it runs): which one saturates first
     cpu_ms_per_call_by_process: dict[str, float] = field(default_factory=dict)
     verify_batch_mean: float | None = None  # mean size of the verify batches during the trial
@@ -375,8 +375,9 @@ def _from_tuple(public: PublicTuple) -> RemoteDomain:
     return RemoteDomain(DomainParams.from_bytes(params), fingerprint, pkg_port, proxy_port)
 
 
-def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, int], password: str, signing: str,
-                         timeout_s: float, threaded: bool, verify_window_s: float, verify_busy_cpu: float) -> None:
+def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, int], password: str,
+                         signing: str, timeout_s: float, threaded: bool, verify_window_s: float,
+                         verify_busy_cpu: float) -> None:
     """A child process running ``part`` (``all``, ``services`` or ``gateway``) of ``domain``.
 
     Running the domain's services (``all``, ``services``), it makes the domain's key material
@@ -401,9 +402,10 @@ def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, in
         if command != "start":
             return
         remote = {name: _from_tuple(public) for name, public in publics.items()}
-        topo = TwoDomainTopology(trace_calls=0, tap=False, password=password, signing=signing, call_timeout_s=timeout_s,
-                                 engine_factory=_counting(engines), threaded_crypto=threaded,
-                                 verify_window_s=verify_window_s, verify_busy_cpu=verify_busy_cpu, remote=remote, parts={domain: part},
+        topo = TwoDomainTopology(trace_calls=0, tap=False, password=password, signing=signing,
+                                 call_timeout_s=timeout_s, engine_factory=_counting(engines),
+                                 threaded_crypto=threaded, verify_window_s=verify_window_s,
+                                 verify_busy_cpu=verify_busy_cpu, remote=remote, parts={domain: part},
                                  materials={domain: material} if material is not None else None,
                                  ports={domain: ports} if material is not None else None)
         try:
@@ -436,9 +438,10 @@ class DomainProcess:
         self.conn, child = ctx.Pipe()
         self.domain, self.part, self.ports = domain, part, ports
         self.label = domain if part == "all" else f"{domain} {part}"
-        self.process = ctx.Process(target=_domain_process_main, name=f"sipsec-bench-{domain}-{part}", daemon=True,
-                                   args=(child, domain, part, ports, password, args.signing, args.timeout_s,
-                                         args.threaded_crypto, args.verify_window_ms / 1000, args.verify_busy_cpu))
+        self.process = ctx.Process(
+            target=_domain_process_main, name=f"sipsec-bench-{domain}-{part}", daemon=True,
+            args=(child, domain, part, ports, password, args.signing, args.timeout_s, args.threaded_crypto,
+                  args.verify_window_ms / 1000, args.verify_busy_cpu))
         self.process.start()
         child.close()
 
@@ -484,8 +487,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     common: dict[str, Any] = {"trace_calls": 0, "tap": False, "signing": args.signing,
                               "call_timeout_s": args.timeout_s, "engine_factory": _counting(engines),
                               "threaded_crypto": args.threaded_crypto, "workers": args.workers,
-                              "verify_window_s": args.verify_window_ms / 1000, "verify_busy_cpu": args.verify_busy_cpu,
+                              "verify_window_s": args.verify_window_ms / 1000,
+                              "verify_busy_cpu": args.verify_busy_cpu,
                               "password": secrets.token_urlsafe(18)}  # the users' password in every process
+    password = common["password"]
     children: list[DomainProcess] = []
     publics: dict[str, RemoteDomain] = {}
     label = "both domains"
@@ -496,17 +501,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             if args.processes == 2:  # biloxi.com in a child; atlanta.com here
                 atlanta = init_domain("atlanta.com")
-                children.append(DomainProcess("biloxi.com", "all", ports["biloxi.com"], common["password"], args))
+                children.append(DomainProcess("biloxi.com", "all", ports["biloxi.com"], password, args))
                 publics = {"atlanta.com": RemoteDomain(atlanta.params, atlanta.signed.fingerprint,
                                                        *ports["atlanta.com"]),
                            "biloxi.com": await children[0].public()}
-                topology = TwoDomainTopology(materials={"atlanta.com": atlanta}, ports={"atlanta.com": ports["atlanta.com"]},
+                topology = TwoDomainTopology(materials={"atlanta.com": atlanta},
+                                             ports={"atlanta.com": ports["atlanta.com"]},
                                              remote={"biloxi.com": publics["biloxi.com"]}, **common)
                 label = "atlanta.com + calls"
             else:  # each domain's services in a child, biloxi.com's gateway in a third; atlanta.com's gateway here
-                children.extend(DomainProcess(name, "services", ports[name], common["password"], args) for name in DEFAULT_HOSTS)
+                children.extend(DomainProcess(name, "services", ports[name], password, args) for name in DEFAULT_HOSTS)
                 publics = {child.domain: await child.public() for child in children}
-                children.append(DomainProcess("biloxi.com", "gateway", ports["biloxi.com"], common["password"], args))
+                children.append(DomainProcess("biloxi.com", "gateway", ports["biloxi.com"], password, args))
                 topology = TwoDomainTopology(remote=publics, parts={"atlanta.com": "gateway"}, **common)
                 label = "atlanta.com gateway + calls"
         except BaseException:
@@ -685,14 +691,14 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(f"{t['rate']:.0f}", str(t["attempted"]), str(t["answered"]), f"{t['achieved_cps']:.1f}",
                           "—" if t["p50_ms"] is None else f"{t['p50_ms']:.1f}",
                           "—" if t["cpu_ms_per_call"] is None else f"{t['cpu_ms_per_call']:.1f}",
-                          " + ".join(f"{v:.1f}" for v in t["cpu_ms_per_call_by_process"].values()) or "—",
+                          " / ".join(f"{v:.1f}" for v in t["cpu_ms_per_call_by_process"].values()) or "—",
                           "—" if t["verify_batch_mean"] is None else f"{t['verify_batch_mean']:.2f}",
                           ", ".join(f"{why} ×{n}" for why, n in t["failures"].items()) or "—",
                           "✓" if t["passed"] else "✗")
         console.print(table)
     if any(t["cpu_ms_per_call_by_process"] for t in result["trials"]):
-        console.print("by process: " + " + ".join(next(t["cpu_ms_per_call_by_process"] for t in result["trials"]
-                                                        if t["cpu_ms_per_call_by_process"])))
+        console.print("CPU ms/call by process: " + " / ".join(next(
+            t["cpu_ms_per_call_by_process"] for t in result["trials"] if t["cpu_ms_per_call_by_process"])))
     console.print(f"secured setups/s (>= 99.5 % answered, kept up): {result['secured_cps']:.0f} with BYE, "
                   f"{result['secured_setup_only_cps'] or 0:.0f} setups alone")
     console.print("bars: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in result["bars"].items()))
