@@ -22,7 +22,7 @@ def event_loop_factory(choice: str | None = None) -> Callable[[], asyncio.Abstra
     """The loop factory for ``choice`` (default: ``SIPSEC_EVENT_LOOP``, else ``auto``); None = asyncio's.
 
     uvloop (libuv) runs the same asyncio code with less CPU per event: on the two-domain
-    benchmark a secured call costs ~7 % less CPU in each process (``bench/call_setup.py``
+    benchmark a secured call costs ~8 % less CPU in each process (``bench/call_setup.py``
     with ``SIPSEC_EVENT_LOOP=asyncio`` against the default). Raises ValueError for an
     unknown choice, and RuntimeError if ``uvloop`` is asked for and not installed.
     """

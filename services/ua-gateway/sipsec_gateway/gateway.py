@@ -120,7 +120,7 @@ class Gateway:
                                        pinned_fingerprint=config.pkg_fingerprint or None)
         self.engine: CryptoEngine = (engine if engine is not None
                                      else InProcessEngine(batch_window_s=config.verify_window_ms / 1000,
-                                                                     busy_cpu=config.verify_busy_cpu))
+                                                          busy_cpu=config.verify_busy_cpu))
         self.dialog_store: DialogStore = dialog_store or InMemoryDialogStore()
         self.replay_cache: ReplayCache = replay_cache or InMemoryReplayCache()
         self.call_store: CallStore = call_store or MemoryCallStore()
