@@ -20,8 +20,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import logging
 import re
 import socket
@@ -36,6 +34,7 @@ from sipsec.sip.framing import StreamFramer, parse_datagram
 from sipsec.sip.headers import Via, parse_via_list, via_list_view
 from sipsec.sip.message import _MISSING, REASON_PHRASES, Request, Response, generate_tag
 from sipsec.sip.parser import Limits
+from sipsec.sip.uri import is_ip_literal
 from sipsec.telemetry.sip import (
     SIP_BAD_REQUESTS_ANSWERED,
     SIP_BYTES_RECEIVED,
@@ -174,17 +173,6 @@ def _encode(item: Outgoing) -> tuple[bytes, str]:
         data = bytes(item)
         return data, "response" if data.startswith(b"SIP/") else "request"
     return item.to_bytes(), _kind(item)
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_ip(host: str) -> bool:
-    """Whether ``host`` is an IP literal (an IPv6 one with or without brackets); cached, as
-    every send asks it of the few addresses a node talks to."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 _CHILDREN: dict[tuple[Any, str, str | None], Any] = {}
@@ -608,7 +596,7 @@ class UdpTransport(Transport):
         if self._transport is None or self._transport.is_closing():
             self._drop(message, peer, "closed")
             return
-        if not _is_ip(peer.host):
+        if not is_ip_literal(peer.host):
             assert self._loop is not None
             task = self._loop.create_task(self._resolve_and_send(message, peer))
             self._tasks.add(task)

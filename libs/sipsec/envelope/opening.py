@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sipsec import ibc
 from sipsec.envelope import _suite, cms, oids
@@ -41,7 +41,7 @@ from sipsec.envelope.errors import Forbidden, MalformedEnvelope, RejectedEnvelop
 from sipsec.envelope.keys import Keyring
 from sipsec.envelope.policy import SigningPolicy, is_secured, needs_signature
 from sipsec.sip import Request, Response, SipError, parse_message
-from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS, ENVELOPE_REJECTIONS
+from sipsec.telemetry.envelope import ENVELOPE_REJECTIONS, envelope_operation
 
 if TYPE_CHECKING:  # only the Protocols' shapes: sipsec.engine pulls in grpc, the stores redis
     from sipsec.engine.protocol import CryptoEngine
@@ -69,17 +69,6 @@ class Opened:
     signer: ibc.Identity | None
     signing_time: float | None
     first: bool
-
-
-_OPENED: dict[str, Any] = {}
-
-
-def _opened_counter(kind: str) -> Any:
-    """``sipsec_envelope_operations_total{operation="open", kind}``, looked up once per kind."""
-    child = _OPENED.get(kind)
-    if child is None:
-        child = _OPENED[kind] = ENVELOPE_OPERATIONS.labels("open", kind)
-    return child
 
 
 def _aor(uri: object, reason: str) -> str:
@@ -250,7 +239,7 @@ async def _open(
         raise Forbidden("replay", "nonce seen before")
     if first:
         await dialogs.put(dialog, dialog_ttl_s, now)
-    _opened_counter("kem" if first else "kek").inc()
+    envelope_operation("open", "kem" if first else "kek").inc()
     return Opened(
         message=inner,
         outer=outer,

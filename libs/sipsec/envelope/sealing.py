@@ -21,7 +21,7 @@ from sipsec.envelope.errors import EnvelopeUsageError
 from sipsec.envelope.keys import Keyring
 from sipsec.envelope.policy import Compression, SigningPolicy, needs_signature
 from sipsec.sip import LocalProtocolError, Request, Response, SipError
-from sipsec.telemetry.envelope import ENVELOPE_OPERATIONS
+from sipsec.telemetry.envelope import envelope_operation
 
 if TYPE_CHECKING:  # sipsec.engine pulls in grpc; the envelope needs only the Protocol's shape
     from sipsec.engine.protocol import CryptoEngine
@@ -41,17 +41,6 @@ class Sealed:
     message: Request | Response
     dialog: DialogKey
     signed: bool
-
-
-_SEALED: dict[str, Any] = {}
-
-
-def _sealed_counter(kind: str) -> Any:
-    """``sipsec_envelope_operations_total{operation="seal", kind}``, looked up once per kind."""
-    child = _SEALED.get(kind)
-    if child is None:
-        child = _SEALED[kind] = ENVELOPE_OPERATIONS.labels("seal", kind)
-    return child
 
 
 def _aor_of(header_uri: Any) -> str:
@@ -280,7 +269,7 @@ class EnvelopeBuilder:
             info = cms.kek_recipient_info(dialog.key_id, dialog.key, cek)
         body = cms.build_auth_enveloped(info, content_type, content, cek)
         outer = build_outer(plan.message, dialog, body, self._in_reply_to, self._route)
-        _sealed_counter("kem" if plan.recipient is not None else "kek").inc()
+        envelope_operation("seal", "kem" if plan.recipient is not None else "kek").inc()
         return Sealed(outer, dialog, plan.to_sign is not None)
 
     def seal(self, message: Request | Response) -> Sealed:

@@ -66,7 +66,7 @@ from .transaction import (
     client_transaction_key,
     server_transaction_key,
 )
-from .uri import AbsoluteURI, SipURI, TelURI, parse_uri
+from .uri import AbsoluteURI, SipURI, TelURI, is_ip_literal, parse_uri
 
 __all__ = [
     "COMPACT_FORMS",
@@ -92,6 +92,7 @@ __all__ = [
     "generate_branch",
     "generate_call_id",
     "generate_tag",
+    "is_ip_literal",
     "is_keepalive",
     "make_response",
     "parse_cseq",

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
 from . import _abnf
 from .errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["AbsoluteURI", "SipURI", "TelURI", "URI", "parse_uri"]
+__all__ = ["AbsoluteURI", "SipURI", "TelURI", "URI", "is_ip_literal", "parse_uri"]
+
+
+@functools.lru_cache(maxsize=1024)
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IP address (an IPv6 one with or without brackets), not a name.
+
+    Cached: transports, proxies and gateways ask it of every message they route, about the
+    few addresses a node talks to."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _check_ipv6_reference(host: str) -> None:

@@ -10,10 +10,8 @@ REGISTER requests for a served domain go to the :class:`~sipsec_proxy.registrar.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import heapq
-import ipaddress
 import itertools
 import logging
 import time
@@ -31,6 +29,7 @@ from sipsec.sip import (
     SipURI,
     Via,
     generate_tag,
+    is_ip_literal,
     make_response,
     parse_uri,
     parse_via_list,
@@ -71,16 +70,6 @@ RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 _DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 #: §16.6 step 11 / §16.8: Timer C, "greater than 3 minutes", bounds an INVITE that rings forever.
 TIMER_C = 181.0
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_ip(host: str) -> bool:
-    """Whether ``host`` is an IP literal (cached: asked for every forwarded request)."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class RateLimiter:
@@ -636,7 +625,7 @@ class ProxyCore:
             transport = "UDP" if "UDP" in self.transports else next(iter(self.transports))
         maddr = uri.params.get("maddr")
         host = maddr or uri.host
-        if not _is_ip(host):
+        if not is_ip_literal(host):
             route = self.routes.get(host.lower()) or self.routes.get("*")
             if route is not None:
                 return Peer(route.transport, route.host, route.port)

@@ -17,7 +17,7 @@ import dns.resolver
 from prometheus_client import CollectorRegistry, Counter
 from sipsec.aio.transport import Peer
 from sipsec.config import split_hostport
-from sipsec.sip import SipURI
+from sipsec.sip import SipURI, is_ip_literal
 
 __all__ = ["DNS_OUTCOMES", "DNS_TYPES", "NEGATIVE_TTL", "DnsFailure", "SipResolver", "order_srv", "parse_dns"]
 
@@ -82,14 +82,6 @@ def order_srv(records: Sequence[_Srv], rng: random.Random) -> list[_Srv]:
                     out.append(pool.pop(i))
                     break
     return out
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class SipResolver:
@@ -177,14 +169,14 @@ class SipResolver:
             candidates = ["TLS"]
         elif param:
             candidates = [param]
-        elif _is_ip(host) or uri.port is not None:
+        elif is_ip_literal(host) or uri.port is not None:
             candidates = ["UDP"]  # §4.1: numeric host or explicit port, no transport: UDP for sip
         else:
             candidates = ["UDP", "TCP"]  # no NAPTR: SRV for each supported transport in turn
         candidates = [t for t in candidates if t in transports]
         if not candidates:
             raise DnsFailure(404, "nodata")
-        if _is_ip(host):
+        if is_ip_literal(host):
             return [Peer(candidates[0], host, uri.port or _DEFAULT_PORT[candidates[0]])]
         if uri.port is not None:  # §4.2: explicit port -> A/AAAA only
             return [Peer(candidates[0], a, uri.port) for a in await self._addresses(host)] or self._none()
@@ -222,4 +214,4 @@ class SipResolver:
     @staticmethod
     def needs_dns(host: str) -> bool:
         """True for a host name other than localhost (IP literals need no lookup)."""
-        return bool(host) and not _is_ip(host) and host.lower() != "localhost"
+        return bool(host) and not is_ip_literal(host) and host.lower() != "localhost"

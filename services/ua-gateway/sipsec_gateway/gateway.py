@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -36,7 +35,7 @@ from sipsec.engine import CryptoEngine, InProcessEngine
 from sipsec.envelope import SecurityPolicy, sign_register
 from sipsec.envelope.errors import EnvelopeUsageError
 from sipsec.ibc import IbcError, canonical_aor
-from sipsec.sip import Request, SipError, SipURI
+from sipsec.sip import Request, SipError, SipURI, is_ip_literal
 from sipsec.sip.digest import DigestCredentials, DigestError, DigestServer, StaleNonce
 from sipsec.sip.message import generate_call_id, generate_tag, make_response
 from sipsec.sip.transaction import ServerTransaction
@@ -89,14 +88,6 @@ class PhoneBinding:
     contact: str
     peer: Peer
     expires_at: float
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 class Gateway:
@@ -552,7 +543,7 @@ class Gateway:
             return
         leg.local_aor = user
         target = invite.to.uri
-        if isinstance(target, SipURI) and target.user and (_is_ip(target.host) or target.host == self.domain):
+        if isinstance(target, SipURI) and target.user and (is_ip_literal(target.host) or target.host == self.domain):
             callee = f"sip:{target.user}@{self.domain}"
         else:
             try:
@@ -634,7 +625,7 @@ class Gateway:
         else:
             uri = contacts[0].uri
             # the Contact's address (RFC 3261 §10.3); the packet's source when it names no IP
-            if isinstance(uri, SipURI) and _is_ip(uri.host):
+            if isinstance(uri, SipURI) and is_ip_literal(uri.host):
                 peer = Peer("UDP", uri.host.strip("[]"), uri.port or 5060)
             elif isinstance(txn.addr, Peer):
                 peer = txn.addr

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 from sipsec.aio import transport as tr
-from sipsec.sip import parse_message
+from sipsec.sip import is_ip_literal, parse_message
 from sipsec.sip.headers import parse_via_list
 from sipsec.sip.message import Request
 from sipsec_proxy import core as proxy_core
 
 
-@pytest.mark.parametrize("is_ip", [tr._is_ip, proxy_core._is_ip])
+@pytest.mark.parametrize("is_ip", [tr.is_ip_literal, proxy_core.is_ip_literal])
 def test_is_ip_is_cached_and_right(is_ip: object) -> None:
+    assert is_ip is is_ip_literal  # one shared, cached check (sipsec.sip.uri)
     f = is_ip
     cases = {"127.0.0.1": True, "::1": True, "[2001:db8::1]": True, "example.com": False,
              "localhost": False, "256.1.1.1": False, "[not-an-ip]": False}
