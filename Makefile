@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install system-deps test test-fast check protos bench demo up clean
+.PHONY: install system-deps test test-fast check protos config-tables bench demo up clean
 
 install: system-deps $(STAMP)
 
@@ -34,6 +34,10 @@ check: install
 # Regenerates the gRPC stubs from protos/ (tests fail when the committed ones are stale).
 protos: install
 	$(PY) scripts/gen_protos.py
+
+# Regenerates the configuration tables of the service READMEs (tests fail when they are stale).
+config-tables: install
+	$(PY) -m sipsec.config --readme
 
 bench: install
 	@scripts/install-system-deps.sh --bench

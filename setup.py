@@ -1,7 +1,7 @@
 """Package map: one distribution, several import packages (see pyproject.toml).
 
 The library, one package per service and the umbrella CLI live in their own folders
-(DESIGN §7); services import the library, never each other (tests/unit/test_imports.py).
+(docs/architecture.md#layers); services import the library, never each other (tests/unit/test_imports.py).
 """
 
 from setuptools import find_packages, setup

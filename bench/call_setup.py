@@ -1,6 +1,7 @@
 """Benchmark: secured vs plain call setup across two domains (loopback), then secured throughput.
 
-The two-domain topology of ``sipsec demo`` (:class:`sipsec_cli.topology.TwoDomainTopology`:
+The two-domain topology of ``sipsec demo`` (:data:`sipsec_cli.plan.PLAN`, run by
+:class:`sipsec_cli.topology.TwoDomainTopology`:
 PKG, location, proxy and UA gateway per domain, in-memory stores, in-process crypto), with
 call tracing and proxy taps off. sip:alice@atlanta.com calls sip:bob@biloxi.com, who
 auto-answers; every message of a secured call is signed (signing policy ``every-message``).
@@ -38,7 +39,7 @@ where installed; ``SIPSEC_EVENT_LOOP=asyncio`` for asyncio's own).
     .venv/bin/python bench/call_setup.py --json     # secured_p50_ms, ..., secured_cps
     .venv/bin/python bench/call_setup.py --profile  # + cProfile of the secured calls (top functions)
 
-DESIGN §8 bars: secured p50 <= 25 ms with every message signed, overhead <= 20 ms,
+The bars of the README's measured figures: secured p50 <= 25 ms with every message signed, overhead <= 20 ms,
 >= 100 secured setups/s on the 2-core dev box.
 """
 
@@ -68,13 +69,15 @@ sys.path.insert(0, str(ROOT))
 from sipsec import lifecycle  # noqa: E402
 from sipsec.engine import DEFAULT_BATCH_WINDOW_S, DEFAULT_BUSY_CPU, CryptoEngine  # noqa: E402
 from sipsec.ibc import DomainParams, Identity, PrivateKey  # noqa: E402
-from sipsec_cli.topology import DEFAULT_HOSTS, RemoteDomain, TwoDomainTopology, pick_ports  # noqa: E402
+from sipsec_cli.plan import PLAN  # noqa: E402
+from sipsec_cli.topology import RemoteDomain, TwoDomainTopology, pick_ports  # noqa: E402
 from sipsec_gateway.calls import CallState  # noqa: E402
 from sipsec_gateway.gateway import Gateway, GatewayError  # noqa: E402
 from sipsec_pkg.material import init_domain  # noqa: E402
 
-ALICE = "sip:alice@atlanta.com"
-BOB = "sip:bob@biloxi.com"
+#: The topology's caller and callee (sip:alice@atlanta.com, sip:bob@biloxi.com), and their domains.
+ALICE, BOB = PLAN.caller, PLAN.callee
+CALLER_DOMAIN, CALLEE_DOMAIN = (aor.rsplit("@", 1)[1] for aor in (ALICE, BOB))
 PASS_RATIO = 0.995
 KEEP_UP = 0.9
 BARS = {"secured_p50_ms": 25.0, "overhead_ms": 20.0, "secured_cps": 100.0}
@@ -410,7 +413,7 @@ def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, in
                                  ports={domain: ports} if material is not None else None)
         try:
             await topo.start()
-            if part != "services" and domain == "biloxi.com":
+            if part != "services" and domain == CALLEE_DOMAIN:
                 await topo.login(BOB, auto_answer=True)
             conn.send(("ready", None))
             while True:
@@ -481,8 +484,38 @@ class DomainProcess:
         self.conn.close()
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    logging.getLogger("sipsec").setLevel(logging.WARNING)
+@dataclass
+class Deployment:
+    """The topology as ``--processes`` splits it: this process's part, the children, what they publish."""
+
+    topology: TwoDomainTopology
+    engines: list[CountingEngine]
+    label: str = "both domains"  # what this process runs, for the per-process CPU figures
+    children: list[DomainProcess] = field(default_factory=list)
+    publics: dict[str, RemoteDomain] = field(default_factory=dict)
+
+    async def snapshot(self) -> Snapshot:
+        snap = _snapshot(self.engines, self.label)
+        for child in self.children:
+            snap = snap + await child.snapshot()
+        return snap
+
+    async def start_children(self, part: str) -> None:
+        """Start the children running ``part`` (services before this process's topology starts,
+        the others after), each told the other parts' public data."""
+        for child in self.children:
+            if child.part == part:
+                # a gateway part's own domain's services are remote to it too
+                await child.start({n: p for n, p in self.publics.items()
+                                   if n != child.domain or part == "gateway"})
+
+    def stop_children(self) -> None:
+        for child in reversed(self.children):  # gateways before the services they use
+            child.stop()
+
+
+async def deploy(args: argparse.Namespace) -> Deployment:
+    """Lay the topology out over ``args.processes`` processes (the children are started, not yet serving)."""
     engines: list[CountingEngine] = []
     common: dict[str, Any] = {"trace_calls": 0, "tap": False, "signing": args.signing,
                               "call_timeout_s": args.timeout_s, "engine_factory": _counting(engines),
@@ -491,86 +524,83 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                               "verify_busy_cpu": args.verify_busy_cpu,
                               "password": secrets.token_urlsafe(18)}  # the users' password in every process
     password = common["password"]
-    children: list[DomainProcess] = []
-    publics: dict[str, RemoteDomain] = {}
-    label = "both domains"
     if args.processes == 1:
-        topology = TwoDomainTopology(**common)
-    else:
-        ports = {name: pick_ports(host) for name, host in DEFAULT_HOSTS.items()}
-        try:
-            if args.processes == 2:  # biloxi.com in a child; atlanta.com here
-                atlanta = init_domain("atlanta.com")
-                children.append(DomainProcess("biloxi.com", "all", ports["biloxi.com"], password, args))
-                publics = {"atlanta.com": RemoteDomain(atlanta.params, atlanta.signed.fingerprint,
-                                                       *ports["atlanta.com"]),
-                           "biloxi.com": await children[0].public()}
-                topology = TwoDomainTopology(materials={"atlanta.com": atlanta},
-                                             ports={"atlanta.com": ports["atlanta.com"]},
-                                             remote={"biloxi.com": publics["biloxi.com"]}, **common)
-                label = "atlanta.com + calls"
-            else:  # each domain's services in a child, biloxi.com's gateway in a third; atlanta.com's gateway here
-                children.extend(DomainProcess(name, "services", ports[name], password, args) for name in DEFAULT_HOSTS)
-                publics = {child.domain: await child.public() for child in children}
-                children.append(DomainProcess("biloxi.com", "gateway", ports["biloxi.com"], password, args))
-                topology = TwoDomainTopology(remote=publics, parts={"atlanta.com": "gateway"}, **common)
-                label = "atlanta.com gateway + calls"
-        except BaseException:
-            for child in children:
-                child.stop()
-            raise
-
-    async def snapshot() -> Snapshot:
-        snap = _snapshot(engines, label)
-        for child in children:
-            snap = snap + await child.snapshot()
-        return snap
-
+        return Deployment(TwoDomainTopology(**common), engines)
+    ports = {d.name: pick_ports(d.host) for d in PLAN.domains}
+    children: list[DomainProcess] = []
     try:
+        if args.processes == 2:  # the callee's domain in a child; the caller's here
+            caller = init_domain(CALLER_DOMAIN)
+            children.append(DomainProcess(CALLEE_DOMAIN, "all", ports[CALLEE_DOMAIN], password, args))
+            publics = {CALLER_DOMAIN: RemoteDomain(caller.params, caller.signed.fingerprint, *ports[CALLER_DOMAIN]),
+                       CALLEE_DOMAIN: await children[0].public()}
+            topology = TwoDomainTopology(materials={CALLER_DOMAIN: caller}, ports={CALLER_DOMAIN: ports[CALLER_DOMAIN]},
+                                         remote={CALLEE_DOMAIN: publics[CALLEE_DOMAIN]}, **common)
+            return Deployment(topology, engines, f"{CALLER_DOMAIN} + calls", children, publics)
+        # each domain's services in a child, the callee's gateway in a third; the caller's gateway here
+        children.extend(DomainProcess(name, "services", ports[name], password, args) for name in PLAN.names)
+        publics = {child.domain: await child.public() for child in children}
+        children.append(DomainProcess(CALLEE_DOMAIN, "gateway", ports[CALLEE_DOMAIN], password, args))
+        topology = TwoDomainTopology(remote=publics, parts={CALLER_DOMAIN: "gateway"}, **common)
+        return Deployment(topology, engines, f"{CALLER_DOMAIN} gateway + calls", children, publics)
+    except BaseException:
         for child in children:
-            if child.part == "services":
-                await child.start({n: p for n, p in publics.items() if n != child.domain})
-        async with topology as topo:
-            for child in children:
-                if child.part == "all":
-                    await child.start({n: p for n, p in publics.items() if n != child.domain})
-                elif child.part == "gateway":  # its own domain's services are remote to it too
-                    await child.start(publics)
-            if not children:
-                await topo.login(BOB, auto_answer=True)
-            await topo.login(ALICE)
-            alice = topo.gateway_for(ALICE)
-            await latency(alice, True, args.warmup, args.timeout_s)
-            await latency(alice, False, args.warmup, args.timeout_s)
-            profile = cProfile.Profile() if args.profile else None
-            if profile is not None:
-                profile.enable()
-            before = await snapshot()
-            secured = await latency(alice, True, args.calls, args.timeout_s)
-            after = await snapshot()
-            if profile is not None:
-                profile.disable()
-            secured_cpu = after.cpu_s - before.cpu_s
-            answered = max(1, len(secured.setup_ms))
-            ops = {op: (after.count[op] - before.count.get(op, 0)) / answered for op in after.count}
-            ops_ms = {op: (after.seconds[op] - before.seconds.get(op, 0.0)) * 1e3 / answered
-                      for op in after.seconds}
-            before = await snapshot()
-            plain = await latency(alice, False, args.calls, args.timeout_s)
-            plain_cpu = (await snapshot()).cpu_s - before.cpu_s
-            trials = await throughput(alice, args, snapshot) if args.budget_s > 0 else []
-            setup_trials = (await throughput(alice, args, snapshot, bye=False)
-                            if args.budget_s > 0 and args.setup_only else [])
-    finally:
-        for child in reversed(children):  # gateways before the services they use
             child.stop()
+        raise
+
+
+@dataclass
+class Measured:
+    """What the latency runs and the rate searches measured."""
+
+    secured: Latency
+    plain: Latency
+    secured_cpu_s: float
+    plain_cpu_s: float
+    ops: dict[str, float]  # crypto operations per secured call
+    ops_ms: dict[str, float]  # their milliseconds per secured call
+    trials: list[Trial]
+    setup_trials: list[Trial]
+    profile: cProfile.Profile | None
+
+
+async def measure(alice: Gateway, args: argparse.Namespace, snapshot: SnapshotFn) -> Measured:
+    """Warm up, time ``args.calls`` secured then plain calls, then search the secured rates."""
+    await latency(alice, True, args.warmup, args.timeout_s)
+    await latency(alice, False, args.warmup, args.timeout_s)
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:
+        profile.enable()
+    before = await snapshot()
+    secured = await latency(alice, True, args.calls, args.timeout_s)
+    after = await snapshot()
+    if profile is not None:
+        profile.disable()
+    answered = max(1, len(secured.setup_ms))
+    ops = {op: (after.count[op] - before.count.get(op, 0)) / answered for op in after.count}
+    ops_ms = {op: (after.seconds[op] - before.seconds.get(op, 0.0)) * 1e3 / answered for op in after.seconds}
+    plain_before = await snapshot()
+    plain = await latency(alice, False, args.calls, args.timeout_s)
+    plain_cpu = (await snapshot()).cpu_s - plain_before.cpu_s
+    search = args.budget_s > 0
+    trials = await throughput(alice, args, snapshot) if search else []
+    setup_trials = await throughput(alice, args, snapshot, bye=False) if search and args.setup_only else []
+    return Measured(secured, plain, after.cpu_s - before.cpu_s, plain_cpu, ops, ops_ms, trials, setup_trials,
+                    profile)
+
+
+def _best(trials: list[Trial]) -> Trial | None:
+    passing = [t for t in trials if t.passed]
+    return max(passing, key=lambda t: t.rate) if passing else None
+
+
+def report(args: argparse.Namespace, m: Measured) -> dict[str, Any]:
+    """The JSON document of a run."""
+    secured, plain = m.secured, m.plain
     if not secured.setup_ms or not plain.setup_ms:
         raise SystemExit("call_setup: no call was answered")
     s50, p50 = percentile(secured.setup_ms, 50), percentile(plain.setup_ms, 50)
-    passing = [t for t in trials if t.passed]
-    best = max(passing, key=lambda t: t.rate) if passing else None
-    setup_passing = [t for t in setup_trials if t.passed]
-    setup_best = max(setup_passing, key=lambda t: t.rate) if setup_passing else None
+    best, setup_best = _best(m.trials), _best(m.setup_trials)
     result: dict[str, Any] = {
         "calls": args.calls,
         "processes": args.processes,
@@ -588,30 +618,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "secured_bytes": int(statistics.median(secured.bytes_per_call)),
         "plain_bytes": int(statistics.median(plain.bytes_per_call)),
         "bytes_ratio": round(statistics.median(secured.bytes_per_call) / statistics.median(plain.bytes_per_call), 3),
-        "signatures_per_secured_call": round(ops.get("sign", 0.0), 2),
-        "verifications_per_secured_call": round(ops.get("verify", 0.0), 2),
-        "cpu_ms_per_secured_call": round(secured_cpu * 1e3 / answered, 2),
-        "cpu_ms_per_plain_call": round(plain_cpu * 1e3 / max(1, len(plain.setup_ms)), 2),
-        "crypto_ms_per_secured_call": {op: round(v, 2) for op, v in sorted(ops_ms.items())},
+        "signatures_per_secured_call": round(m.ops.get("sign", 0.0), 2),
+        "verifications_per_secured_call": round(m.ops.get("verify", 0.0), 2),
+        "cpu_ms_per_secured_call": round(m.secured_cpu_s * 1e3 / max(1, len(secured.setup_ms)), 2),
+        "cpu_ms_per_plain_call": round(m.plain_cpu_s * 1e3 / max(1, len(plain.setup_ms)), 2),
+        "crypto_ms_per_secured_call": {op: round(v, 2) for op, v in sorted(m.ops_ms.items())},
         "secured_failed": secured.failed,
         "plain_failed": plain.failed,
         "secured_cps": best.rate if best else 0.0,
         "secured_cps_achieved": round(best.achieved_cps, 1) if best else 0.0,
         "secured_setup_only_cps": setup_best.rate if setup_best else None,
-        "trials": [_trial_doc(t) for t in trials],
-        "setup_only_trials": [_trial_doc(t) for t in setup_trials],
+        "trials": [_trial_doc(t) for t in m.trials],
+        "setup_only_trials": [_trial_doc(t) for t in m.setup_trials],
     }
     result["bars"] = {
         "secured_p50_ms<=25": result["secured_p50_ms"] <= BARS["secured_p50_ms"],
         "overhead_ms<=20": result["overhead_ms"] <= BARS["overhead_ms"],
         "secured_cps>=100": result["secured_cps"] >= BARS["secured_cps"],
     }
-    if profile is not None:
+    if m.profile is not None:
         out = io.StringIO()
-        stats = pstats.Stats(profile, stream=out)
+        stats = pstats.Stats(m.profile, stream=out)
         stats.sort_stats("tottime").print_stats(args.profile_top)
         result["profile"] = out.getvalue()
     return result
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    logging.getLogger("sipsec").setLevel(logging.WARNING)
+    dep = await deploy(args)
+    try:
+        await dep.start_children("services")
+        async with dep.topology as topo:
+            await dep.start_children("all")
+            await dep.start_children("gateway")
+            if not dep.children:
+                await topo.login(BOB, auto_answer=True)
+            await topo.login(ALICE)
+            measured = await measure(topo.gateway_for(ALICE), args, dep.snapshot)
+    finally:
+        dep.stop_children()
+    return report(args, measured)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

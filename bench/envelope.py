@@ -13,8 +13,8 @@ comparison, with compression off (``*_uncompressed``). ``--dump DIR`` writes the
 outer messages of that flow, one file each. ``--breakdown`` prints the byte budget of
 every secured message of the flow (default policy): the outer start line and each outer
 header, then every region of the CMS body (framing, each OID, recipient info, GCM nonce and
-tag, ciphertext) and, inside the ciphertext, the CompressedData framing, the zlib header
-and trailer, and the SignedData regions (each signed attribute, signature, inner message)
+tag, ciphertext) and, inside the ciphertext, the CompressedData framing, the raw DEFLATE
+stream, and the SignedData regions (each signed attribute, signature, inner message)
 with their uncompressed size and an attribution of the compressed bytes (the growth of the
 compressed prefix as each region is added — an estimate, deflate codes across regions).
 """
@@ -107,7 +107,7 @@ _LEAF_NAMES = {
     ("kemri", 0x80): "rid: recipient identity", ("kemri", 0x04): "kemct / wrapped CEK",
     ("gcm-params", 0x04): "GCM nonce", ("gcm-params", 0x02): "GCM ICV length",
     ("eci", 0x80): "ciphertext", ("aed", 0x04): "mac (GCM tag)", ("aed", 0x02): "version",
-    ("cd", 0x02): "version", ("cd-eci/[0]", 0x04): "zlib stream",
+    ("cd", 0x02): "version", ("cd-eci/[0]", 0x04): "deflate stream",
     ("sd", 0x02): "version", ("sd-eci/[0]", 0x04): "eContent (MIME entity + SIP message)",
     ("si", 0x02): "version", ("si", 0x80): "sid (subjectKeyIdentifier)", ("si", 0x04): "signature",
 }
@@ -150,7 +150,7 @@ def _scope(parent: str, tag: int, previous_oid: bytes, body: bytes) -> str:
     if parent == "ci/[0]":
         return "aed"
     if parent == "aed":
-        return {0x31: "ris", 0x30: "eci"}.get(tag, "aed")
+        return {0x31: "ris", 0x30: "eci", 0xA1: "authAttrs"}.get(tag, "aed")
     if parent == "ris":
         return {0xA2: "kekri", 0xA4: "ori"}.get(tag, "ris")
     if parent == "kekri" and tag == 0x30:
@@ -195,7 +195,7 @@ def _attributed(data: bytes, regions: list[tuple[str, int]], primer: bytes) -> l
     sizes, offset, before = [], 0, 0
     for _, n in regions:
         offset += n
-        co = zlib.compressobj(level=9, wbits=15, memLevel=9, zdict=compression.dictionary(primer))
+        co = zlib.compressobj(level=9, wbits=-15, memLevel=9, zdict=compression.dictionary(primer))
         size = len(co.compress(data[:offset]) + co.flush())
         sizes.append(size - before)
         before = size
@@ -218,8 +218,7 @@ def _budget(step: Step, content_type: str, content: bytes, primer: bytes) -> lis
             lines.append(f"  plain  {name:<38} {n:>5}")
         inner_type, inner = cms.parse_compressed_data(content, primer=primer)
         stream = compression.compress(inner, primer)
-        lines.append(f"  zlib   header+DICTID / Adler-32 trailer        {6:>5} {4:>5}")
-        lines.append(f"  zlib   deflate data                            {len(stream) - 10:>5}")
+        lines.append(f"  deflate raw stream (RFC 1951, no framing)      {len(stream):>5}")
     else:
         inner_type, inner = content_type, content
     if inner_type == oids.ID_SIGNED_DATA:

@@ -1,4 +1,4 @@
-"""Benchmark of sipsec.ibc suite v1: medians per operation, against the DESIGN §8 bars.
+"""Benchmark of sipsec.ibc suite v1: medians per operation, against the bars of docs/architecture.md#performance-bars.
 
 ``python bench/ibc.py`` prints a table; ``--json`` prints one JSON object whose ``*_ms`` keys are
 medians in milliseconds (setup, extract, encapsulate, decapsulate, sign, verify, and
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         table.add_column("operation")
         table.add_column("median", justify="right")
-        table.add_column("bar (DESIGN §8)", justify="right")
+        table.add_column("bar", justify="right")
         table.add_column("")
         for key, value in results.items():
             if not key.endswith("_ms") or not isinstance(value, float):

@@ -70,13 +70,12 @@ def _server(conn: Any, data_dir: str, kek: str, store: str, redis_url: str, tls:
     async def run() -> None:
         from sipsec_pkg.config import PkgConfig
         from sipsec_pkg.node import PkgNode
-        from sipsec_pkg.passwords import ScryptParams
 
         config = PkgConfig(
             data_dir=data_dir, kek=kek, listen="127.0.0.1:0", store=store, redis_url=redis_url,
             plaintext=tls is None, tls_cert=tls["cert"] if tls else "", tls_key=tls["key"] if tls else "",
             metrics_port=None, audit_log=os.path.join(data_dir, f"audit-{store}.jsonl"),
-            scrypt=ScryptParams(n=2**10, r=8, p=1),
+            scrypt_n=2**10,
         )
         node = PkgNode(config)
         await node.start()

@@ -15,7 +15,7 @@ A rate passes when >= 99.5 % of the calls complete *and* the run lasts at most 1
 longer than calls / rate (a proxy that falls behind and only completes the calls late, through
 retransmissions and socket buffers, has not sustained the rate). The search climbs a ladder of
 rates until one fails, then bisects once between the last passing and the first failing rate; every trial runs ``--calls`` calls (default 5,000), and
-the whole search for one proxy stops after ``--budget-s`` seconds. DESIGN §8 bar: ratio >= 0.5.
+the whole search for one proxy stops after ``--budget-s`` seconds. Bar (docs/architecture.md#performance-bars): ratio >= 0.5.
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ def sipsec_proxy(workers: int) -> Iterator[tuple[str, int]]:
     env = {**os.environ, "SIPSEC_PROXY_DOMAINS": "bench.test", "SIPSEC_PROXY_LISTEN": f"127.0.0.1:{port}",
            "SIPSEC_PROXY_AUTH": "none", "SIPSEC_PROXY_RATE_LIMIT": "0", "SIPSEC_PROXY_METRICS_PORT": "-1",
            "SIPSEC_PROXY_WORKERS": str(workers), "SIPSEC_LOG_LEVEL": "WARNING",
-           "SIPSEC_PROXY_DRAIN_SECONDS": "0", "SIPSEC_PROXY_QUEUE_SIZE": "65536"}
+           "SIPSEC_PROXY_DRAIN_SECONDS": "0", "SIPSEC_PROXY_QUEUE_SIZE": "65536",
+           # the uac names the uas by address (no registration), as with Kamailio: a configured
+           # peer host (the proxy is no open relay; any port there except its service ports)
+           "SIPSEC_PROXY_PEERS": "127.0.0.1"}
     exe = Path(sys.executable).parent / "sipsec-proxy"
-    proc = subprocess.Popen([str(exe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         if "listening" not in proc.stdout.readline():

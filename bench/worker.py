@@ -77,7 +77,7 @@ async def _load(call: Callable[[], Awaitable[object]], concurrency: int, request
 def _start_worker(processes: int) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "SIPSEC_WORKER_PLAINTEXT": "true", "SIPSEC_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipsec_worker", "--listen", f"127.0.0.1:{_free_port()}",
+        [sys.executable, "-m", "sipsec_worker", "serve", "--listen", f"127.0.0.1:{_free_port()}",
          "--processes", str(processes), "--metrics-port", "-1", "--queue", "256"],
         stdout=subprocess.PIPE, text=True, env=env,
     )

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo need, only when one is missing.
-#   scripts/install-system-deps.sh          redis-server, sipp (sip-tester), openssl
-#   scripts/install-system-deps.sh --bench  the same plus kamailio (bench/proxy_cps.py)
+#   scripts/install-system-deps.sh          redis-server, sipp (sip-tester), openssl, sipvicious, prometheus, kamailio
+#   scripts/install-system-deps.sh --bench  the same (kamailio is also bench/proxy_cps.py's comparison)
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if [ "${1:-}" = "--bench" ]; then
-  command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
-fi
+# svwar/svcrack: bench/scan.py and tests/e2e/attack (the attacker's view of the SIP edge)
+command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
+# promtool and a real Prometheus server: deploy/prometheus rule tests, tests/e2e/observability
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# kamailio (its nathelper module ships in the kamailio package): tests/e2e/kamailio, bench/proxy_cps.py
+command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
 if ! command -v kubectl >/dev/null 2>&1; then
   # tests/unit/deploy renders k8s/ with `kubectl kustomize` (no cluster needed). Debian ships
   # no kubectl; it is installed only where an apt source offers it (as on the CI image).

@@ -32,6 +32,8 @@ from rich.panel import Panel
 from rich.table import Table
 from sipsec import ibc, lifecycle
 
+from sipsec_cli.plan import PLAN
+
 if TYPE_CHECKING:  # the call part imports the services only when it runs
     from sipsec_gateway.calls import Call
 
@@ -190,8 +192,8 @@ def _walk(repeat: int, steps: list[Step]) -> None:
 
 # -- part 2: calls across two domains ----------------------------------------------------------
 
-ALICE = "sip:alice@atlanta.com"
-BOB = "sip:bob@biloxi.com"
+#: The caller and callee of the one two-domain description (:data:`sipsec_cli.plan.PLAN`).
+ALICE, BOB = PLAN.caller, PLAN.callee
 #: Thesis §4.9: Tables 1 and 2 (total encrypt / decrypt of a message, median of 5 runs) and
 #: Tables 5 and 6 (test 1: setup time and signalling bytes per call, unsecured vs secured).
 THESIS_TOTAL_MS = {"seal_kem": 591.0, "open_kem": 438.0}

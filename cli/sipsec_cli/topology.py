@@ -1,6 +1,8 @@
 """The two-domain sipsec topology in one process, on the embedded defaults (used by the demo, tests and bench).
 
-atlanta.com lives on 127.0.0.2 and biloxi.com on 127.0.0.3: each domain has a PKG (in-memory
+The domains, their addresses and users, the PKGs' federation peers, the proxies' routes and
+the gateways' peer domains come from the one description :data:`sipsec_cli.plan.PLAN`
+(``sipsec up`` runs the same plan as processes). atlanta.com lives on 127.0.0.2 and biloxi.com on 127.0.0.3: each domain has a PKG (in-memory
 store, gRPC on loopback), a location service (in-memory store, gRPC on loopback port 0), a SIP
 proxy/registrar (UDP on the domain's address) and a UA gateway (secured SIP on the domain's
 address, in-process crypto). The two PKGs federate: each pins the other's Ed25519 fingerprint
@@ -24,6 +26,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +51,9 @@ from sipsec_proxy.server import make_locator
 from sipsec_worker.config import WorkerConfig
 from sipsec_worker.server import WorkerServer
 
+from sipsec_cli.plan import PLAN, Endpoints, TopologyPlan
+from sipsec_cli.up.tls import Pki, make_pki
+
 __all__ = [
     "DEFAULT_HOSTS",
     "DEFAULT_USERS",
@@ -63,10 +69,10 @@ __all__ = [
 
 log = logging.getLogger("sipsec.topology")
 
-#: The domains of the embedded topology and the loopback address each one's SIP lives on.
-DEFAULT_HOSTS: Mapping[str, str] = {"atlanta.com": "127.0.0.2", "biloxi.com": "127.0.0.3"}
+#: The domains of the embedded topology and the loopback address each one's SIP lives on (:data:`~sipsec_cli.plan.PLAN`).
+DEFAULT_HOSTS: Mapping[str, str] = PLAN.hosts
 #: The users provisioned in the PKGs at start.
-DEFAULT_USERS: tuple[str, ...] = ("sip:alice@atlanta.com", "sip:bob@biloxi.com")
+DEFAULT_USERS: tuple[str, ...] = PLAN.aors
 _START_ATTEMPTS = 3
 #: What of a domain one topology object runs (``parts``): everything, its services (PKG,
 #: location, proxy) without its gateway, or its gateway alone (the services run elsewhere).
@@ -128,7 +134,8 @@ def pick_ports(host: str) -> tuple[int, int]:
 class TwoDomainTopology:
     """atlanta.com and biloxi.com in this process; ``await start()`` / ``await stop()`` or ``async with``.
 
-    ``users``: AORs provisioned at start, all with ``password`` (random when None; see
+    ``plan``: the domains and their wiring (default :data:`~sipsec_cli.plan.PLAN`); ``hosts``
+    replaces its domains and addresses. ``users``: AORs provisioned at start, all with ``password`` (random when None; see
     :attr:`password`). ``trace_calls``: how many recent calls each gateway traces (0 for
     benchmarks). ``tap``: record what the proxies receive. ``signing``: the gateways' signing
     policy. ``materials``: pre-made domain key material (tests reuse it across topologies).
@@ -156,8 +163,9 @@ class TwoDomainTopology:
     def __init__(
         self,
         *,
-        hosts: Mapping[str, str] = DEFAULT_HOSTS,
-        users: Sequence[str] = DEFAULT_USERS,
+        plan: TopologyPlan = PLAN,
+        hosts: Mapping[str, str] | None = None,
+        users: Sequence[str] | None = None,
         password: str | None = None,
         trace_calls: int = 200,
         tap: bool = True,
@@ -173,10 +181,14 @@ class TwoDomainTopology:
         verify_window_s: float = DEFAULT_BATCH_WINDOW_S,
         verify_busy_cpu: float = DEFAULT_BUSY_CPU,
         parts: Mapping[str, str] | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
-        if len(hosts) < 2:
-            raise TopologyError("the topology needs at least two domains")
-        self.hosts = {d.lower(): h for d, h in hosts.items()}
+        if hosts is not None:
+            if len(hosts) < 2:
+                raise TopologyError("the topology needs at least two domains")
+            plan = plan.with_hosts(hosts)
+        self.plan = plan
+        self.hosts = plan.hosts
         self.remote = {d.lower(): r for d, r in (remote or {}).items()}
         self.parts = {d.lower(): p for d, p in (parts or {}).items()}
         for name, part in self.parts.items():
@@ -191,9 +203,14 @@ class TwoDomainTopology:
             raise TopologyError("remote domains must be some, not all, of the topology's domains "
                                 "(unless this side runs a remote domain's gateway)")
         self.ports = {d.lower(): p for d, p in (ports or {}).items()}
+        if tls_dir is not None and self.remote:
+            raise TopologyError("tls_dir: TLS between gateways and proxies needs every domain in this process")
+        self.tls_dir = tls_dir
+        self.pki: Pki | None = None
+        self.tls_ports: dict[str, int] = {}
         self.verify_window_s = verify_window_s
         self.verify_busy_cpu = verify_busy_cpu
-        self.users = [str(canonical_aor(u)) for u in users]
+        self.users = [str(canonical_aor(u)) for u in (plan.aors if users is None else users)]
         self.password = password if password is not None else secrets.token_urlsafe(18)
         self.trace_calls = trace_calls
         self.tap = tap
@@ -328,6 +345,16 @@ class TwoDomainTopology:
         trusted = {n: self.remote[n].params if n in self.remote else self.materials[n].params for n in names}
         fingerprints = {n: self.remote[n].fingerprint if n in self.remote else self.materials[n].signed.fingerprint
                         for n in names}
+        endpoints = {n: Endpoints(f"127.0.0.1:{pkg_ports[n]}", f"{self.hosts[n]}:{proxy_ports[n]}", fingerprints[n])
+                     for n in names}
+        route_transport = ""
+        if self.tls_dir is not None:  # SIP over TLS on the gateway-proxy and proxy-proxy legs
+            self.tls_ports = {n: _free_port(self.hosts[n], socket.SOCK_STREAM) for n in names}
+            self.pki = make_pki(self.tls_dir, {f"{role}-{n}": [self.hosts[n]]
+                                               for n in names for role in ("proxy", "gateway")})
+            endpoints = {n: Endpoints(e.pkg, f"{self.hosts[n]}:{self.tls_ports[n]}", e.fingerprint)
+                         for n, e in endpoints.items()}
+            route_transport = "tls"
         worker_target = ""
         if self.workers > 0:
             self.worker = WorkerServer(WorkerConfig(listen="127.0.0.1:0", processes=self.workers,
@@ -338,8 +365,8 @@ class TwoDomainTopology:
         for name in self.local:
             host = self.hosts[name]
             init = self.materials[name]
-            peers = {o: PkgPeer(o, f"127.0.0.1:{pkg_ports[o]}", fingerprints[o])
-                     for o in names if o != name}
+            peers = {p.domain: PkgPeer(p.domain, p.endpoint, p.fingerprint)
+                     for p in self.plan.pkg_peers(name, endpoints)}
             pkg = PkgNode.in_memory(init.material(), listen=f"127.0.0.1:{pkg_ports[name]}", peers=peers,
                                     peer_plaintext=True, fed_timeout_s=2.0)
             await pkg.start()
@@ -353,10 +380,16 @@ class TwoDomainTopology:
             await location.start()
             self._on_stop(3, f"the {name} location service", functools.partial(location.stop, 0))
 
-            routes = ",".join(f"{o}={self.hosts[o]}:{proxy_ports[o]}" for o in names if o != name)
-            pconfig = ProxyConfig(domains=name, listen=f"{host}:{proxy_ports[name]}",
-                                  location=f"127.0.0.1:{location.port}", routes=routes,
-                                  metrics_port=-1, drain_seconds=0, rate_limit=0)
+            proxy_values: dict[str, Any] = {
+                "domains": name, "listen": f"{host}:{proxy_ports[name]}",
+                "location": f"127.0.0.1:{location.port}",
+                "routes": self.plan.routes(name, endpoints, transport=route_transport),
+                "metrics_port": -1, "drain_seconds": 0, "rate_limit": 0, **dict(self.plan.proxy_settings)}
+            if self.pki is not None:
+                files = self.pki[f"proxy-{name}"]
+                proxy_values.update(tls_listen=f"{host}:{self.tls_ports[name]}", tls_cert=str(files.cert),
+                                    tls_key=str(files.key), tls_ca=str(self.pki.ca))
+            pconfig = ProxyConfig(**proxy_values)
             verifier = SignedRegisterVerifier(trusted)
             proxy = ProxyServer(pconfig, make_locator(pconfig), verifier=verifier)
             await proxy.start()
@@ -382,11 +415,15 @@ class TwoDomainTopology:
             "domain": name, "sip_listen": f"{host}:0", "proxy": f"{host}:{proxy_ports[name]}",
             "pkg": f"127.0.0.1:{pkg_ports[name]}", "pkg_plaintext": True,
             "pkg_fingerprint": fingerprints[name],
-            "peer_domains": ",".join(o for o in self.hosts if o != name),
+            "peer_domains": self.plan.peer_domains(name),
             "call_timeout_s": self.call_timeout_s, "drain_seconds": 0.5, "register_expires": 3600,
             "trace_calls": self.trace_calls, "signing": self.signing,
             "default_policy": SecurityPolicy.PREFER_SECURE.value,
         }
+        if self.pki is not None:
+            files = self.pki[f"gateway-{name}"]
+            values.update(transport="tls", proxy=f"{host}:{self.tls_ports[name]}", tls_cert=str(files.cert),
+                          tls_key=str(files.key), tls_ca=str(self.pki.ca))
         values.update(self.gateway_overrides)
         engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
                                 else InProcessEngine(threaded=self.threaded_crypto,

@@ -1,4 +1,4 @@
-"""Import boundaries (DESIGN §7): the sans-IO layers stay I/O-free; packages stay decoupled."""
+"""Import boundaries (docs/architecture.md#layers): the sans-IO layers stay I/O-free; packages stay decoupled."""
 
 from __future__ import annotations
 

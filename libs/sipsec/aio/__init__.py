@@ -1,12 +1,13 @@
-"""asyncio networking for sipsec: SIP transports (UDP/TCP/TLS), the endpoint shell and a minimal UA.
+"""asyncio networking for sipsec: SIP transports (UDP/TCP/TLS) and the endpoint shell.
 
-The only asyncio networking code of the library (DESIGN §7). The protocol logic lives in the
+The only asyncio networking code of the library. The protocol logic lives in the
 sans-IO :mod:`sipsec.sip`; this package moves bytes, arms one timer and hands events up.
 """
 
 from .endpoint import EventHandler, SingleTimer, SipEndpoint, TimerSource
 from .transport import (
     DEFAULT_PORTS,
+    ConnectionLimits,
     Inbound,
     InboundQueue,
     Outgoing,
@@ -20,13 +21,10 @@ from .transport import (
     stamp_received,
     via_destination,
 )
-from .ua import Call, CallFailed, CallState, UserAgent, peer_for_uri, static_sdp
 
 __all__ = [
     "DEFAULT_PORTS",
-    "Call",
-    "CallFailed",
-    "CallState",
+    "ConnectionLimits",
     "EventHandler",
     "Inbound",
     "InboundQueue",
@@ -39,11 +37,8 @@ __all__ = [
     "TimerSource",
     "Transport",
     "UdpTransport",
-    "UserAgent",
     "build_error_response",
-    "peer_for_uri",
     "response_destination",
     "stamp_received",
-    "static_sdp",
     "via_destination",
 ]

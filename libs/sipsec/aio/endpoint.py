@@ -5,8 +5,8 @@ share, the transaction core, and exactly one ``loop.call_at`` handle that is re-
 the cores' ``get_timer()`` after every interaction (aioquic's shape). One consumer task
 takes messages off the queue and feeds the core; whatever the core wants sent goes out
 through the transport named by the destination :class:`~sipsec.aio.transport.Peer`; every
-core event goes to the transaction user's ``handler`` (a proxy core, the
-:class:`~sipsec.aio.ua.UserAgent`, a test).
+core event goes to the transaction user's ``handler`` (a proxy core,
+the UA gateway, a test driver).
 
 Usage::
 
@@ -34,6 +34,7 @@ from sipsec.sip.transaction import ClientTransaction, ServerTransaction
 from sipsec.telemetry.sip import SIP_MESSAGES_DROPPED
 
 from .transport import (
+    ConnectionLimits,
     Inbound,
     InboundQueue,
     Outgoing,
@@ -181,13 +182,15 @@ class SipEndpoint:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        connection_limits: ConnectionLimits | None = None,
     ) -> StreamTransport:
-        """Listen for TCP, or for TLS when an SSL context is given (then named "TLS")."""
+        """Listen for TCP, or for TLS when an SSL context is given (then named "TLS");
+        ``connection_limits`` bounds its connections (secure defaults when None)."""
         self._ensure_loop()
         transport = await StreamTransport.listen(
             self.queue, host, port, server_ssl=server_ssl, client_ssl=client_ssl,
             server_hostname=server_hostname, limits=self.limits,
-            on_send_error=self._send_failed,
+            on_send_error=self._send_failed, connection_limits=connection_limits,
         )
         self.transports[transport.name] = transport
         return transport

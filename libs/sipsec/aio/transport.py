@@ -1,18 +1,22 @@
-"""asyncio SIP transports (UDP, TCP, TLS): a thin shell that frames, parses and routes messages.
+"""asyncio SIP transports (UDP, TCP, TLS): a thin shell that moves bytes for the sans-IO rules.
 
-The transports do no SIP logic beyond RFC 3261 §18: they turn bytes into parsed
-:class:`~sipsec.sip.Request` / :class:`~sipsec.sip.Response` objects (one message per UDP
-datagram; :class:`~sipsec.sip.StreamFramer` on TCP/TLS), stamp ``received``/``rport`` on the
-top Via of requests (§18.2.1, RFC 3581 §4), put each message on a bounded
-:class:`InboundQueue` (dropping and counting when it is full), and send messages out —
-responses to the address RFC 3261 §18.2.2 / RFC 3581 §4 select, over the connection the
-request came on when it is still open.
+The protocol logic of RFC 3261 §18 lives in :mod:`sipsec.sip.transport_rules` (validation,
+``received``/``rport`` stamping, response destinations, stateless error responses); the
+transports here turn sockets into calls of those pure functions and act on their verdicts:
+one message per UDP datagram, :class:`~sipsec.sip.StreamFramer` on TCP/TLS, each accepted
+message put on a bounded :class:`InboundQueue` (dropping and counting when it is full), and
+messages sent out — responses to the address §18.2.2 / RFC 3581 §4 select, over the
+connection the request came on when it is still open.
 
-Bad input never raises out of a transport: a request whose Via can be read is answered
-statelessly with the parser's status hint (400, 413, 505, 513…) *to the packet's source
-address* (never to a sent-by that a malformed message names, so a forged Via cannot reflect
-traffic at a third party); everything else is dropped and counted in
+Bad input never raises out of a transport: any request whose top Via can be read is
+answered statelessly with the parser's status hint (400, 413, 505, 513…) *to the packet's
+source address*; everything else is dropped and counted in
 ``sipsec_sip_messages_dropped_total{transport, reason}``.
+
+Stream connections are kept in check by :class:`ConnectionLimits` (idle and header-read
+timeouts, a per-source cap, a global cap with a budget reserved for configured peers),
+counted in ``sipsec_sip_connections_open``, ``sipsec_sip_connections_rejected_total`` and
+``sipsec_sip_connections_closed_total``.
 """
 
 from __future__ import annotations
@@ -20,26 +24,44 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import ipaddress
 import logging
-import re
 import socket
 import ssl
-from collections import deque
-from collections.abc import Callable
+import struct
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from sipsec.sip.errors import RemoteProtocolError, SipError
-from sipsec.sip.framing import StreamFramer, parse_datagram
-from sipsec.sip.headers import Via, parse_via_list, via_list_view
-from sipsec.sip.message import _MISSING, REASON_PHRASES, Request, Response, generate_tag
+from sipsec.sip.errors import RemoteProtocolError
+from sipsec.sip.framing import StreamFramer
+from sipsec.sip.message import Request, Response
 from sipsec.sip.parser import Limits
+from sipsec.sip.transport_rules import (
+    DEFAULT_PORTS,
+    Accepted,
+    Answered,
+    Dropped,
+    Verdict,
+    build_error_response,
+    receive_datagram,
+    receive_message,
+    reject,
+    response_destination,
+    response_target,
+    stamp_received,
+    validate_received,
+    via_destination,
+)
 from sipsec.sip.uri import is_ip_literal
 from sipsec.telemetry.sip import (
     SIP_BAD_REQUESTS_ANSWERED,
     SIP_BYTES_RECEIVED,
     SIP_BYTES_SENT,
+    SIP_CONNECTIONS_CLOSED,
     SIP_CONNECTIONS_OPEN,
+    SIP_CONNECTIONS_REJECTED,
     SIP_MESSAGES_DROPPED,
     SIP_MESSAGES_RECEIVED,
     SIP_MESSAGES_SENT,
@@ -47,6 +69,7 @@ from sipsec.telemetry.sip import (
 
 __all__ = [
     "DEFAULT_PORTS",
+    "ConnectionLimits",
     "Inbound",
     "InboundQueue",
     "Outgoing",
@@ -57,10 +80,11 @@ __all__ = [
     "TransportName",
     "UdpTransport",
     "build_error_response",
-    "message_bytes",
+    "client_tls_context",
     "response_destination",
+    "server_tls_context",
     "stamp_received",
-    "validate",
+    "validate_received",
     "via_destination",
 ]
 
@@ -68,10 +92,6 @@ log = logging.getLogger(__name__)
 
 TransportName = Literal["UDP", "TCP", "TLS"]
 Message = Request | Response
-
-#: Default ports per transport (RFC 3261 §18.1.1, §26.2: 5060 for UDP/TCP, 5061 for TLS).
-DEFAULT_PORTS: dict[str, int] = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,175 +208,6 @@ def _inc(metric: Any, name: str, kind: str | None = None, amount: float = 1) -> 
     child.inc(amount)
 
 
-def response_destination(response: Response, transport: str) -> tuple[str, int] | None:
-    """Where a response goes when no open connection carries it (RFC 3261 §18.2.2, RFC 3581 §4).
-
-    From the top Via: ``maddr`` if present; else ``received`` (with ``rport`` as the port when
-    it has a value — RFC 3581 — and otherwise the sent-by port); else the sent-by itself.
-    The port defaults to 5060 (5061 for TLS). None when there is no Via.
-    """
-    if not response.via:
-        return None
-    return via_destination(response.via[0], transport)
-
-
-def via_destination(via: Via, transport: str) -> tuple[str, int]:
-    """The §18.2.2 / RFC 3581 destination named by one (top) Via header value."""
-    default = DEFAULT_PORTS.get(transport, 5060)
-    maddr = via.params.get("maddr")
-    if maddr:
-        return (maddr, via.port or default)
-    received = via.received
-    rport = via.rport
-    if received:
-        if isinstance(rport, int) and not isinstance(rport, bool) and rport > 0:
-            return (received, rport)
-        return (received, via.port or default)
-    if isinstance(rport, int) and not isinstance(rport, bool) and rport > 0:
-        return (via.host, rport)
-    return (via.host, via.port or default)
-
-
-def stamp_received(request: Request, source: tuple[str, int]) -> None:
-    """Add ``received`` (and fill ``rport``) to the top Via of an incoming request (§18.2.1).
-
-    ``received`` is added when the sent-by host differs from the packet's source address;
-    RFC 3581 §4: when the Via has an empty ``rport``, the source port is written into it and
-    ``received`` is always added.
-    """
-    vias = request._via_view()
-    if not vias:
-        return
-    top = vias[0]
-    host, port = source
-    params = top.params
-    if "rport" in params and not params.get("rport"):
-        params = dict(params)
-        params["rport"] = str(port)
-        params["received"] = host
-    elif top.host.strip("[]") != host:
-        params = dict(params)
-        params["received"] = host
-    else:
-        return
-    _rewrite_top_via(request, Via(top.transport, top.host, top.port, params, top.protocol))
-
-
-def _rewrite_top_via(message: Message, via: Via) -> None:
-    """Replace the topmost via-parm, keeping the rest of its header line and every other line.
-
-    The parsed Via views of the message are carried over (only the new first line is parsed
-    again), so that the layers above do not parse every Via line once more.
-    """
-    old_first = message._cached("via0")
-    old_all = message._cache.get("via")
-    headers = message.headers
-    first_line = headers.remove_first("Via")
-    if first_line is None:
-        entries: list[Via] = []
-    elif old_first is not _MISSING:
-        entries = list(old_first)
-    else:
-        entries = parse_via_list(first_line)
-    n_first = len(entries)
-    entries[:1] = [via]
-    value = ", ".join(str(v) for v in entries)
-    headers.prepend("Via", value)
-    if old_first is _MISSING or first_line is None:
-        return
-    try:
-        new_first = via_list_view(value)
-    except RemoteProtocolError:
-        return  # left to the lazy views, which raise where this value is read
-    message._cached("via0")  # drops the Via views made stale by the edit
-    cache = message._cache
-    cache["via0"] = new_first
-    cache["top_via"] = new_first[0]
-    if old_all is not None:
-        cache["via"] = new_first + old_all[n_first:]
-
-
-def message_bytes(message: Message) -> bytes:
-    """The wire form of a parsed message, or b"" when it cannot be serialised."""
-    try:
-        return message.to_bytes()
-    except SipError:
-        return b""
-
-
-def validate(message: Message) -> None:
-    """Check what the transaction layer relies on (RFC 3261 §8.1.1, §8.2.2, §17): a Via,
-    a parseable CSeq (whose method matches a request's), Call-ID, From and To.
-
-    The parser reads these headers lazily; reading them here turns a missing or malformed
-    one into a :class:`RemoteProtocolError` at the transport, where it is answered or counted.
-    """
-    if not message._via_view():
-        raise RemoteProtocolError("missing-via", 400, "no Via")
-    cseq = message.cseq
-    _ = message.call_id, message._from_view(), message._to_view()
-    if isinstance(message, Request) and cseq.method != message.method:
-        raise RemoteProtocolError("cseq-method-mismatch", 400, cseq.method[:32])
-
-
-# --- stateless answers to malformed requests -------------------------------------------------
-
-_REQUEST_LINE_RE = re.compile(rb"^[A-Za-z!%*_+`'~.\-]+ \S+ SIP/\S+\s*$")
-_COPIED = {
-    "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
-    "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq",
-}
-
-
-def build_error_response(data: bytes, status: int, reason: str) -> bytes | None:
-    """A stateless error response to the malformed request ``data``, or None.
-
-    None when ``data`` is not recognisably a request, is an ACK, or its top Via cannot be
-    read (then nothing can be answered and the caller drops it). Via, From, To, Call-ID and CSeq are
-    copied raw as RFC 3261 §8.2.6.1 asks; a To tag is added; a ``Warning: 399`` header names
-    the reason.
-    """
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    raw_lines = head.replace(b"\r\n", b"\n").split(b"\n")
-    if not raw_lines or not _REQUEST_LINE_RE.match(raw_lines[0]):
-        return None
-    if raw_lines[0][:4].upper() == b"ACK ":
-        return None  # an ACK is never answered (RFC 3261 §17.2.3, §8.2.6)
-    lines: list[str] = []
-    for raw in raw_lines[1:]:
-        text = raw.decode("utf-8", "replace")
-        if text[:1] in (" ", "\t") and lines:
-            lines[-1] += " " + text.strip()
-        else:
-            lines.append(text)
-    copied: list[tuple[str, str]] = []
-    for line in lines:
-        name, sep, value = line.partition(":")
-        canonical = _COPIED.get(name.strip().lower())
-        if not sep or canonical is None:
-            continue
-        value = value.strip()
-        if any(ch in value for ch in "\r\n\x00"):
-            return None
-        copied.append((canonical, value))
-    vias = [v for n, v in copied if n == "Via"]
-    if not vias:
-        return None
-    try:
-        parse_via_list(vias[0])
-    except RemoteProtocolError:
-        return None
-    phrase = REASON_PHRASES.get(status, "Bad Request")
-    out = [f"SIP/2.0 {status} {phrase}"]
-    for name, value in copied:
-        if name == "To" and ";tag=" not in value.replace(" ", "").lower():
-            value = f"{value};tag={generate_tag()}"
-        out.append(f"{name}: {value}")
-    out.append(f'Warning: 399 sipsec "{reason}"')
-    out.append("Content-Length: 0")
-    return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8")
-
-
 # --- transports ------------------------------------------------------------------------------
 
 
@@ -418,13 +269,10 @@ class Transport(abc.ABC):
         source). TCP/TLS: the connection the request came on, falling back to a new
         connection to the Via's ``received`` address and sent-by port if it has closed.
         """
-        vias = request._via_view()
-        dest = via_destination(vias[0], self.name) if vias else None
-        if self.reliable:
-            return Peer(self.name, source.host, source.port, fallback=dest)
-        if dest is None:
-            return source
-        return Peer(self.name, dest[0], dest[1])
+        (host, port), fallback = response_target(
+            request, (source.host, source.port), self.name, self.reliable
+        )
+        return Peer(self.name, host, port, fallback=fallback)
 
     def _has_connection(self, peer: Peer) -> bool:
         return False
@@ -439,34 +287,23 @@ class Transport(abc.ABC):
             except Exception:  # a bug above must not kill the transport
                 log.exception("on_send_error handler failed")
 
-    def _accept(
-        self, message: Message, peer: Peer, now: float, data: bytes,
-        reply: Callable[[bytes], None],
+    def _act(
+        self, verdict: Verdict, peer: Peer, now: float, reply: Callable[[bytes], None]
     ) -> None:
-        try:
-            validate(message)
-            if isinstance(message, Request):
-                stamp_received(message, (peer.host, peer.port))
-        except RemoteProtocolError as err:
-            self._reject(data, err, reply)
-            return
-        if self.queue.offer(Inbound(message, peer, self, now)):
-            _inc(SIP_MESSAGES_RECEIVED, self.name, _kind(message))
-
-    def _reject(self, data: bytes, err: RemoteProtocolError, reply: Callable[[bytes], None]) -> None:
-        """Answer a malformed request statelessly if its Via is readable; else drop it."""
-        answer = build_error_response(data, err.status_hint, err.reason)
-        if answer is None:
-            reason = "malformed_response" if data.lstrip().startswith(b"SIP/") else (
-                err.reason or "malformed"
-            )
-            SIP_MESSAGES_DROPPED.labels(self.name, reason).inc()
-            return
-        SIP_BAD_REQUESTS_ANSWERED.labels(self.name, str(err.status_hint)).inc()
-        SIP_MESSAGES_DROPPED.labels(self.name, err.reason or "malformed").inc()
-        reply(answer)
-        SIP_BYTES_SENT.labels(self.name).inc(len(answer))
-        SIP_MESSAGES_SENT.labels(self.name, "response").inc()
+        """Carry out a §18 verdict: queue, answer (to the source only) or count a drop."""
+        if isinstance(verdict, Accepted):
+            message = verdict.message
+            if self.queue.offer(Inbound(message, peer, self, now)):
+                _inc(SIP_MESSAGES_RECEIVED, self.name, _kind(message))
+        elif isinstance(verdict, Answered):
+            _inc(SIP_BAD_REQUESTS_ANSWERED, self.name, str(verdict.status))
+            _inc(SIP_MESSAGES_DROPPED, self.name, verdict.reason)
+            reply(verdict.response)
+            _inc(SIP_BYTES_SENT, self.name, None, len(verdict.response))
+            _inc(SIP_MESSAGES_SENT, self.name, "response")
+        elif isinstance(verdict, Dropped):
+            _inc(SIP_MESSAGES_DROPPED, self.name, verdict.reason)
+        # KeepAlive: not a message
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -504,6 +341,37 @@ async def _udp_socket(
         sock.close()
         raise
     return sock
+
+
+async def _listening_sockets(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, backlog: int
+) -> list[socket.socket]:
+    """Bound, listening, non-blocking TCP sockets, one per address ``host`` resolves to
+    (as ``loop.create_server`` binds them: SO_REUSEADDR, IPv6 sockets IPv6-only)."""
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+        flags=socket.AI_PASSIVE,
+    )  # fmt: skip
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 class UdpTransport(Transport):
@@ -576,21 +444,13 @@ class UdpTransport(Transport):
             if self._transport is not None:
                 self._transport.sendto(raw, (peer.host, peer.port))
 
-        if not data.strip(b"\r\n \t"):
-            return  # keep-alive (RFC 5626 §3.5.1 CRLF / empty datagram): not a message
-        if len(data) > self.limits.max_message_bytes:
-            self._reject(data, RemoteProtocolError("too_large", 513, "datagram over limit"), reply)
-            return
         try:
-            message = parse_datagram(data, self.limits)
-        except RemoteProtocolError as err:
-            self._reject(data, err, reply)
+            verdict = receive_datagram(data, (peer.host, peer.port), self.limits)
+        except Exception:  # the rules promise verdicts only; never crash anyway
+            log.exception("the receive rules raised unexpectedly")
+            _inc(SIP_MESSAGES_DROPPED, self.name, "handler_error")
             return
-        except Exception:  # the parser promises only RemoteProtocolError; never crash anyway
-            log.exception("parser raised an unexpected exception")
-            SIP_MESSAGES_DROPPED.labels(self.name, "malformed").inc()
-            return
-        self._accept(message, peer, self._loop.time(), data, reply)
+        self._act(verdict, peer, self._loop.time(), reply)
 
     def send(self, message: Outgoing, peer: Peer) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -635,55 +495,227 @@ class UdpTransport(Transport):
             self._transport = None
 
 
-class _StreamConnection(asyncio.Protocol):
-    """One TCP/TLS connection: a StreamFramer on input, writes on output."""
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Bounds on TCP/TLS connections (the stream transports' hygiene), secure by default.
 
-    def __init__(self, owner: StreamTransport, outbound_key: tuple[str, int] | None = None) -> None:
+    ``max_connections``: open connections in all (accepted and opened). New connections
+    from sources that are not ``peers`` are refused once ``max_connections -
+    reserved_for_peers`` are open, so configured peers can still connect when a flood has
+    taken the rest. ``max_per_source``: connections one source may hold open (an IPv4
+    address, or an IPv6 /64); configured peers are exempt. ``peers``: the allow-list of
+    configured peers (IP addresses or networks, e.g. ``"192.0.2.10"``, ``"10.0.0.0/8"``).
+    ``idle_timeout``: a connection that carries nothing (no message, no keep-alive, RFC
+    5626 §3.5.1) for this many seconds is closed. ``header_timeout``: a message must
+    arrive whole within this many seconds of its first byte, and an accepted connection
+    must deliver its first message (or keep-alive) within it; a TLS handshake counts
+    against it too. Connections this transport opens itself are never refused.
+    """
+
+    max_connections: int = 1024
+    max_per_source: int = 32
+    reserved_for_peers: int = 64
+    peers: tuple[str, ...] = ()
+    idle_timeout: float = 180.0
+    header_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_per_source < 1:
+            raise ValueError("max_connections and max_per_source must be at least 1")
+        if not 0 <= self.reserved_for_peers < self.max_connections:
+            raise ValueError("reserved_for_peers must be in [0, max_connections)")
+        if not (self.idle_timeout > 0 and self.header_timeout > 0):
+            raise ValueError("idle_timeout and header_timeout must be positive")
+        for peer in self.peers:
+            ipaddress.ip_network(peer, strict=False)  # ValueError names a bad entry
+
+    @classmethod
+    def with_peers(cls, peers: Iterable[str], **kwargs: Any) -> ConnectionLimits:
+        """The defaults (or ``kwargs``) with ``peers`` as the allow-list."""
+        return cls(peers=tuple(peers), **kwargs)
+
+
+DEFAULT_CONNECTION_LIMITS = ConnectionLimits()
+
+
+def _source_key(host: str) -> str:
+    """What the per-source cap counts by: the IPv4 address, or the IPv6 /64 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+_ABORTED = frozenset({"idle_timeout", "header_timeout", "tls_handshake_failed"})
+
+
+class _StreamConnection(asyncio.Protocol):
+    """One TCP/TLS connection: a StreamFramer on input, writes on output, two deadlines.
+
+    The deadlines are lazy: data only moves timestamps, and the one ``call_at`` handle,
+    when it fires, either closes the connection or re-arms itself at the real deadline.
+    """
+
+    def __init__(
+        self,
+        owner: StreamTransport,
+        outbound_key: tuple[str, int] | None = None,
+        peer: Peer | None = None,
+    ) -> None:
         self.owner = owner
         self.framer = StreamFramer(owner.limits)
         self.transport: asyncio.Transport | None = None
-        self.peer: Peer | None = None
+        #: an accepted connection knows its peer before any handshake (admission is by it)
+        self.peer: Peer | None = peer
+        self.source = "" if peer is None else _source_key(peer.host)
         self.outbound_key = outbound_key
-        self.closed = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.closed = self.loop.create_future()
         self.backlog: deque[Message] = deque()  # framed, waiting for room in the queue
         self.paused = False
+        self.admitted = False  # counted in the owner's table
+        self.close_reason: str | None = None
+        now = self.loop.time()
+        self.last_activity = now
+        # an accepted connection must deliver a first message within the header timeout
+        self.partial_since: float | None = now if outbound_key is None else None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- life cycle --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is usable (for TLS: after the handshake)."""
         self.transport = cast(asyncio.Transport, transport)
-        addr = transport.get_extra_info("peername")
-        self.peer = Peer(self.owner.name, str(addr[0]), int(addr[1]))
-        self.owner._register(self)
+        if self.peer is None:  # one this transport opened
+            addr = transport.get_extra_info("peername")
+            self.peer = Peer(self.owner.name, str(addr[0]), int(addr[1]))
+            self.source = _source_key(self.peer.host)
+            self.owner._admit(self)
+        self.owner._publish(self)
+        self._arm()
+
+    def lost_before_made(self, reason: str) -> None:
+        """An accepted connection ended before it was usable (a failed TLS handshake)."""
+        if self.closed.done():
+            return
+        self.close_reason = reason
+        if self.admitted:
+            SIP_CONNECTIONS_CLOSED.labels(self.owner.name, reason).inc()
+        self.owner._unregister(self)
+        self.closed.set_result(None)
+
+    def close(self, reason: str) -> None:
+        """Close now for ``reason`` (counted once); timeouts and errors do not linger."""
+        if self.close_reason is not None or self.transport is None:
+            return
+        self.close_reason = reason
+        if self.admitted:
+            SIP_CONNECTIONS_CLOSED.labels(self.owner.name, reason).inc()
+        if reason in _ABORTED:
+            self.transport.abort()  # nothing worth flushing to a peer that stalls
+        else:
+            self.transport.close()  # flushes what was written (a 400 before a framing close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed.done():
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.close_reason is None:
+            self.close_reason = "remote"
+            if self.admitted:
+                SIP_CONNECTIONS_CLOSED.labels(self.owner.name, "remote").inc()
+        self.owner._unregister(self)
+        self._discard_backlog()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- deadlines --
+
+    def _deadline(self) -> float:
+        limits = self.owner.connection_limits
+        if self.partial_since is not None:
+            return self.partial_since + limits.header_timeout
+        return self.last_activity + limits.idle_timeout
+
+    def _arm(self) -> None:
+        at = self._deadline()
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= at:
+                return  # fires first and re-arms itself at the real deadline
+            timer.cancel()
+        self.timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.close_reason is not None:
+            return
+        if self.loop.time() >= self._deadline():
+            self.close("header_timeout" if self.partial_since is not None else "idle_timeout")
+            return
+        self._arm()
+
+    # -- input --
 
     def data_received(self, data: bytes) -> None:
+        if self.close_reason is not None:
+            return  # being closed
         assert self.peer is not None and self.transport is not None
         owner = self.owner
         owner.bytes_received += len(data)
         _inc(SIP_BYTES_RECEIVED, owner.name, None, len(data))
-        if data == b"\r\n\r\n" and self.framer.buffered == 0:
+        now = self.loop.time()
+        self.last_activity = now
+        framer = self.framer
+        if data == b"\r\n\r\n" and framer.buffered == 0:
             self.transport.write(b"\r\n")  # RFC 5626 §3.5.1: CRLF keep-alive ping -> pong
+            self.partial_since = None
+            self._arm()
             return
         try:
-            messages = self.framer.feed(data)
+            messages = framer.feed(data)
         except RemoteProtocolError as err:
             # A stream cannot be resynchronised after a framing error: answer if we can, close.
             transport = self.transport
-            owner._reject(data, err, transport.write)
-            transport.close()
+            owner._act(reject(data, err), self.peer, now, transport.write)
+            self.close("framing_error")
             return
         except Exception:
             log.exception("stream framer raised an unexpected exception")
-            SIP_MESSAGES_DROPPED.labels(owner.name, "malformed").inc()
-            self.transport.close()
+            _inc(SIP_MESSAGES_DROPPED, owner.name, "handler_error")
+            self.close("framing_error")
             return
-        self.backlog.extend(messages)
-        self._deliver()
+        if framer.buffered == 0:
+            self.partial_since = None
+        elif messages or self.partial_since is None:
+            self.partial_since = now  # a new message has begun
+        self._arm()
+        if messages:
+            self.backlog.extend(messages)
+            self._deliver()
+        broken = framer.error
+        if broken is not None:
+            # bad bytes after complete messages in this read: the chunk is not the bad
+            # message's own start, so nothing is answered; counted, and the stream closed
+            _inc(SIP_MESSAGES_DROPPED, owner.name, broken.reason or "malformed")
+            self.close("framing_error")
 
     def _deliver(self) -> None:
         """Move framed messages to the inbound queue; pause reading while it is full."""
         assert self.peer is not None and self.transport is not None
         owner = self.owner
-        now = asyncio.get_running_loop().time()
+        now = self.loop.time()
         backlog = self.backlog
+        peer = self.peer
+        source = (peer.host, peer.port)
         while backlog:
             if owner.queue.full():
                 if not self.paused:
@@ -692,25 +724,54 @@ class _StreamConnection(asyncio.Protocol):
                     owner.queue.when_drained(self._drained)
                 return
             message = backlog.popleft()
-            owner._accept(message, self.peer, now, message_bytes(message), self.transport.write)
+            try:
+                verdict = receive_message(message, source)
+            except Exception:  # the rules promise verdicts only; never crash anyway
+                log.exception("the receive rules raised unexpectedly")
+                _inc(SIP_MESSAGES_DROPPED, owner.name, "handler_error")
+                continue
+            owner._act(verdict, peer, now, self.transport.write)
 
     def _drained(self) -> None:
         if self.transport is None or self.transport.is_closing():
-            self.backlog.clear()
+            self._discard_backlog()
             return
         self.paused = False
         self._deliver()
         if not self.paused:
             self.transport.resume_reading()
 
+    def _discard_backlog(self) -> None:
+        """Framed messages still waiting for queue room when the connection ends: counted."""
+        if self.backlog:
+            _inc(SIP_MESSAGES_DROPPED, self.owner.name, "closed", len(self.backlog))
+            self.backlog.clear()
+
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+        self.last_activity = self.loop.time()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._unregister(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
+
+def client_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """The context for TLS connections this side opens (RFC 3261 §26.3.1, RFC 5922 §7): the
+    peer's certificate must chain to ``ca_file`` (a PEM bundle; None = the system's roots) and
+    name the host connected to (DNS name, or IP address for an IP literal); TLS 1.2 or later.
+    Raises OSError/ssl.SSLError when the file cannot be used."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The context of a TLS listener: the PEM certificate chain and key; TLS 1.2 or later.
+    Raises OSError/ssl.SSLError when they cannot be loaded."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
 
 
 class StreamTransport(Transport):
@@ -720,7 +781,8 @@ class StreamTransport(Transport):
     ``(host, port)`` holds accepted and opened connections, and a request to a peer that
     already has a connection to us goes over it (§18.1.1, §18.2.2). Messages sent while a
     connection is being opened wait for it; a failed connect drops them with reason
-    ``connect_failed``. ``max_connections`` bounds the table (new accepts beyond it are refused).
+    ``connect_failed``. ``connection_limits`` (:class:`ConnectionLimits`) bounds accepted
+    connections and closes idle and slow ones.
     """
 
     reliable = True
@@ -734,22 +796,25 @@ class StreamTransport(Transport):
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        max_connections: int = 1024,
+        connection_limits: ConnectionLimits | None = None,
         connect_timeout: float = 5.0,
     ) -> None:
         super().__init__(queue, limits, on_send_error)
         tls = server_ssl is not None or client_ssl is not None
         self.name = "TLS" if tls else "TCP"
         self.server_ssl = server_ssl
-        self.client_ssl = client_ssl if client_ssl is not None or not tls else (
-            ssl.create_default_context()
-        )
+        # with TLS, connections opened verify the peer (system roots) unless told otherwise
+        self.client_ssl = client_ssl if client_ssl is not None or not tls else client_tls_context()
         self.server_hostname = server_hostname
-        self.max_connections = max_connections
+        self.connection_limits = connection_limits or DEFAULT_CONNECTION_LIMITS
+        self._peer_nets = [ipaddress.ip_network(p, strict=False) for p in self.connection_limits.peers]
         self.connect_timeout = connect_timeout
-        self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._address: tuple[str, int] = ("", 0)
+        self._open: set[_StreamConnection] = set()
+        self._per_source: Counter[str] = Counter()
         self._connections: dict[tuple[str, int], _StreamConnection] = {}
         self._pending: dict[tuple[str, int], list[Outgoing]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -766,13 +831,15 @@ class StreamTransport(Transport):
         server_hostname: str | None = None,
         limits: Limits | None = None,
         on_send_error: SendErrorHandler | None = None,
-        max_connections: int = 1024,
+        connection_limits: ConnectionLimits | None = None,
+        backlog: int = 512,
     ) -> StreamTransport:
         """Listen on ``host:port``; TLS when ``server_ssl`` is given (then the name is "TLS").
 
         ``client_ssl`` (and ``server_hostname``, default: the destination host) are used for
         connections this transport opens; with TLS and no ``client_ssl`` a default verifying
-        context is used.
+        context is used. The TLS handshake of an accepted connection starts only after the
+        connection was admitted by ``connection_limits``.
         """
         loop = asyncio.get_running_loop()
         self = cls(
@@ -782,14 +849,16 @@ class StreamTransport(Transport):
             server_ssl=server_ssl,
             client_ssl=client_ssl,
             server_hostname=server_hostname,
-            max_connections=max_connections,
+            connection_limits=connection_limits,
         )
         self._loop = loop
-        self._server = await loop.create_server(
-            lambda: _StreamConnection(self), host, port, ssl=server_ssl
-        )
-        sockname = self._server.sockets[0].getsockname()
+        self._listeners = await _listening_sockets(loop, host, port, backlog)
+        sockname = self._listeners[0].getsockname()
         self._address = (str(sockname[0]), int(sockname[1]))
+        self._accepting = [
+            loop.create_task(self._accept_loop(listener), name=f"sipsec-{self.name}-accept")
+            for listener in self._listeners
+        ]
         return self
 
     @property
@@ -798,31 +867,113 @@ class StreamTransport(Transport):
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        """Open connections (accepted and opened, a TLS one also during its handshake)."""
+        return len(self._open)
+
+    def connections_from(self, host: str) -> int:
+        """Open accepted connections counted against ``host``'s per-source cap."""
+        return self._per_source[_source_key(host)]
 
     def _has_connection(self, peer: Peer) -> bool:
         conn = self._connections.get((peer.host, peer.port))
         return conn is not None and conn.transport is not None and not conn.transport.is_closing()
 
-    def _register(self, conn: _StreamConnection) -> None:
-        assert conn.peer is not None and conn.transport is not None
+    def _is_peer(self, host: str) -> bool:
+        if not self._peer_nets:
+            return False
+        try:
+            ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self._peer_nets)
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept, admit by source address, and only then start a connection (and its TLS
+        handshake): refused sockets are closed before any work is spent on them."""
+        loop = self._loop
+        assert loop is not None
+        while True:
+            try:
+                sock, addr = await loop.sock_accept(listener)
+            except asyncio.CancelledError:
+                raise
+            except OSError:  # out of descriptors, or the peer gave up: back off briefly
+                SIP_CONNECTIONS_REJECTED.labels(self.name, "accept_error").inc()
+                await asyncio.sleep(0.05)
+                continue
+            sock.setblocking(False)
+            conn = _StreamConnection(self, peer=Peer(self.name, str(addr[0]), int(addr[1])))
+            refused = self._admit(conn)
+            if refused is not None:
+                SIP_CONNECTIONS_REJECTED.labels(self.name, refused).inc()
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+                sock.close()  # a reset, no lingering state
+                continue
+            self._spawn(self._serve(sock, conn))
+
+    async def _serve(self, sock: socket.socket, conn: _StreamConnection) -> None:
+        """Hand an admitted socket to the loop (TLS: handshake within the header timeout)."""
+        assert self._loop is not None
+        tls = self.server_ssl
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=tls,
+                ssl_handshake_timeout=None if tls is None else self.connection_limits.header_timeout,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            conn.lost_before_made("shutdown")
+            sock.close()
+            raise
+        except Exception:  # noqa: BLE001 - a failed handshake only ends this connection
+            conn.lost_before_made("tls_handshake_failed" if tls is not None else "remote")
+            sock.close()
+
+    def _admit(self, conn: _StreamConnection) -> str | None:
+        """Count ``conn`` in, or name why it is refused (``global_limit``, ``per_source_limit``)."""
+        if conn.outbound_key is None:
+            limits = self.connection_limits
+            n = len(self._open)
+            if n >= limits.max_connections:
+                return "global_limit"
+            assert conn.peer is not None
+            if not self._is_peer(conn.peer.host):
+                if n >= limits.max_connections - limits.reserved_for_peers:
+                    return "global_limit"
+                if self._per_source[conn.source] >= limits.max_per_source:
+                    return "per_source_limit"
+            self._per_source[conn.source] += 1
+        conn.admitted = True
+        self._open.add(conn)
+        SIP_CONNECTIONS_OPEN.labels(self.name).inc()
+        return None
+
+    def _publish(self, conn: _StreamConnection) -> None:
+        """Make a ready connection usable for sending, by its remote and its dialled address."""
+        assert conn.peer is not None
         key = (conn.peer.host, conn.peer.port)
-        if conn.outbound_key is None and len(self._connections) >= self.max_connections:
-            SIP_MESSAGES_DROPPED.labels(self.name, "too_many_connections").inc()
-            conn.transport.close()
-            return
         self._connections[key] = conn
         if conn.outbound_key is not None and conn.outbound_key != key:
             self._connections[conn.outbound_key] = conn
-        SIP_CONNECTIONS_OPEN.labels(self.name).inc()
 
     def _unregister(self, conn: _StreamConnection) -> None:
-        removed = False
         for key in [k for k, c in self._connections.items() if c is conn]:
             del self._connections[key]
-            removed = True
-        if removed:
+        if conn in self._open:
+            self._open.discard(conn)
             SIP_CONNECTIONS_OPEN.labels(self.name).dec()
+            if conn.outbound_key is None:
+                left = self._per_source[conn.source] - 1
+                if left > 0:
+                    self._per_source[conn.source] = left
+                else:
+                    del self._per_source[conn.source]
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def send(self, message: Outgoing, peer: Peer) -> None:
         key = (peer.host, peer.port)
@@ -834,7 +985,7 @@ class StreamTransport(Transport):
             # §18.2.2: the request's connection is gone; open one to Via received:sent-by port.
             self.send(message, Peer(peer.transport, peer.fallback[0], peer.fallback[1]))
             return
-        if self._loop is None or self._server is None:
+        if self._loop is None or not self._listeners:
             self._drop(message, peer, "closed")
             return
         waiting = self._pending.get(key)
@@ -842,9 +993,7 @@ class StreamTransport(Transport):
             waiting.append(message)
             return
         self._pending[key] = [message]
-        task = self._loop.create_task(self._connect(key, peer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._connect(key, peer))
 
     def _write(self, conn: _StreamConnection, message: Outgoing, peer: Peer) -> None:
         data, kind = _encode(message)
@@ -880,20 +1029,23 @@ class StreamTransport(Transport):
             self._write(conn, message, peer)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        accepting, self._accepting = self._accepting, []
+        for task in accepting:
+            task.cancel()
+        for task in accepting:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
         for task in list(self._tasks):
             task.cancel()
-        conns = list({id(c): c for c in self._connections.values()}.values())
+        conns = list(self._open)
         for conn in conns:
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close("shutdown")
         for conn in conns:
             try:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 2.0)
             except TimeoutError:
                 if conn.transport is not None:
                     conn.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None

@@ -19,6 +19,14 @@ process): once two waits in a row gathered nothing the lane stops waiting, probi
 quarter-window wait every 17th time, until waits gather company again. Near saturation, at the call rates the
 benchmark drives, this gives batches of ~8 and halves the CPU of a secured call against
 one call at a time (``bench/call_setup.py``).
+
+A forged signature in a batch is found by halving (``sipsec.ibc.verify_batch``: log2(n)
+more multi-pairings for a batch of n), so the batch bound ``max_batch`` is also the bound
+on what one forgery costs the others. 16 by default: a batch of 16 costs ~0.3 ms a
+signature against ~0.22 ms at 32, but a forgery in it ~7 ms instead of ~9 ms, and a burst
+of 64 INVITEs with 2 forged ones among them costs ~1.15x the genuine ones alone, against
+~1.23x with batches of 32 (``bench/forgery.py``); under load the lane's batches are ~8
+anyway.
 """
 
 from __future__ import annotations
@@ -263,7 +271,7 @@ class InProcessEngine:
         threaded: bool = False,
         executor: Executor | None = None,
         batch_verify: bool = True,
-        max_batch: int = 32,
+        max_batch: int = 16,
         batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
         busy_cpu: float = DEFAULT_BUSY_CPU,
         cpu_clock: Callable[[], float] = time.process_time,

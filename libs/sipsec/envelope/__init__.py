@@ -1,4 +1,4 @@
-"""The secured SIP message (DESIGN §5): CMS AuthEnvelopedData + SignedData around message/sip, seal and open.
+"""The secured SIP message (RFC 5652, RFC 3261 §23.4): CMS AuthEnvelopedData + SignedData around message/sip, seal and open.
 
 ``seal`` signs (per :class:`SigningPolicy`) and encrypts a SIP message — to the callee's
 BF-IBE identity for a dialog's first request, under the dialog key for every later

@@ -24,6 +24,7 @@ from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -47,6 +48,7 @@ __all__ = [
     "build_compressed_data",
     "build_signed_content_info",
     "assemble_signed_data",
+    "auth_attributes",
     "build_signed_data",
     "decrypt_content",
     "dialog_primer",
@@ -67,7 +69,10 @@ __all__ = [
 CEK_BYTES = 32  # AES-256
 KEK_BYTES = 32  # AES-256 key wrap
 GCM_NONCE_BYTES = 12  # RFC 5084 §3.2 recommends 12
-GCM_TAG_BYTES = 16  # full-length ICV
+#: The GCM tag (ICV): 12 bytes, RFC 5084 §3.2's DEFAULT for aes-ICVlen (so GCMParameters
+#: omit it, as DER requires of a DEFAULT value); NIST SP 800-38D §5.2.1.2 allows 96-bit tags
+#: without the extra limits it puts on 32- and 64-bit ones. The only length sipsec accepts.
+GCM_TAG_BYTES = 12
 NONCE_BYTES = 12  # the signed nonce attribute: 96 random bits, as the GCM nonce
 
 #: The S/MIME entity header of the tunnelled SIP message (RFC 3261 §23.4: message/sip).
@@ -552,6 +557,10 @@ def parse_signed_content_info(data: bytes) -> SignedContent:
 _COMPRESSIBLE = (oids.ID_SIGNED_DATA, oids.ID_DATA)
 
 
+_OID_DEFLATE_V2 = der.oid(oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_V2)
+_OID_DEFLATE_DIALOG_V2 = der.oid(oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2)
+
+
 def _compressed_data(algorithm: str, content_type: str, stream: bytes) -> bytes:
     return der.seq(
         der.integer(0),
@@ -563,14 +572,14 @@ def _compressed_data(algorithm: str, content_type: str, stream: bytes) -> bytes:
 def build_compressed_data(content_type: str, content: bytes, primer: bytes = b"") -> bytes:
     """DER of a CompressedData (RFC 3274) of ``content`` (``id-signedData`` or ``id-data``).
 
-    Version 0; compressionAlgorithm ``id-sipsec-alg-zlib-sipdict-v1`` (the static
-    dictionary), or ``id-sipsec-alg-zlib-sipdict-dialog-v1`` when a dialog's ``primer`` (its
-    first request's content) extends it — parameters absent, the OID names the dictionary;
-    the zlib stream is the encapsulated eContent.
+    Version 0; compressionAlgorithm ``id-sipsec-alg-deflate-sipdict-v2`` (the static
+    dictionary), or ``id-sipsec-alg-deflate-sipdict-dialog-v2`` when a dialog's ``primer``
+    (its first request's content) extends it — parameters absent, the OID names the
+    dictionary; the raw DEFLATE stream (RFC 1951) is the encapsulated eContent.
     """
     if content_type not in _COMPRESSIBLE:
         raise ValueError("only id-signedData or id-data content is compressed")
-    algorithm = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 if primer else oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1
+    algorithm = oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2 if primer else oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_V2
     return _compressed_data(algorithm, content_type, compression.compress(content, primer))
 
 
@@ -580,7 +589,8 @@ def parse_compressed_data(data: bytes, limit: int = compression.MAX_DECOMPRESSED
 
     Strict like every parse here (exactly that DER), bounded to ``limit`` output bytes; the
     dialog variant needs the dialog's ``primer``. Anything else raises
-    :class:`MalformedEnvelope` (400).
+    :class:`MalformedEnvelope` (400) — the retired zlib algorithms (v1) included
+    (``unsupported-algorithm``).
     """
     try:
         tag, start, end = der.read_tlv(data)
@@ -596,12 +606,12 @@ def parse_compressed_data(data: bytes, limit: int = compression.MAX_DECOMPRESSED
         _, stream_start, stream_end = der.read_tlv(data, wrap_start)
     except ValueError as exc:
         raise MalformedEnvelope("malformed-cms", str(exc)) from None
-    if tag == 0x30 and algorithm == der.oid(oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1):
-        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_V1, b""
-    elif tag == 0x30 and algorithm == der.oid(oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1):
+    if tag == 0x30 and algorithm == _OID_DEFLATE_V2:
+        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_V2, b""
+    elif tag == 0x30 and algorithm == _OID_DEFLATE_DIALOG_V2:
         if not primer:
             raise MalformedEnvelope("unsupported-algorithm", "no dialog dictionary here")
-        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1, primer
+        algorithm_oid, dictionary_primer = oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2, primer
     else:
         raise MalformedEnvelope("unsupported-algorithm", "compression")
     content_type = next((ct for ct in _COMPRESSIBLE if der.oid(ct) == content_oid), None)
@@ -688,19 +698,60 @@ def kek_unwrap(recipient: KekRecipient, kek: bytes) -> bytes:
 _CONTENT_TYPES = {der.oid(o): o for o in (oids.ID_SIGNED_DATA, oids.ID_DATA, oids.ID_CT_COMPRESSED_DATA)}
 
 
-def _gcm(cek: bytes) -> AESGCM:
-    """AES-256-GCM with a 16-byte tag (``cryptography``: native, ~40x faster per message than
-    pycryptodome's GCM, whose mode object is built in Python)."""
+def _gcm_seal(cek: bytes, nonce: bytes, content: bytes, aad: bytes) -> tuple[bytes, bytes]:
+    """AES-256-GCM encryption: ``(ciphertext, 12-byte tag)``.
+
+    A truncated GCM tag is the leading bytes of the full one (NIST SP 800-38D §7.1, MSB_t),
+    so ``cryptography``'s native AESGCM (~40x faster per message than pycryptodome's GCM,
+    whose mode object is built in Python) seals, and its 16-byte tag is cut to 12.
+    """
     if len(cek) != CEK_BYTES:
         raise ValueError("content-encryption key must be 32 bytes")
-    return AESGCM(cek)
+    sealed = AESGCM(cek).encrypt(nonce, content, aad)
+    return sealed[:-16], sealed[-16 : -16 + GCM_TAG_BYTES]
+
+
+def _gcm_open(cek: bytes, nonce: bytes, ciphertext: bytes, tag: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM decryption checking a 12-byte tag (in constant time, by OpenSSL); InvalidTag on failure.
+
+    AESGCM checks 16-byte tags only, so this uses the GCM mode object, which takes a
+    truncated tag (``min_tag_length``); exactly :data:`GCM_TAG_BYTES` are accepted.
+    """
+    if len(cek) != CEK_BYTES:
+        raise ValueError("content-encryption key must be 32 bytes")
+    if len(tag) != GCM_TAG_BYTES:
+        raise InvalidTag
+    decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce, tag, min_tag_length=GCM_TAG_BYTES)).decryptor()
+    decryptor.authenticate_additional_data(aad)
+    return decryptor.update(ciphertext) + decryptor.finalize()
 
 
 
 _V0 = der.integer(0)
 _OID_GCM = der.oid(oids.ID_AES256_GCM)
-_ICV_LENGTH = der.integer(GCM_TAG_BYTES)
 _OID_AUTH_ENVELOPED = der.oid(oids.ID_CT_AUTH_ENVELOPED_DATA)
+
+
+_ATTR_CONTENT_TYPE_OID = der.oid(oids.ID_CONTENT_TYPE)
+
+
+@lru_cache(maxsize=8)
+def auth_attributes(content_type: str) -> bytes:
+    """The DER of the AuthEnvelopedData's authAttrs for ``content_type``, as GCM's associated data.
+
+    RFC 5083 §2.1: authAttrs MUST be present when the content type is not id-data, and
+    then hold the content-type attribute (RFC 5652 §11.1) naming the EncryptedContentInfo's
+    contentType; sipsec writes exactly that one attribute, for every content type (id-data
+    included: one layout). RFC 5083 §2.2: the additional authenticated data is the DER of
+    AuthAttributes with the universal SET OF tag (0x31), not the IMPLICIT [1] of the field.
+    """
+    return der.set_of(der.seq(_ATTR_CONTENT_TYPE_OID, der.set_of(der.oid(content_type))))
+
+
+@lru_cache(maxsize=8)
+def _auth_attrs_field(content_type: str) -> bytes:
+    """authAttrs as the field is written: [1] IMPLICIT (constructed, 0xA1) around the SET OF."""
+    return b"\xa1" + auth_attributes(content_type)[1:]
 
 
 def _auth_enveloped(recipient: bytes, content_type: str, nonce: bytes, ciphertext: bytes,
@@ -710,9 +761,11 @@ def _auth_enveloped(recipient: bytes, content_type: str, nonce: bytes, ciphertex
         der.set_of(recipient),
         der.seq(
             der.oid(content_type),
-            der.seq(_OID_GCM, der.seq(der.octets(nonce), _ICV_LENGTH)),
+            # GCMParameters { aes-nonce }: aes-ICVlen is the DEFAULT 12, which DER omits
+            der.seq(_OID_GCM, der.seq(der.octets(nonce))),
             der.ctx(0, ciphertext, constructed=False),  # encryptedContent [0] IMPLICIT
         ),
+        _auth_attrs_field(content_type),  # authAttrs [1] IMPLICIT: the content-type attribute
         der.octets(mac),
     )
     return der.seq(_OID_AUTH_ENVELOPED, der.ctx(0, aed))
@@ -721,8 +774,10 @@ def _auth_enveloped(recipient: bytes, content_type: str, nonce: bytes, ciphertex
 def build_auth_enveloped(recipient: bytes, content_type: str, content: bytes, cek: bytes) -> bytes:
     """DER ContentInfo of an AuthEnvelopedData (RFC 5083) with AES-256-GCM (RFC 5084).
 
-    A fresh 12-byte nonce per message, a 16-byte tag in ``mac``, no authAttrs (so the
-    GCM additional data is empty, RFC 5083 §2.2). ``recipient`` is the DER of one
+    A fresh 12-byte nonce per message, a 12-byte tag in ``mac`` (RFC 5084's default
+    aes-ICVlen, absent from the GCMParameters); authAttrs hold the
+    content-type attribute (RFC 5083 §2.1), and their DER is GCM's additional data
+    (:func:`auth_attributes`, RFC 5083 §2.2). ``recipient`` is the DER of one
     RecipientInfo; ``content_type`` is ``id-signedData`` (the content is then the DER of a
     SignedData), ``id-data`` (a MIME entity) or ``id-ct-compressedData`` (the DER of a
     :func:`build_compressed_data` holding either).
@@ -730,8 +785,8 @@ def build_auth_enveloped(recipient: bytes, content_type: str, content: bytes, ce
     if len(cek) != CEK_BYTES:
         raise ValueError("content-encryption key must be 32 bytes")
     nonce = os.urandom(GCM_NONCE_BYTES)
-    sealed = _gcm(cek).encrypt(nonce, content, None)
-    return _auth_enveloped(recipient, content_type, nonce, sealed[:-GCM_TAG_BYTES], sealed[-GCM_TAG_BYTES:])
+    ciphertext, tag = _gcm_seal(cek, nonce, content, auth_attributes(content_type))
+    return _auth_enveloped(recipient, content_type, nonce, ciphertext, tag)
 
 
 def parse_auth_enveloped(data: bytes) -> AuthEnveloped:
@@ -766,9 +821,10 @@ def _auth_enveloped_fields(data: bytes) -> AuthEnveloped | None:
         content_type = _CONTENT_TYPES.get(data[ct0:ct1])
         _, alg, alg_end = read(data, ct1)  # contentEncryptionAlgorithm
         _, gcm_params, _ = read(data, alg + len(_OID_GCM))  # GCMParameters SEQUENCE
-        _, n0, n1 = read(data, gcm_params)  # aes-nonce
+        _, n0, n1 = read(data, gcm_params)  # aes-nonce (no aes-ICVlen: compared below)
         _, e0, e1 = read(data, alg_end)  # encryptedContent [0] IMPLICIT
-        _, m0, m1 = read(data, eci_end)  # mac
+        _, _, attrs_end = read(data, eci_end)  # authAttrs [1] IMPLICIT (compared below)
+        _, m0, m1 = read(data, attrs_end)  # mac
         if content_type is None or ri_tag not in (0xA2, 0xA4) or n1 - n0 != GCM_NONCE_BYTES:
             return None
         if m1 - m0 != GCM_TAG_BYTES:
@@ -802,7 +858,9 @@ def _parse_auth_enveloped_strict(data: bytes) -> AuthEnveloped:
         wrapped = _inner(data, info[1])
         _shape(wrapped, (0x30,), "auth-enveloped-data")
         aed = _inner(data, wrapped[0])
-        _shape(aed, (0x02, 0x31, 0x30, 0x04), "auth-enveloped-data")
+        if tuple(k[0] for k in aed) == (0x02, 0x31, 0x30, 0x04):
+            raise MalformedEnvelope("malformed-cms", "no authenticated attributes (RFC 5083 §2.1)")
+        _shape(aed, (0x02, 0x31, 0x30, 0xA1, 0x04), "auth-enveloped-data")
         ris = _inner(data, aed[1])
         if len(ris) != 1:
             raise MalformedEnvelope("malformed-cms", "recipient count")
@@ -816,18 +874,25 @@ def _parse_auth_enveloped_strict(data: bytes) -> AuthEnveloped:
             raise MalformedEnvelope("unsupported-algorithm", "content encryption")
         alg = _inner(data, eci[1])
         params = _inner(data, alg[1]) if len(alg) == 2 and alg[1][0] == 0x30 else []
-        if len(params) != 2 or params[0][0] != 0x04:
+        if not 1 <= len(params) <= 2 or params[0][0] != 0x04 or (len(params) == 2 and params[1][0] != 0x02):
             raise MalformedEnvelope("malformed-cms", "GCM parameters")
+        if len(params) == 2:  # an explicit aes-ICVlen: sipsec uses only the DEFAULT 12, never encoded
+            if _tlv(data, params[1]) == der.integer(GCM_TAG_BYTES):
+                raise MalformedEnvelope("malformed-cms", "GCM ICV length 12 is the DEFAULT, which DER omits")
+            raise MalformedEnvelope("unsupported-algorithm", "GCM ICV length (only 12 bytes, RFC 5084 §3.2)")
         nonce = _value(data, params[0])
-        if len(nonce) != GCM_NONCE_BYTES or _tlv(data, params[1]) != _ICV_LENGTH:
-            raise MalformedEnvelope("unsupported-algorithm", "GCM nonce or ICV length")
+        if len(nonce) != GCM_NONCE_BYTES:
+            raise MalformedEnvelope("unsupported-algorithm", "GCM nonce length")
         ciphertext = _value(data, eci[2])
-        mac = _value(data, aed[3])
+        if _tlv(data, aed[3]) != _auth_attrs_field(content_type):
+            raise MalformedEnvelope("malformed-cms", "authenticated attributes are not exactly the "
+                                    "content-type attribute of the content (RFC 5083 §2.1)")
+        mac = _value(data, aed[4])
         if len(mac) != GCM_TAG_BYTES:
-            raise MalformedEnvelope("malformed-cms", "ciphertext or mac")
+            raise MalformedEnvelope("malformed-cms", "mac is not a 12-byte GCM tag")
     except ValueError as exc:
         raise MalformedEnvelope("malformed-cms", str(exc)) from None
-    # no originatorInfo, authAttrs or unauthAttrs, version 0, DER: all by re-encoding
+    # no originatorInfo or unauthAttrs, version 0, DER: all by re-encoding
     _require_der(data, _auth_enveloped(recipient_der, content_type, nonce, ciphertext, mac))
     return AuthEnveloped(recipient, content_type, nonce, ciphertext, mac)
 
@@ -869,6 +934,7 @@ def _parse_recipient(data: bytes, ri: Kid) -> tuple[KemRecipient | KekRecipient,
 def decrypt_content(envelope: AuthEnveloped, cek: bytes) -> bytes:
     """AES-256-GCM decryption of the content; raises Undecipherable('decrypt-failed') on any tag failure."""
     try:
-        return _gcm(cek).decrypt(envelope.nonce, envelope.ciphertext + envelope.mac, None)
+        return _gcm_open(cek, envelope.nonce, envelope.ciphertext, envelope.mac,
+                         auth_attributes(envelope.content_type))
     except InvalidTag:
         raise Undecipherable("decrypt-failed") from None

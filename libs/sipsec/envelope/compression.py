@@ -1,26 +1,41 @@
-"""Content compression of the envelope: zlib (RFC 1950) with a static SIP/SDP/CMS preset dictionary, bounded on output.
+"""Content compression of the envelope: raw DEFLATE (RFC 1951) with a static SIP/SDP/CMS preset dictionary, bounded on output.
 
 Why a private algorithm and not ``id-alg-zlibCompress``
 -------------------------------------------------------
-RFC 3274 names plain zlib (``id-alg-zlibCompress``). RFC 1950 §2.3 says that when zlib is
-used inside another format "the compressor may use only preset dictionaries that are
-specified by this other data format" — RFC 3274 specifies none, so a stream with FDICT set
-under ``id-alg-zlibCompress`` would not be conforming (and a generic decoder could not read
-it). The preset dictionary is therefore part of *our* algorithm:
-``id-sipsec-alg-zlib-sipdict-v1`` (:mod:`sipsec.envelope.oids`) means "RFC 1950 zlib,
-FDICT set, preset dictionary :data:`DICTIONARY_V1`", whose DICTID (the Adler-32 of the
-dictionary, RFC 1950 §2.2) is :data:`DICT_ID_V1`. The dictionary is wire format: it is never
-edited; a new dictionary gets a new OID (``…-v2``).
+RFC 3274 names plain zlib (``id-alg-zlibCompress``, RFC 1950 framing, no preset
+dictionary: RFC 1950 §2.3 allows a preset dictionary only where the enclosing format
+specifies one, and RFC 3274 specifies none). The preset dictionary is therefore part of
+*our* algorithm, named by a private OID (:mod:`sipsec.envelope.oids`), which also says how
+the stream is framed:
+
+* ``id-sipsec-alg-deflate-sipdict-v2`` — a raw DEFLATE stream (RFC 1951: no zlib header,
+  DICTID or Adler-32 trailer) compressed with the preset dictionary :data:`DICTIONARY_V1`;
+* ``id-sipsec-alg-deflate-sipdict-dialog-v2`` — the same, the dictionary extended by the
+  dialog's first request (:func:`dictionary`).
+
+Why raw DEFLATE: the zlib framing of the retired v1 algorithms (``…-zlib-sipdict-v1``,
+``…-zlib-sipdict-dialog-v1``) spent 10 bytes a message on things nothing needs here — the
+DICTID repeats what the OID already says, and the Adler-32 checks integrity that AES-GCM
+(RFC 5084) and the signature already guarantee (the decompressor only ever runs on
+GCM-authenticated content). Wire formats are never edited: the new framing got new OIDs
+(``…-v2``), and the dictionary, unchanged, stays :data:`DICTIONARY_V1`. v1 bodies are not
+read any more: every sender of them also wrote 16-byte GCM tags, which the envelope now
+refuses (:mod:`sipsec.envelope.cms`), so a v1 reader could never run.
 
 The dictionary (the idea of SigComp's static SIP/SDP dictionary, RFC 3485, written anew)
 holds generic tokens only — SDP lines, reason phrases, header names and common values,
 methods, and the DER skeleton of the SignedData sipsec writes (its OIDs and fixed framing),
-least frequent first (zlib reaches the end of the dictionary with the shortest distances).
-It contains no host, user or product name.
+least frequent first (DEFLATE reaches the end of the dictionary with the shortest distances).
+It contains no host, user or product name. It is wire format: it is never edited; a new
+dictionary gets a new OID. :data:`DICT_ID_V1` (its Adler-32, the RFC 1950 DICTID v1 wrote)
+pins its bytes in a test.
 
 Decompression is bounded (:data:`MAX_DECOMPRESSED_BYTES`): a body that would inflate past
-the bound, is truncated, carries trailing bytes, names another dictionary or fails its
-checksum raises :class:`~sipsec.envelope.errors.MalformedEnvelope` (400 ``malformed-cms``).
+the bound, is truncated, carries trailing bytes or is not valid DEFLATE raises
+:class:`~sipsec.envelope.errors.MalformedEnvelope` (400 ``malformed-cms``). A stream
+compressed with another dictionary is not recognised by the decompressor itself (raw
+DEFLATE names none); it inflates to other bytes or fails, and those bytes then fail the
+strict parse of the SignedData or MIME entity (400 ``malformed-cms``) or the signature.
 """
 
 from __future__ import annotations
@@ -132,9 +147,9 @@ def _signed_data_skeleton() -> bytes:
     ])
 
 
-#: The preset dictionary of ``id-sipsec-alg-zlib-sipdict-v1`` (wire format: never edit).
+#: The preset dictionary of ``id-sipsec-alg-deflate-sipdict-v2`` (wire format: never edit).
 DICTIONARY_V1: bytes = _SDP + _PHRASES + _METHODS + _HEADERS + _signed_data_skeleton()
-#: Its RFC 1950 DICTID: the Adler-32 of the dictionary.
+#: Its Adler-32 (the RFC 1950 DICTID of the retired zlib framing): pins the dictionary's bytes.
 DICT_ID_V1: int = zlib.adler32(DICTIONARY_V1)
 
 
@@ -147,9 +162,13 @@ def dictionary(primer: bytes = b"") -> bytes:
     return DICTIONARY_V1 + primer
 
 
+#: Raw DEFLATE (RFC 1951): negative window bits make zlib write and read no RFC 1950 framing.
+_RAW_DEFLATE_WBITS = -15
+
+
 def compress(data: bytes, primer: bytes = b"") -> bytes:
-    """A zlib stream (RFC 1950, FDICT set, DICTID = Adler-32 of :func:`dictionary`) of ``data``."""
-    co = zlib.compressobj(level=9, method=zlib.DEFLATED, wbits=15, memLevel=9,
+    """A raw DEFLATE stream (RFC 1951) of ``data``, compressed with the preset :func:`dictionary`."""
+    co = zlib.compressobj(level=9, method=zlib.DEFLATED, wbits=_RAW_DEFLATE_WBITS, memLevel=9,
                           strategy=zlib.Z_DEFAULT_STRATEGY, zdict=dictionary(primer))
     return co.compress(data) + co.flush()
 
@@ -157,18 +176,12 @@ def compress(data: bytes, primer: bytes = b"") -> bytes:
 def decompress(stream: bytes, limit: int = MAX_DECOMPRESSED_BYTES, primer: bytes = b"") -> bytes:
     """Inverse of :func:`compress`, refusing anything but one complete stream of at most ``limit`` bytes.
 
-    The stream must name (DICTID) exactly the dictionary ``primer`` selects.
+    The dictionary is the one ``primer`` selects (the caller knows it from the algorithm
+    OID; the stream does not name it).
     """
-    if len(stream) < 10:
-        raise MalformedEnvelope("malformed-cms", "compressed content too short")
-    cmf, flg = stream[0], stream[1]
-    if cmf & 0x0F != 8 or cmf >> 4 > 7 or (cmf << 8 | flg) % 31 != 0:
-        raise MalformedEnvelope("malformed-cms", "not a zlib stream")
-    zdict = dictionary(primer)
-    dict_id = zlib.adler32(primer, DICT_ID_V1) if primer else DICT_ID_V1  # = adler32(zdict)
-    if not flg & 0x20 or int.from_bytes(stream[2:6], "big") != dict_id:
-        raise MalformedEnvelope("malformed-cms", "compressed with another dictionary")
-    inflater = zlib.decompressobj(wbits=15, zdict=zdict)
+    if not stream:
+        raise MalformedEnvelope("malformed-cms", "empty compressed content")
+    inflater = zlib.decompressobj(wbits=_RAW_DEFLATE_WBITS, zdict=dictionary(primer))
     try:
         out = inflater.decompress(stream, limit + 1)
     except zlib.error:

@@ -9,10 +9,21 @@ KEK of that first message and these values are independent):
 * the **key id** ``HKDF(dk, 8, info="sipsec-v1 key id")`` — the KEKIdentifier
   ``keyIdentifier`` by which a receiver finds the dialog key in its dialog store. It links
   the messages of one dialog to each other (as the outer Call-ID must anyway) and nothing else;
-* the **outer Call-ID** ``b64url(HMAC(dk, "sipsec-v1 call-id" 0 inner-Call-ID)[:15])`` and the
-  **outer tags** ``b64url(HMAC(dk, "sipsec-v1 tag" 0 inner-tag)[:9])``: both ends compute
-  them, so no mapping is stored, responses map back to requests by construction, and an
-  observer without ``dk`` cannot link them to the inner Call-ID or tags (HMAC is a PRF).
+* the **outer Call-ID** ``b64url(HMAC(dk, "sipsec-v1 call-id" 0 inner-Call-ID)[:12])`` (16
+  characters) and the **outer tags** ``b64url(HMAC(dk, "sipsec-v1 tag" 0 inner-tag)[:6])``
+  (8 characters): both ends compute them, so no mapping is stored, responses map back to
+  requests by construction, and an observer without ``dk`` cannot link them to the inner
+  Call-ID or tags (HMAC is a PRF).
+
+How long they are: every dialog has its own random ``dk``, so outer Call-IDs of different
+dialogs are independent uniform 96-bit values. RFC 3261 §8.1.1.4 wants Call-IDs unique
+over space and time; with ``n`` dialogs in existence together the chance that two share one
+is about ``n² / 2^97`` — for a billion (2^30) at once, 2^-37. A collision could only
+confuse two calls' routing state, never their security: each message still opens only
+under its own dialog key (found by the key id, not the Call-ID). An
+outer tag only has to tell apart the tags under one outer Call-ID (a dialog's two parties
+and its forks); 48 bits is more than the "at least 32 bits of randomness" of RFC 3261
+§19.3.
 
 Both ends also keep the first request's uncompressed content (``primer``): the compression
 dictionary of the dialog's later messages (:mod:`sipsec.envelope.compression`).
@@ -28,10 +39,22 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["DEFAULT_DIALOG_TTL_S", "DIALOG_KEY_BYTES", "KEY_ID_BYTES", "DialogKey", "derive_dialog_key"]
+__all__ = [
+    "DEFAULT_DIALOG_TTL_S",
+    "DIALOG_KEY_BYTES",
+    "KEY_ID_BYTES",
+    "OUTER_CALL_ID_BYTES",
+    "OUTER_TAG_BYTES",
+    "DialogKey",
+    "derive_dialog_key",
+]
 
 DIALOG_KEY_BYTES = 32
 KEY_ID_BYTES = 8
+#: HMAC bytes of an outer Call-ID (96 bits; see the module docstring for why that is enough).
+OUTER_CALL_ID_BYTES = 12
+#: HMAC bytes of an outer tag (48 bits: RFC 3261 §19.3 asks at least 32 bits of randomness).
+OUTER_TAG_BYTES = 6
 #: How long a dialog key is kept when nobody says otherwise (a long call plus margin).
 DEFAULT_DIALOG_TTL_S = 12 * 3600.0
 #: How many outer tags a :class:`DialogKey` remembers (its two parties' tags, and some forks).
@@ -74,7 +97,7 @@ class DialogKey:
     created: float = 0.0
     #: The uncompressed content of the dialog's first request (its SignedData DER), which
     #: both ends hold: it extends the compression dictionary of every later message
-    #: (``id-sipsec-alg-zlib-sipdict-dialog-v1``). Empty: later messages use the static one.
+    #: (``id-sipsec-alg-deflate-sipdict-dialog-v2``). Empty: later messages use the static one.
     primer: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
@@ -82,19 +105,19 @@ class DialogKey:
             raise ValueError("dialog key must be 32 bytes and its id 8 bytes")
 
     def outer_call_id(self) -> str:
-        """The outer Call-ID of every message of this dialog (20 characters, unlinkable).
+        """The outer Call-ID of every message of this dialog (16 characters, unlinkable).
 
         Computed once per instance (every message of the dialog needs it, at both ends).
         """
         cached: str | None = self.__dict__.get("_outer_call_id")
         if cached is None:
             mac = hmac.digest(self.key, b"sipsec-v1 call-id\x00" + self.call_id.encode(), "sha256")
-            cached = _b64(mac[:15])
+            cached = _b64(mac[:OUTER_CALL_ID_BYTES])
             object.__setattr__(self, "_outer_call_id", cached)  # a memo, not a field: frozen stays frozen
         return cached
 
     def outer_tag(self, inner_tag: str) -> str:
-        """The outer From/To tag that stands for ``inner_tag`` (12 characters, unlinkable)."""
+        """The outer From/To tag that stands for ``inner_tag`` (8 characters, unlinkable)."""
         tags: dict[str, str] | None = self.__dict__.get("_outer_tags")
         if tags is None:
             tags = {}
@@ -102,7 +125,7 @@ class DialogKey:
         cached = tags.get(inner_tag)
         if cached is None:
             mac = hmac.digest(self.key, b"sipsec-v1 tag\x00" + inner_tag.encode(), "sha256")
-            cached = _b64(mac[:9])
+            cached = _b64(mac[:OUTER_TAG_BYTES])
             if len(tags) < _MAX_MEMO_TAGS:  # a dialog has two tags (a few more when forked)
                 tags[inner_tag] = cached
         return cached

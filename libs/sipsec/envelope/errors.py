@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BINDING_FIELDS",
     "REASONS",
     "EnvelopeError",
     "EnvelopeUsageError",
@@ -33,12 +34,23 @@ class RejectedEnvelope(EnvelopeError):
     status: ClassVar[int] = 400
     phrase: ClassVar[str] = "Bad Request"
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, field: str | None = None) -> None:
         if reason not in REASONS:
             raise EnvelopeUsageError(f"unknown rejection reason {reason!r}")
+        if field is not None and field not in BINDING_FIELDS:
+            raise EnvelopeUsageError(f"unknown binding field class {field!r}")
         self.reason = reason
         self.detail = detail
+        self.field = field
         super().__init__(f"{self.status} {reason}" + (f": {detail}" if detail else ""))
+
+    @property
+    def warning(self) -> str | None:
+        """The warn-text of a binding rejection, ``"<reason>: <field class>"`` (e.g.
+        ``"outer-mismatch: contact"``), for a ``Warning: 399`` header (RFC 3261 §20.43) that
+        tells an interop engineer which field an intermediary changed; None for other rejections.
+        Both parts come from fixed sets: no message content is ever echoed."""
+        return None if self.field is None else f"{self.reason}: {self.field}"
 
 
 class MalformedEnvelope(RejectedEnvelope):
@@ -88,4 +100,13 @@ REASONS: dict[str, int] = {
     "dialog-mismatch": 403,
     "stale": 403,
     "replay": 403,
+    "failed-before": 403,
 }
+
+#: The field classes a binding rejection names (``RejectedEnvelope.field``): which outer
+#: field disagreed with the signed inner message (RFC 3261 §23.4.1.1), or, for
+#: ``dialog-mismatch`` / ``recipient-mismatch``, which inner field left the key's dialog.
+BINDING_FIELDS: frozenset[str] = frozenset({
+    "message-kind", "method", "request-uri", "status", "cseq", "call-id",
+    "from", "from-tag", "to", "to-tag", "contact", "dialog",
+})

@@ -12,9 +12,15 @@ was generated once (v4) for this project: ``ab94e3d4-2968-4e72-b91c-e9bba47f7bd2
         .1.1  id-sipsec-kem-bf-bls12381   Boneh–Franklin FullIdent KEM, suite v1
         .1.2  id-sipsec-sig-cc-bls12381   Cha–Cheon IBS, suite v1 (signs the DER of signedAttrs)
         .1.3  id-sipsec-alg-zlib-sipdict-v1  RFC 3274 compression algorithm: zlib (RFC 1950)
-                                             with preset dictionary v1 (compression.py)
+                                             with preset dictionary v1 — retired, no longer
+                                             written or read (the arc is never reused)
         .1.4  id-sipsec-alg-zlib-sipdict-dialog-v1  the same, the dictionary extended by the
-                                             dialog's first request (DialogKey.primer)
+                                             dialog's first request — retired likewise
+        .1.5  id-sipsec-alg-deflate-sipdict-v2  RFC 3274 compression algorithm: raw DEFLATE
+                                             (RFC 1951, no zlib framing) with preset
+                                             dictionary v1 (compression.py)
+        .1.6  id-sipsec-alg-deflate-sipdict-dialog-v2  the same, the dictionary extended by
+                                             the dialog's first request (DialogKey.primer)
       .2  attributes (CMS signed attributes)
         .2.1  id-sipsec-aa-signer         SipsecIdentity of the signer (purpose ``sig``) — wire
                                           version 1 only; the signer is now the SignerInfo's sid
@@ -42,6 +48,8 @@ __all__ = [
     "ID_SIGNING_TIME",
     "ID_SIPSEC_AA_NONCE",
     "ID_SIPSEC_AA_SIGNER",
+    "ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2",
+    "ID_SIPSEC_ALG_DEFLATE_SIPDICT_V2",
     "ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1",
     "ID_SIPSEC_ALG_ZLIB_SIPDICT_V1",
     "ID_SIPSEC_KEM_BF_BLS12381",
@@ -70,7 +78,9 @@ SIPSEC_ARC = "2.25.228071068130449234857567677297616452562"
 
 ID_SIPSEC_KEM_BF_BLS12381 = SIPSEC_ARC + ".1.1"
 ID_SIPSEC_SIG_CC_BLS12381 = SIPSEC_ARC + ".1.2"
-ID_SIPSEC_ALG_ZLIB_SIPDICT_V1 = SIPSEC_ARC + ".1.3"
-ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 = SIPSEC_ARC + ".1.4"
+ID_SIPSEC_ALG_ZLIB_SIPDICT_V1 = SIPSEC_ARC + ".1.3"  # retired: see the arc above
+ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 = SIPSEC_ARC + ".1.4"  # retired: see the arc above
+ID_SIPSEC_ALG_DEFLATE_SIPDICT_V2 = SIPSEC_ARC + ".1.5"
+ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2 = SIPSEC_ARC + ".1.6"
 ID_SIPSEC_AA_SIGNER = SIPSEC_ARC + ".2.1"
 ID_SIPSEC_AA_NONCE = SIPSEC_ARC + ".2.2"

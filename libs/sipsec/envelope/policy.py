@@ -43,7 +43,7 @@ ACCEPT_VALUE = "application/pkcs7-mime, application/sdp"
 
 
 class SigningPolicy(enum.Enum):
-    """Which sealed messages carry a Cha–Cheon signature (DESIGN §5)."""
+    """Which sealed messages carry a Cha–Cheon signature (docs/architecture.md#the-envelope)."""
 
     #: Every message is signed: per-message origin authentication and non-repudiation.
     EVERY_MESSAGE = "every-message"
@@ -55,14 +55,14 @@ class SigningPolicy(enum.Enum):
 class Compression(enum.Enum):
     """Whether the sealed content is compressed (RFC 3274 CompressedData) before encryption.
 
-    ``SIP_DICTIONARY`` (default): zlib with sipsec's static SIP/SDP/CMS dictionary v1
+    ``SIP_DICTIONARY`` (default): raw DEFLATE (RFC 1951) with sipsec's static SIP/SDP/CMS dictionary v1
     (:mod:`sipsec.envelope.compression`) around the SignedData (or the unsigned entity);
     about half the bytes of a secured call. The length of a compressed message depends on
     its content; see the envelope README ("Compression and its side channel") for why that
     is acceptable here. ``NONE``: the content is encrypted as is. Receivers open both.
     """
 
-    SIP_DICTIONARY = "zlib-sipdict-v1"
+    SIP_DICTIONARY = "deflate-sipdict-v2"
     NONE = "none"
 
 

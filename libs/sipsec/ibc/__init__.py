@@ -1,4 +1,4 @@
-"""Identity-based cryptography for sipsec, suite v1 (DESIGN §4): the safe recipes.
+"""Identity-based cryptography for sipsec, suite v1 (docs/architecture.md#identities-and-key-periods): the safe recipes.
 
 Boneh–Franklin FullIdent (as a KEM) and Cha–Cheon signatures over BLS12-381, identities
 bound to a canonical SIP AOR, a purpose and a key period; optional t-of-n threshold PKG.

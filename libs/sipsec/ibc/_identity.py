@@ -1,4 +1,4 @@
-"""Identities of suite v1: canonical SIP AORs, purposes and key periods (DESIGN §4)."""
+"""Identities of suite v1: canonical SIP AORs (RFC 3261 §19.1.4), purposes and key periods."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from typing import NewType
 from sipsec.ibc._errors import InvalidIdentity, PeriodNotAllowed
 from sipsec.ibc.hazmat.hashing import lp
 from sipsec.ibc.hazmat.suite import SUITE_ID
+from sipsec.sip.errors import SipError
+from sipsec.sip.uri import SipURI, parse_uri
+from sipsec.sip.uri import canonical_aor as sip_canonical_aor
 
 __all__ = [
     "Aor",
@@ -25,40 +28,11 @@ __all__ = [
 
 Aor = NewType("Aor", str)
 
-# RFC 3261 §25.1
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_MARK = "-_.!~*'()"
-_UNRESERVED = frozenset(_ALNUM + _MARK)
-_RESERVED = frozenset(";/?:@&=+$,")
-_USER_UNRESERVED = frozenset("&=+$,;?/")
-_PASSWORD_EXTRA = frozenset("&=+$,")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
 _DISPLAY_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~ \t]*$")
 _MAX_USER = 256
 _MAX_HOST = 253
 _MAX_PERIOD = (1 << 63) - 1
-
-
-def _canonical_userinfo(text: str, allowed_extra: frozenset[str], what: str) -> str:
-    """Validate user or password chars; normalise %XX escapes (RFC 3261 §19.1.4)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "%":
-            hexpart = text[i + 1 : i + 3]
-            if len(hexpart) != 2 or any(c not in "0123456789abcdefABCDEF" for c in hexpart):
-                raise InvalidIdentity(f"bad escape in the {what} part")
-            decoded = chr(int(hexpart, 16))
-            out.append(decoded if decoded in _UNRESERVED else "%" + hexpart.upper())
-            i += 3
-            continue
-        if ch not in _UNRESERVED and ch not in allowed_extra:
-            raise InvalidIdentity(f"character not allowed in the {what} part")
-        out.append(ch)
-        i += 1
-    return "".join(out)
 
 
 def canonical_domain(host: str) -> str:
@@ -119,10 +93,13 @@ def _extract_uri(text: str) -> str:
 def canonical_aor(uri: str) -> Aor:
     """The canonical address-of-record of a SIP or SIPS URI, name-addr or addr-spec.
 
-    ``"A" <SIP:Alice@Atlanta.COM:5060;transport=udp>`` -> ``sip:Alice@atlanta.com``: scheme and
-    host lower-cased, user kept case-sensitive (escapes normalised per RFC 3261 §19.1.4);
-    display name, password, port, parameters and headers dropped. A user part is required.
-    Raises InvalidIdentity for anything that is not a SIP/SIPS AOR.
+    ``"A" <SIP:Alice@Atlanta.COM:5060;transport=udp>`` -> ``sip:Alice@atlanta.com``. The
+    normalisation is :func:`sipsec.sip.canonical_aor`'s (RFC 3261 §19.1.4: scheme and host
+    lower-cased, user kept case-sensitive with escapes normalised; password, port, parameters
+    and headers dropped), so an identity names exactly the AOR that the registrar binds and
+    the proxy looks up. Stricter here: the display name is dropped, the scheme must be ``sip``
+    or ``sips``, a user part (at most 256 characters) is required and the host must be a DNS
+    name of LDH labels or an IP address. Raises InvalidIdentity for anything else.
     """
     if not isinstance(uri, str) or len(uri) > 2048:
         raise InvalidIdentity("not a SIP URI")
@@ -133,33 +110,22 @@ def canonical_aor(uri: str) -> Aor:
 def _canonical_aor(uri: str) -> Aor:
     # cached: a gateway canonicalises the same few AORs for every message it seals or opens
     addr = _extract_uri(uri)
-    scheme, sep, rest = addr.partition(":")
-    scheme = scheme.lower()
-    if not sep or scheme not in ("sip", "sips"):
+    scheme, sep, _ = addr.partition(":")
+    if not sep or scheme.lower() not in ("sip", "sips"):
         raise InvalidIdentity("not a SIP or SIPS URI")
-    userinfo, at, hostpart = rest.partition("@")
-    if not at:
+    try:
+        parsed = parse_uri(addr)
+    except SipError:
+        raise InvalidIdentity("not a valid SIP or SIPS URI") from None
+    if not isinstance(parsed, SipURI) or parsed.user is None:
         raise InvalidIdentity("an AOR needs a user part")
-    user, colon, password = userinfo.partition(":")
-    if not user or len(user) > _MAX_USER:
+    if len(parsed.user) > _MAX_USER:
         raise InvalidIdentity("empty or overlong user part")
-    user = _canonical_userinfo(user, frozenset(_USER_UNRESERVED), "user")
-    if colon:
-        _canonical_userinfo(password, _PASSWORD_EXTRA, "password")
-    # hostport ends at the first URI parameter or header
-    hostport = re.split(r"[;?]", hostpart, maxsplit=1)[0]
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0:
-            raise InvalidIdentity("bad IPv6 reference")
-        host, port = hostport[: close + 1], hostport[close + 1 :]
-    else:
-        host, has_port, tail = hostport.partition(":")
-        port = ":" + tail if has_port else ""
-    if port:
-        if not port.startswith(":") or not _PORT.match(port[1:]) or int(port[1:]) > 65535:
-            raise InvalidIdentity("bad port")
-    return Aor(f"{scheme}:{user}@{canonical_domain(host)}")
+    canonical_domain(parsed.host)  # stricter host rules than the URI grammar's
+    try:
+        return Aor(sip_canonical_aor(parsed))
+    except SipError:
+        raise InvalidIdentity("bad escape in the user part") from None
 
 
 class Purpose(enum.Enum):

@@ -254,6 +254,12 @@ class DomainParams:
         object.__setattr__(self, "suite_id", bytes(self.suite_id))
         object.__setattr__(self, "p_pub", bytes(self.p_pub))
         object.__setattr__(self, "public_shares", tuple(bytes(s) for s in self.public_shares))
+        self._check_fields()
+        _g2_point(self.p_pub)
+        self._check_shares()
+
+    def _check_fields(self) -> None:
+        """Suite, domain, version and period policy (InvalidEncoding on the first bad one)."""
         if self.suite_id != SUITE_ID:
             raise InvalidEncoding("unknown suite id")
         try:
@@ -267,7 +273,9 @@ class DomainParams:
             raise InvalidEncoding("version out of range")
         if not isinstance(self.policy, PeriodPolicy):
             raise InvalidEncoding("policy must be a PeriodPolicy")
-        _g2_point(self.p_pub)
+
+    def _check_shares(self) -> None:
+        """The threshold and the public shares: each a G2 point, together matching P_pub."""
         shares = self.public_shares
         n = len(shares)
         if n > 0xFFFF or not isinstance(self.threshold, int):

@@ -121,8 +121,9 @@ def verify_batch(
     An entry is None when that signature is valid, else the error ``verify`` would raise
     for it (same class and message); a bad item never makes this raise. Valid signatures
     cost one multi-pairing for the whole batch (one pair per distinct P_pub) instead of one
-    each; if any fails, every item is checked alone so exactly the bad ones are flagged
-    (``sipsec.ibc.hazmat.cc``: a false accept has probability at most 2^-64 per batch).
+    each; if any fails, the batch is halved (log2(n) more multi-pairings for one bad
+    item) so exactly the bad ones are flagged (``sipsec.ibc.hazmat.cc``: a false accept
+    has probability at most 2^-64 per batch).
     The batch size is the caller's to bound.
     """
     results: list[IbcError | None] = [None] * len(items)

@@ -73,11 +73,16 @@ def signed_from_proto(msg: pkg_pb2.SignedDomainParams) -> SignedParams:
 
 @dataclass(frozen=True)
 class Session:
-    """A login session; the token is a bearer secret and never printed."""
+    """A login session; the token is a bearer secret and never printed.
+
+    ``max_lifetime_s``: the PKG ends the session this long after login whatever the activity (0:
+    not stated).
+    """
 
     aor: str
     token: str = field(repr=False)
     idle_timeout_s: int
+    max_lifetime_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,9 @@ class PkgClient:
     """One PKG endpoint: login, logout, parameters, private keys.
 
     TLS unless ``plaintext=True``; ``root_certificates`` is the CA of the PKG's certificate,
-    ``client_cert`` a (key, chain) pair when the PKG asks for client certificates.
+    ``client_cert`` a (key, chain) pair when the PKG asks for client certificates. ``name`` is how
+    the node is named in metrics and errors (default: ``target``); ``node_index`` the threshold
+    share index this connection serves, when configured (else learnt from its first valid partial).
     """
 
     def __init__(
@@ -129,8 +136,12 @@ class PkgClient:
         plaintext: bool = False,
         server_name: str | None = None,
         timeout_s: float = 5.0,
+        name: str | None = None,
+        node_index: int | None = None,
     ) -> None:
         self.target = target
+        self.name = name or target
+        self.node_index = node_index
         self.timeout_s = timeout_s
         self._channel = client_channel(
             target,
@@ -159,10 +170,14 @@ class PkgClient:
         except grpc.aio.AioRpcError as exc:
             raise PkgRpcError.from_rpc(exc) from None
 
-    async def login(self, aor: str, password: str) -> Session:
-        resp = await self._call(self._stub.Login, pkg_pb2.LoginRequest(aor=aor, password=password))
+    async def login(self, aor: str, password: str, *, client_address: str = "") -> Session:
+        """Logs in; ``client_address`` is the end user's IP address when this client forwards a
+        user's login (a UA gateway): the PKG throttles by it if it trusts this client as a forwarder."""
+        request = pkg_pb2.LoginRequest(aor=aor, password=password, client_address=client_address)
+        resp = await self._call(self._stub.Login, request)
         assert isinstance(resp, pkg_pb2.LoginResponse)
-        self.session = Session(aor=resp.aor, token=resp.session_token, idle_timeout_s=resp.idle_timeout_s)
+        self.session = Session(aor=resp.aor, token=resp.session_token, idle_timeout_s=resp.idle_timeout_s,
+                               max_lifetime_s=resp.max_lifetime_s)
         return self.session
 
     async def logout(self) -> None:
@@ -253,8 +268,13 @@ class ThresholdKey:
 class ThresholdPkgClient:
     """t-of-n threshold PKG: asks every node, verifies each partial by pairing, combines t.
 
-    A node whose partial fails its check is named (``ThresholdKey.bad_nodes``, or the raised
-    ``ThresholdKeyError``) and counted in ``sipsec_pkgclient_bad_threshold_shares_total``.
+    A node is named by the connection it was asked through, never by the index its answer
+    claims: a partial that fails its pairing check, or claims another index than the one the
+    connection serves (configured as ``PkgClient.node_index``, else pinned at the connection's
+    first valid partial), is invalid, named in ``ThresholdKey.bad_nodes`` (or the raised
+    ``ThresholdKeyError``) by its connection's target and counted in
+    ``sipsec_pkgclient_bad_threshold_shares_total`` under the connection's configured name, so
+    the label set is the configured nodes only.
     """
 
     def __init__(
@@ -273,9 +293,11 @@ class ThresholdPkgClient:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
 
-    async def login(self, aor: str, password: str) -> dict[str, str]:
+    async def login(self, aor: str, password: str, *, client_address: str = "") -> dict[str, str]:
         """Logs in on every node; returns ``{target: error}`` for the nodes that refused or were down."""
-        results = await asyncio.gather(*(c.login(aor, password) for c in self.clients), return_exceptions=True)
+        results = await asyncio.gather(
+            *(c.login(aor, password, client_address=client_address) for c in self.clients), return_exceptions=True
+        )
         failed: dict[str, str] = {}
         for client, result in zip(self.clients, results, strict=True):
             if isinstance(result, BaseException):
@@ -298,6 +320,12 @@ class ThresholdPkgClient:
             except Exception as exc:  # noqa: BLE001 - try the next node, report all
                 errors.append(f"{client.target}: {exc}")
         raise PkgClientError("no PKG node returned valid parameters: " + "; ".join(errors))
+
+    def _blame(self, bad: list[BadNode], client: PkgClient, claimed: int, reason: str) -> None:
+        bad.append(BadNode(index=claimed, target=client.target, reason=reason))
+        log.warning("threshold PKG node %s returned an invalid partial key (%s)", client.name, reason)
+        if self.metrics:
+            self.metrics.bad_shares.labels(client.name).inc()
 
     async def get_private_key(
         self, params: DomainParams, purpose: Purpose, *, period: int | None = None, next_period: bool = False
@@ -329,14 +357,17 @@ class ThresholdPkgClient:
             if partial is None or result.aor != aor or result.period != period:
                 down[client.target] = "not a threshold partial key for this identity"
                 continue
+            expected = client.node_index
+            if expected is not None and partial.index != expected:
+                self._blame(bad, client, partial.index, "index_mismatch")
+                continue
             try:
                 verify_partial(params, identity, partial)
-            except BadShare as exc:
-                bad.append(BadNode(index=exc.node, target=client.target))
-                log.warning("threshold PKG node %d (%s) returned a bad partial key", exc.node, client.target)
-                if self.metrics:
-                    self.metrics.bad_shares.labels(str(exc.node)).inc()
+            except BadShare:
+                self._blame(bad, client, partial.index, "bad_partial")
                 continue
+            if expected is None:
+                client.node_index = partial.index  # this connection serves this share from now on
             valid.setdefault(partial.index, partial)
         if len(valid) < params.threshold:
             if self.metrics:

@@ -36,10 +36,16 @@ class PkgRpcError(PkgClientError):
 
 @dataclass(frozen=True)
 class BadNode:
-    """A threshold node that returned a partial key failing its pairing check."""
+    """A threshold node that returned an invalid partial key, named by the connection it was asked
+    through (``target``); ``index`` is only the node index its answer claimed.
+
+    ``reason``: ``bad_partial`` (failed its pairing check) or ``index_mismatch`` (claimed another
+    index than the one this connection serves).
+    """
 
     index: int
     target: str
+    reason: str = "bad_partial"
 
 
 class ThresholdKeyError(PkgClientError):
@@ -50,7 +56,7 @@ class ThresholdKeyError(PkgClientError):
         self.valid = valid
         self.bad_nodes = bad_nodes
         self.down = down
-        bad = ", ".join(f"node {b.index} ({b.target})" for b in bad_nodes) or "none"
+        bad = ", ".join(f"{b.target} (claimed node {b.index}, {b.reason})" for b in bad_nodes) or "none"
         super().__init__(
             f"{valid} valid partial keys, {threshold} needed; bad shares from: {bad}; "
             f"unreachable: {', '.join(sorted(down)) or 'none'}"

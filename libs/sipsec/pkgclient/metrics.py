@@ -13,7 +13,8 @@ class PkgClientMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.bad_shares = Counter(
             "sipsec_pkgclient_bad_threshold_shares_total",
-            "Partial keys from threshold PKG nodes that failed their pairing check, by node index.",
+            "Invalid partial keys from threshold PKG nodes (failed pairing check or mismatching index), "
+            "by node: the configured name of the connection asked (never an index the answer claims).",
             ["node"],
             registry=registry,
         )

@@ -1,4 +1,4 @@
-"""Signing, pinning and verifying a domain's public parameters (PKG federation, DESIGN §6).
+"""Signing, pinning and verifying a domain's public parameters (PKG federation, docs/architecture.md#the-pkg-and-federation).
 
 A domain signs ``DomainParams.to_bytes()`` with its long-term Ed25519 federation key; peers
 pin ``sha256:<hex>`` of the raw public key. Verification raises, never returns False.

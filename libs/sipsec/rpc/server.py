@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from sipsec.rpc.interceptor import RpcReasons, RpcServerMetrics, SipsecServerInterceptor
+
+__all__ = ["ServerTLS", "abort_with_details", "client_channel", "create_server", "drain", "mark_serving"]
+
+_DEFAULT_REASONS = RpcReasons()
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,15 @@ class ServerTLS:
 
     def __repr__(self) -> str:  # never print key material
         return f"ServerTLS(client_auth={self.client_ca is not None})"
+
+    @classmethod
+    def from_files(cls, cert: str, key: str, client_ca: str = "") -> ServerTLS | None:
+        """The PEM files a service's settings name, read; None without a certificate (plaintext).
+        An unreadable file raises OSError."""
+        if not cert:
+            return None
+        ca = Path(client_ca).read_bytes() if client_ca else None
+        return cls(Path(cert).read_bytes(), Path(key).read_bytes(), ca)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
@@ -35,6 +51,9 @@ def create_server(
     *,
     service_names: Sequence[str] = (),
     tls: ServerTLS | None = None,
+    metrics: RpcServerMetrics | None = None,
+    reasons: RpcReasons = _DEFAULT_REASONS,
+    on_expired: Callable[[str, str], None] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -42,10 +61,14 @@ def create_server(
 
     ``register`` are callables such as ``lambda s: add_FooServicer_to_server(impl, s)``.
     The standard health service is always added; every name in ``service_names`` (and the
-    overall server, "") starts as SERVING. Returns ``(server, port, health_servicer)``; the
-    caller starts and stops the server.
+    overall server, "") starts as SERVING. Every server runs :class:`SipsecServerInterceptor`
+    first (malformed requests, passed deadlines, unexpected errors; per-method metrics into
+    ``metrics`` when given; ``reasons`` and ``on_expired`` as documented there), then any
+    further ``interceptors``. Returns ``(server, port, health_servicer)``; the caller starts
+    and stops the server.
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+    chain = [SipsecServerInterceptor(metrics, reasons=reasons, on_expired=on_expired), *interceptors]
+    server = grpc.aio.server(interceptors=chain, options=list(options))
     for add in register:
         add(server)
     health_servicer = health.aio.HealthServicer()
@@ -63,6 +86,16 @@ async def mark_serving(health_servicer: health.aio.HealthServicer, names: Iterab
     """Sets the overall server and every named service to SERVING."""
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def drain(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, names: Iterable[str],
+                grace: float) -> None:
+    """Stops ``server`` gracefully: the overall server and every named service NOT_SERVING
+    first (load balancers stop sending), then new RPCs refused and in-flight ones given up
+    to ``grace`` seconds."""
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.stop(grace)
 
 
 def client_channel(

@@ -4,6 +4,7 @@ No I/O and no clock: time is passed in (``get_timer()`` / ``handle_timer(now)``)
 """
 
 # Transactions (§17), dialogs (§12) and digest (RFC 2617/7616/8760) build on the above.
+from . import transport_rules
 from .core import SipCore
 from .dialog import Dialog, DialogId, DialogState, DialogTable, make_dialog_response, next_hop
 from .digest import (
@@ -66,7 +67,17 @@ from .transaction import (
     client_transaction_key,
     server_transaction_key,
 )
-from .uri import AbsoluteURI, SipURI, TelURI, is_ip_literal, parse_uri
+from .transport_rules import *  # noqa: F403  (its __all__, re-exported below)
+from .uri import (
+    AbsoluteURI,
+    SipURI,
+    TelURI,
+    canonical_aor,
+    canonical_host,
+    canonical_user,
+    is_ip_literal,
+    parse_uri,
+)
 
 __all__ = [
     "COMPACT_FORMS",
@@ -87,7 +98,10 @@ __all__ = [
     "StreamFramer",
     "TelURI",
     "Via",
+    "canonical_aor",
+    "canonical_host",
     "canonical_name",
+    "canonical_user",
     "check_require",
     "generate_branch",
     "generate_call_id",
@@ -140,3 +154,5 @@ __all__ = [
     "NonceReplay",
     "select_challenge",
 ]
+# RFC 3261 §18: receiving, validating and answering at the transport layer, all of it public here.
+__all__ += transport_rules.__all__

@@ -295,6 +295,19 @@ class SipCore:
         elif resp.status >= 200:
             self._pending_cancel.discard(txn)
 
+    def _merged_request(self, req: Request, txn: ServerTransaction, now: float) -> bool:
+        """§8.2.2.2: answer 482 (and say True) when an out-of-dialog request arrived already by
+        another path (a forked copy: same From tag, Call-ID and CSeq, another branch) while that
+        copy's transaction lives; otherwise remember this one."""
+        mkey = _merge_key(req)
+        other = self._merged.get(mkey)
+        if other is not None and other.state is not _S.TERMINATED:
+            self.rejected["merged-request"] += 1
+            txn.send_response(make_response(req, 482, to_tag=generate_tag()), now)
+            return True
+        self._merged[mkey] = txn
+        return False
+
     def _receive_request(self, req: Request, addr: Any, now: float, reliable: bool) -> None:
         try:
             cseq = req.cseq
@@ -330,15 +343,8 @@ class SipCore:
         if method == "CANCEL":
             self._receive_cancel(txn, now)
             return
-        if self.ua and req.to_tag is None:
-            mkey = _merge_key(req)
-            other = self._merged.get(mkey)
-            if other is not None and other.state is not _S.TERMINATED:
-                # §8.2.2.2: a merged request (forked copy, another branch): 482
-                self.rejected["merged-request"] += 1
-                txn.send_response(make_response(req, 482, to_tag=generate_tag()), now)
-                return
-            self._merged[mkey] = txn
+        if self.ua and req.to_tag is None and self._merged_request(req, txn, now):
+            return
         if method == "INVITE" and self.auto_trying:
             txn.send_response(make_response(req, 100), now)
         self._events.append(RequestReceived(req, txn, addr))

@@ -70,7 +70,14 @@ class CancelReceived(Event):
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout(Event):
-    """Timer B/F fired (client: treat as 408, §8.1.3.1) or Timer H fired (server: no ACK)."""
+    """A transaction timer ran out: ``timer`` names it.
+
+    B/F (client): no final response, treat as 408 (§8.1.3.1); the transaction is over.
+    C (INVITE client in Proceeding, §16.6 step 11): a provisional came, then nothing for
+    Timer C; the TU should CANCEL (§9.1) and treat the branch as 408 (§16.8); the
+    transaction ends 64*T1 later unless a final response arrives. H (server): no ACK.
+    L: a UA core's 2xx was never ACKed (§13.3.1.4).
+    """
 
     transaction: Transaction
     timer: str

@@ -79,39 +79,11 @@ class StreamFramer:
 
     def _drain(self, out: list[Request | Response]) -> None:
         buf = self._buf
-        limits = self._limits
         while True:
-            if self._pending is None:
-                # skip CRLFs before a start line
-                skip = 0
-                n = len(buf)
-                while skip < n and buf[skip] in b"\r\n":
-                    skip += 1
-                if skip:
-                    del buf[:skip]
-                    self._scan = 0
-                if not buf:
-                    return
-                head_end, body_start = find_head_end(buf, max(0, self._scan - 3))
-                if head_end < 0:
-                    if len(buf) > limits.max_message_bytes:
-                        raise _bad("message-too-large", "header section too long", 513)
-                    if buf.find(b"\n") < 0 and len(buf) > limits.max_line:
-                        raise _bad("line-too-long", f"limit {limits.max_line}", 513)
-                    self._scan = len(buf)
-                    return
-                self._scan = 0
-                head = bytes(buf[:body_start])
-                msg, clen_values, raw_start = _parse_head(head, 0, head_end, body_start, limits)
-                if not clen_values:
-                    raise _bad("missing-content-length", "required on stream transports")
-                clen = _content_length(clen_values, msg)
-                if clen is None:
-                    raise _bad("conflicting-content-length")
-                if body_start + clen > limits.max_message_bytes:
-                    raise _bad("message-too-large", f"{body_start + clen} bytes", 513)
-                self._pending = (msg, body_start, clen, raw_start, head)
-            msg, body_start, clen, raw_start, head = self._pending
+            pending = self._pending or self._read_head(buf)
+            if pending is None:
+                return
+            msg, body_start, clen, raw_start, head = pending
             if len(buf) < body_start + clen:
                 return
             msg.body = bytes(buf[body_start : body_start + clen])
@@ -123,3 +95,37 @@ class StreamFramer:
             del buf[: body_start + clen]
             self._pending = None
             out.append(msg)
+
+    def _read_head(self, buf: bytearray) -> tuple[Request | Response, int, int, int, bytes] | None:
+        """The next message's header section parsed and kept as pending; None until it has
+        arrived whole (RFC 3261 §18.3: CRLFs before a start line skipped, Content-Length required)."""
+        limits = self._limits
+        skip = 0
+        n = len(buf)
+        while skip < n and buf[skip] in b"\r\n":
+            skip += 1
+        if skip:
+            del buf[:skip]
+            self._scan = 0
+        if not buf:
+            return None
+        head_end, body_start = find_head_end(buf, max(0, self._scan - 3))
+        if head_end < 0:
+            if len(buf) > limits.max_message_bytes:
+                raise _bad("message-too-large", "header section too long", 513)
+            if buf.find(b"\n") < 0 and len(buf) > limits.max_line:
+                raise _bad("line-too-long", f"limit {limits.max_line}", 513)
+            self._scan = len(buf)
+            return None
+        self._scan = 0
+        head = bytes(buf[:body_start])
+        msg, clen_values, raw_start = _parse_head(head, 0, head_end, body_start, limits)
+        if not clen_values:
+            raise _bad("missing-content-length", "required on stream transports")
+        clen = _content_length(clen_values, msg)
+        if clen is None:
+            raise _bad("conflicting-content-length")
+        if body_start + clen > limits.max_message_bytes:
+            raise _bad("message-too-large", f"{body_start + clen} bytes", 513)
+        self._pending = (msg, body_start, clen, raw_start, head)
+        return self._pending

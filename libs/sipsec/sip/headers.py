@@ -486,6 +486,22 @@ def _check_via_params(params: dict[str, str | None]) -> None:
         raise RemoteProtocolError("bad-via-branch", 400, "empty branch")
 
 
+def _via_sent_by(host: str, port: str | None) -> int | None:
+    """Check a via-parm's sent-by (an IPv6 reference must be an address, §25.1 ``IPv6reference``;
+    a port at most 65535) and return its port as a number."""
+    if host[0] == "[":
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise RemoteProtocolError("bad-ipv6-reference", 400, host[:64]) from None
+    if port is None:
+        return None
+    port_i = int(port)
+    if port_i > 65535:
+        raise RemoteProtocolError("bad-port", 400, port)
+    return port_i
+
+
 def parse_via_list(text: str) -> list[Via]:
     """Parse one Via header value (a comma list of via-parm)."""
     out: list[Via] = []
@@ -496,16 +512,7 @@ def parse_via_list(text: str) -> list[Via]:
         if m is None:
             raise RemoteProtocolError("bad-via", 400, text[pos : pos + 64])
         name, version, transport, host, port = m.groups()
-        if host[0] == "[":
-            try:
-                ipaddress.IPv6Address(host[1:-1])
-            except ValueError:
-                raise RemoteProtocolError("bad-ipv6-reference", 400, host[:64]) from None
-        port_i: int | None = None
-        if port is not None:
-            port_i = int(port)
-            if port_i > 65535:
-                raise RemoteProtocolError("bad-port", 400, port)
+        port_i = _via_sent_by(host, port)
         params, pos = _parse_gen_params(
             text, m.end(), _abnf.VIA_PARAMS_RUN_RE, _abnf.VIA_PARAM_RE
         )

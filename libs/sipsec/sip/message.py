@@ -188,7 +188,7 @@ class Message:
                 raise RemoteProtocolError(defect, 400)
 
     # -- typed views -------------------------------------------------------------------------
-    def _via_view(self) -> list[Via]:
+    def via_view(self) -> list[Via]:
         """All Via entries, parsed once and shared: read-only (``via`` hands out copies)."""
         v = self._cached("via")
         if v is _MISSING:
@@ -203,7 +203,7 @@ class Message:
     @property
     def via(self) -> list[Via]:
         """All Via entries, topmost first (RFC 3261 §20.42)."""
-        return [_copy_via(x) for x in self._via_view()]
+        return [_copy_via(x) for x in self.via_view()]
 
     @via.setter
     def via(self, vias: list[Via]) -> None:
@@ -215,10 +215,10 @@ class Message:
     @property
     def top_via(self) -> Via | None:
         """The topmost Via entry (parsed eagerly), or None when there is no Via."""
-        v = self._top_via_view()
+        v = self.top_via_view()
         return None if v is None else _copy_via(v)
 
-    def _top_via_view(self) -> Via | None:
+    def top_via_view(self) -> Via | None:
         """The topmost Via entry, shared: read-only (``top_via`` hands out a copy)."""
         v = self._cached("top_via")
         if v is _MISSING:
@@ -236,30 +236,54 @@ class Message:
         self.headers.prepend("Via", str(via))
 
     def replace_top_via(self, via: Via) -> None:
-        """Replace the topmost Via entry only (e.g. to add ``received``/``rport``, §18.2.1)."""
-        self._edit_top_via(via)
+        """Replace the topmost via-parm only (e.g. to add ``received``/``rport``, §18.2.1),
+        keeping the rest of its header line and every other Via line.
+
+        The parsed views of the entries left alone are carried over (only the new first
+        line is parsed again), so layers above do not parse every Via line once more.
+        Without a Via, ``via`` becomes the only one.
+        """
+        old_first = self._cached("via0")
+        old_all = self._cache.get("via")
+        headers = self.headers
+        first_line = headers.remove_first("Via")
+        entries: list[Via]
+        if first_line is None:
+            entries = []
+        elif old_first is not _MISSING:
+            entries = list(old_first)
+        else:
+            entries = parse_via_list(first_line)
+        n_first = len(entries)
+        entries[:1] = [via]
+        value = ", ".join(str(v) for v in entries)
+        headers.prepend("Via", value)
+        if old_first is _MISSING or first_line is None:
+            return
+        try:
+            new_first = via_list_view(value)
+        except RemoteProtocolError:
+            return  # left to the lazy views, which raise where this value is read
+        self._cached("via0")  # drops the Via views made stale by the edit
+        cache = self._cache
+        cache["via0"] = new_first
+        cache["top_via"] = new_first[0]
+        if old_all is not None:
+            cache["via"] = new_first + old_all[n_first:]
 
     def pop_top_via(self) -> Via | None:
         """Remove and return the topmost Via entry (a proxy forwarding a response, §16.7)."""
-        return self._edit_top_via(None)
-
-    def _edit_top_via(self, new: Via | None) -> Via | None:
         items = self.headers._items
         for i, (key, name, value) in enumerate(items):
             if key == "via":
                 entries = parse_via_list(value)
-                top = entries[0]
-                rest = [str(v) for v in entries[1:]]
-                if new is not None:
-                    rest.insert(0, str(new))
+                rest = ", ".join(str(v) for v in entries[1:])
                 if rest:
-                    items[i] = (key, name, ", ".join(rest))
+                    items[i] = (key, name, rest)
                 else:
                     del items[i]
                 self.headers._touched("via")
-                return top
-        if new is not None:
-            self.push_via(new)
+                return entries[0]
         return None
 
     @property
@@ -289,7 +313,7 @@ class Message:
     def cseq(self, value: CSeq) -> None:
         self.headers.set("CSeq", str(value))
 
-    def _from_view(self) -> NameAddr:
+    def from_view(self) -> NameAddr:
         """From, parsed once and shared: read-only (``from_`` hands out copies)."""
         v = self._cached("from")
         if v is _MISSING:
@@ -299,7 +323,7 @@ class Message:
     @property
     def from_(self) -> NameAddr:
         """From (RFC 3261 §20.20)."""
-        return _copy_name_addr(self._from_view())
+        return _copy_name_addr(self.from_view())
 
     @from_.setter
     def from_(self, value: NameAddr) -> None:
@@ -313,7 +337,7 @@ class Message:
             v = self._store("from_tag", name_addr_params_view(self._single("From")).get("tag"))
         return v  # type: ignore[no-any-return]
 
-    def _to_view(self) -> NameAddr:
+    def to_view(self) -> NameAddr:
         """To, parsed once and shared: read-only (``to`` hands out copies)."""
         v = self._cached("to")
         if v is _MISSING:
@@ -323,7 +347,7 @@ class Message:
     @property
     def to(self) -> NameAddr:
         """To (RFC 3261 §20.39)."""
-        return _copy_name_addr(self._to_view())
+        return _copy_name_addr(self.to_view())
 
     @to.setter
     def to(self, value: NameAddr) -> None:

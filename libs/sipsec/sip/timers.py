@@ -1,4 +1,5 @@
-"""RFC 3261 §17 / RFC 6026 transaction timer values (A–M) derived from T1, T2 and T4."""
+"""RFC 3261 §17 / RFC 6026 transaction timer values (A–M) derived from T1, T2 and T4,
+and Timer C (§16.6 step 11, §9.1), the bound on an INVITE client left in Proceeding."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Timer(IntEnum):
     K = 9  # wait time for response retransmits (§17.1.2.2): T4 UDP, 0 reliable
     L = 10  # wait time for accepted INVITE request retransmits (RFC 6026 §8.7): 64*T1
     M = 11  # wait time for retransmission of 2xx to INVITE (RFC 6026 §8.4): 64*T1
+    C = 12  # INVITE client in Proceeding without a final response (§16.6 step 11, §9.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +33,26 @@ class TimerSettings:
 
     Defaults are RFC 3261 §17.1.1.1: T1 = 500 ms, T2 = 4 s, T4 = 5 s. Timer D is
     "at least 32 s" for unreliable transports; it is kept as its own knob.
+
+    ``timer_c`` bounds an INVITE client transaction that got a provisional response and
+    then nothing (Figure 5 gives Proceeding no timer): it is (re)started by every
+    provisional response; when it fires the TU is told (cancel, §9.1; treat as 408,
+    §16.8) and the transaction is destroyed 64*T1 later unless a final response comes
+    (§9.1). RFC 3261 §16.6 step 11 asks a proxy's Timer C to be over 3 minutes; the
+    default (4 minutes) leaves a TU's own Timer C the first word.
     """
 
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
     timer_d_unreliable: float = 32.0
+    timer_c: float = 240.0
 
     def __post_init__(self) -> None:
         if not (0 < self.t1 <= self.t2) or self.t4 <= 0 or self.timer_d_unreliable < 0:
             raise ValueError("timer settings need 0 < T1 <= T2 and T4 > 0")
+        if self.timer_c <= 0:
+            raise ValueError("timer settings need Timer C > 0")
 
     def initial_interval(self, timer: Timer) -> float:
         """First interval of a retransmission timer (A, E or G): T1."""
@@ -49,8 +61,10 @@ class TimerSettings:
         return self.t1
 
     def duration(self, timer: Timer, reliable: bool) -> float:
-        """Duration of a one-shot timer (B, D, F, H, I, J, K, L, M) for the transport kind."""
+        """Duration of a one-shot timer (B, C, D, F, H, I, J, K, L, M) for the transport kind."""
         t1 = self.t1
+        if timer is Timer.C:
+            return self.timer_c
         if timer in (Timer.B, Timer.F, Timer.H, Timer.L, Timer.M):
             return 64 * t1
         if timer is Timer.D:

@@ -106,6 +106,7 @@ class Input(IntEnum):
     TIMER_K = 18
     TIMER_L = 19
     TIMER_M = 20
+    TIMER_C = 21
 
 
 class Action(IntEnum):
@@ -132,6 +133,8 @@ class Action(IntEnum):
     START_K = 18
     START_L = 19
     START_M = 20
+    START_C = 21  # (re)start Timer C: INVITE client in Proceeding (§16.6 step 11, §9.1)
+    START_B = 22  # Timer B := 64*T1 once Timer C fired: the §9.1 wait for a final response
 
 
 class Transition(NamedTuple):
@@ -169,18 +172,25 @@ INVITE_CLIENT_TABLE: dict[tuple[TransactionState, Input], Transition] = {
     (S.CALLING, In.TIMER_B): _go(S.TERMINATED, A.INFORM_TIMEOUT),
     (S.CALLING, In.TIMER_D): _ignore(S.CALLING),
     (S.CALLING, In.TIMER_M): _ignore(S.CALLING),
-    (S.CALLING, In.RECV_1XX): _go(S.PROCEEDING, A.STOP_RETRANSMIT, A.STOP_TIMEOUT, A.PASS_TO_TU),
+    (S.CALLING, In.TIMER_C): _ignore(S.CALLING),
+    (S.CALLING, In.RECV_1XX): _go(
+        S.PROCEEDING, A.STOP_RETRANSMIT, A.STOP_TIMEOUT, A.START_C, A.PASS_TO_TU
+    ),
     (S.CALLING, In.RECV_2XX): _go(S.ACCEPTED, A.STOP_RETRANSMIT, A.START_M, A.PASS_TO_TU),
     (S.CALLING, In.RECV_FINAL): _go(
         S.COMPLETED, A.STOP_RETRANSMIT, A.SEND_ACK, A.START_D, A.PASS_TO_TU
     ),
     (S.CALLING, In.TRANSPORT_ERROR): _go(S.TERMINATED, A.INFORM_TRANSPORT_ERROR),
-    # Proceeding: no retransmissions; Timer B only runs in Calling (Figure 5).
+    # Proceeding: no retransmissions. Figure 5 gives it no timer, so a far end that went
+    # silent after a provisional would hold the transaction forever: Timer C, restarted
+    # by each provisional (§16.7 step 2), tells the TU to cancel (§9.1, §16.8), and the
+    # transaction is destroyed 64*T1 later (Timer B) unless a final response comes (§9.1).
     (S.PROCEEDING, In.TIMER_A): _ignore(S.PROCEEDING),
-    (S.PROCEEDING, In.TIMER_B): _ignore(S.PROCEEDING),
+    (S.PROCEEDING, In.TIMER_C): _go(S.PROCEEDING, A.INFORM_TIMEOUT, A.START_B),
+    (S.PROCEEDING, In.TIMER_B): _go(S.TERMINATED),
     (S.PROCEEDING, In.TIMER_D): _ignore(S.PROCEEDING),
     (S.PROCEEDING, In.TIMER_M): _ignore(S.PROCEEDING),
-    (S.PROCEEDING, In.RECV_1XX): _go(S.PROCEEDING, A.PASS_TO_TU),
+    (S.PROCEEDING, In.RECV_1XX): _go(S.PROCEEDING, A.START_C, A.PASS_TO_TU),
     (S.PROCEEDING, In.RECV_2XX): _go(S.ACCEPTED, A.START_M, A.PASS_TO_TU),
     (S.PROCEEDING, In.RECV_FINAL): _go(S.COMPLETED, A.SEND_ACK, A.START_D, A.PASS_TO_TU),
     (S.PROCEEDING, In.TRANSPORT_ERROR): _go(S.TERMINATED, A.INFORM_TRANSPORT_ERROR),
@@ -189,6 +199,7 @@ INVITE_CLIENT_TABLE: dict[tuple[TransactionState, Input], Transition] = {
     (S.COMPLETED, In.TIMER_B): _ignore(S.COMPLETED),
     (S.COMPLETED, In.TIMER_D): _go(S.TERMINATED),
     (S.COMPLETED, In.TIMER_M): _ignore(S.COMPLETED),
+    (S.COMPLETED, In.TIMER_C): _ignore(S.COMPLETED),
     (S.COMPLETED, In.RECV_1XX): _ignore(S.COMPLETED),
     (S.COMPLETED, In.RECV_2XX): _ignore(S.COMPLETED),
     (S.COMPLETED, In.RECV_FINAL): _go(S.COMPLETED, A.SEND_ACK),
@@ -198,6 +209,7 @@ INVITE_CLIENT_TABLE: dict[tuple[TransactionState, Input], Transition] = {
     (S.ACCEPTED, In.TIMER_B): _ignore(S.ACCEPTED),
     (S.ACCEPTED, In.TIMER_D): _ignore(S.ACCEPTED),
     (S.ACCEPTED, In.TIMER_M): _go(S.TERMINATED),
+    (S.ACCEPTED, In.TIMER_C): _ignore(S.ACCEPTED),
     (S.ACCEPTED, In.RECV_1XX): _ignore(S.ACCEPTED),
     (S.ACCEPTED, In.RECV_2XX): _go(S.ACCEPTED, A.PASS_TO_TU),
     (S.ACCEPTED, In.RECV_FINAL): _ignore(S.ACCEPTED),
@@ -314,7 +326,7 @@ STATES: dict[Kind, tuple[TransactionState, ...]] = {
 INPUTS: dict[Kind, tuple[Input, ...]] = {
     Kind.INVITE_CLIENT: (
         In.RECV_1XX, In.RECV_2XX, In.RECV_FINAL, In.TRANSPORT_ERROR,
-        In.TIMER_A, In.TIMER_B, In.TIMER_D, In.TIMER_M,
+        In.TIMER_A, In.TIMER_B, In.TIMER_D, In.TIMER_M, In.TIMER_C,
     ),
     Kind.NON_INVITE_CLIENT: (
         In.RECV_1XX, In.RECV_2XX, In.RECV_FINAL, In.TRANSPORT_ERROR,
@@ -382,7 +394,8 @@ _TIMER_INPUT: dict[Timer, Input] = {t: Input[f"TIMER_{t.name}"] for t in Timer}
 _INPUT_TIMER: dict[Input, Timer] = {v: k for k, v in _TIMER_INPUT.items()}
 _START_TIMER: dict[Action, Timer] = {
     A.START_D: Timer.D, A.START_H: Timer.H, A.START_I: Timer.I, A.START_J: Timer.J,
-    A.START_K: Timer.K, A.START_L: Timer.L, A.START_M: Timer.M,
+    A.START_K: Timer.K, A.START_L: Timer.L, A.START_M: Timer.M, A.START_C: Timer.C,
+    A.START_B: Timer.B,
 }  # fmt: skip
 
 
@@ -478,7 +491,9 @@ def build_cancel(request: Request) -> Request:
 # --- the transaction objects ---------------------------------------------------------------
 
 Datagram = tuple[bytes, Any]
-_ONE_SHOT = (Timer.B, Timer.D, Timer.F, Timer.H, Timer.I, Timer.J, Timer.K, Timer.L, Timer.M)
+_ONE_SHOT = (
+    Timer.B, Timer.C, Timer.D, Timer.F, Timer.H, Timer.I, Timer.J, Timer.K, Timer.L, Timer.M,
+)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
@@ -497,7 +512,7 @@ class Transaction:
     """Common machinery: table dispatch, the two timer slots, output and event queues.
 
     A transaction runs at most two timers at once: a retransmission timer (A, E or G)
-    and a one-shot timer (B, D, F, H, I, J, K, L or M); both are plain floats.
+    and a one-shot timer (B, C, D, F, H, I, J, K, L or M); both are plain floats.
     ``out`` and ``events`` may be shared by many transactions (an endpoint core passes
     its own), in which case ``datagrams_to_send``/``next_event`` drain the shared queues.
     """
@@ -760,8 +775,10 @@ class ClientTransaction(Transaction):
     """A client transaction (§17.1): INVITE (Figure 5/RFC 6026) or non-INVITE (Figure 6).
 
     Creating it transmits the request and starts Timers A+B (INVITE) or E+F; A and E
-    run on unreliable transports only. ``request`` must not be an ACK (§17.1: an ACK for
-    a 2xx is sent by the TU without a transaction).
+    run on unreliable transports only. The constructor calls ``on_change`` once, like
+    every later transition, so the owner schedules those first deadlines from
+    ``get_timer()``. ``request`` must not be an ACK (§17.1: an ACK for a 2xx is sent by
+    the TU without a transaction).
     """
 
     __slots__ = ("cancel_requested",)
@@ -802,6 +819,9 @@ class ClientTransaction(Transaction):
         else:
             self._start_retransmit(In.TIMER_E, now)
             self._start_oneshot(Timer.F, now)
+        # The first timers are signalled like every later one: an owner that learns of
+        # deadlines only through ``on_change`` (a proxy's heap) must arm A/B or E/F now.
+        self._changed()
 
     def receive_response(self, response: Response, now: float) -> None:
         """Feed a response that matched this transaction (§17.1.3)."""

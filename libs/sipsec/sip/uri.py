@@ -9,7 +9,23 @@ from dataclasses import dataclass, field
 from . import _abnf
 from .errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["AbsoluteURI", "SipURI", "TelURI", "URI", "is_ip_literal", "parse_uri"]
+__all__ = [
+    "AbsoluteURI",
+    "SipURI",
+    "TelURI",
+    "URI",
+    "canonical_aor",
+    "canonical_host",
+    "canonical_user",
+    "is_ip_literal",
+    "parse_uri",
+]
+
+# RFC 3261 §25.1 unreserved = alphanum / mark: an escape of one of these is the character itself.
+_UNRESERVED = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()"
+)
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -70,11 +86,8 @@ class SipURI:
 
     @property
     def aor(self) -> str:
-        """Canonical address-of-record: ``scheme:user@host`` (scheme and host lower-cased)."""
-        host = self.host.lower().rstrip(".")
-        if self.user is None:
-            return f"{self.scheme.lower()}:{host}"
-        return f"{self.scheme.lower()}:{self.user}@{host}"
+        """The canonical address-of-record, :func:`canonical_aor` of this URI."""
+        return canonical_aor(self)
 
     @property
     def transport(self) -> str | None:
@@ -122,6 +135,75 @@ class AbsoluteURI:
 
 
 URI = SipURI | TelURI | AbsoluteURI
+
+
+def canonical_user(user: str) -> str:
+    """The user (or password) part with escapes normalised (RFC 3261 §19.1.4).
+
+    An escaped unreserved character is decoded (``%61lice`` is ``alice``); any other escape
+    stays escaped with upper-case hex digits (``a%2fb`` is ``a%2Fb``, never ``a/b``: an
+    escaped reserved character is not the same as the character itself). Case is kept: the
+    user part compares case-sensitively. A ``%`` without two hex digits raises
+    :class:`RemoteProtocolError` (the URI grammar admits none)."""
+    if "%" not in user:
+        return user
+    out: list[str] = []
+    i, n = 0, len(user)
+    while i < n:
+        ch = user[i]
+        if ch != "%":
+            out.append(ch)
+            i += 1
+            continue
+        hexpart = user[i + 1 : i + 3]
+        if len(hexpart) != 2 or not _HEX.issuperset(hexpart):
+            raise RemoteProtocolError("bad-escape", 400, user[:64])
+        decoded = chr(int(hexpart, 16))
+        out.append(decoded if decoded in _UNRESERVED else "%" + hexpart.upper())
+        i += 3
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def canonical_host(host: str) -> str:
+    """The host lower-cased without a trailing dot; an IPv6 reference in its RFC 5952 form
+    (``[2001:DB8::0:1]`` is ``[2001:db8::1]``, RFC 5118 §4.5). Cached: a node meets few hosts."""
+    if host.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            raise RemoteProtocolError("bad-ipv6-reference", 400, host[:64]) from None
+    host = host.lower()
+    return host[:-1] if host.endswith(".") else host
+
+
+def canonical_aor(uri: str | URI) -> str:
+    """The canonical address-of-record of a URI: the one key under which bindings, keys and
+    identities of an address are found (RFC 3261 §10.3 step 5, §19.1.4).
+
+    For a ``sip:``/``sips:`` URI this is ``scheme:user@host`` (``scheme:host`` without a user):
+
+    * the scheme is lower-cased and kept: a SIPS URI is never equivalent to a SIP URI;
+    * the user part keeps its case; escaped unreserved characters are decoded and other
+      escapes upper-cased (:func:`canonical_user`), so ``sip:%61lice@atlanta.com`` and
+      ``sip:alice@atlanta.com`` have the same AOR while ``a%2fb`` and ``a/b`` do not;
+    * the host is lower-cased, loses a trailing dot, and an IPv6 reference is compressed;
+    * password, port, URI parameters (``user=phone`` and ``transport`` included) and headers
+      are dropped: they select how to reach an address, not whose it is. Two URIs that differ
+      only there are not equivalent as request targets (§19.1.4) but name the same AOR.
+
+    A ``tel:`` URI gives ``tel:number`` (parameters dropped); any other URI itself, its scheme
+    lower-cased. A string is parsed first (surrounding whitespace ignored); an invalid one
+    raises :class:`RemoteProtocolError` (400). The identity layer (``sipsec.ibc``) and the
+    location store wrap this with their own stricter checks.
+    """
+    parsed = parse_uri(uri.strip()) if isinstance(uri, str) else uri
+    if not isinstance(parsed, SipURI):
+        return parsed.aor
+    host = canonical_host(parsed.host)
+    if parsed.user is None:
+        return f"{parsed.scheme.lower()}:{host}"
+    return f"{parsed.scheme.lower()}:{canonical_user(parsed.user)}@{host}"
 
 
 def _parse_uri_params(text: str) -> dict[str, str | None]:

@@ -8,13 +8,13 @@ the Redis ones use server-side TTLs (``SET ... NX PX``).
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
-from Crypto.Cipher import AES
 
 from sipsec.envelope.dialog import DEFAULT_DIALOG_TTL_S, DialogKey
+from sipsec.stores.access import RecordSealer
 
 __all__ = [
     "DEFAULT_DIALOG_TTL_S",
@@ -43,10 +43,21 @@ class DialogStore(Protocol):
 
 @runtime_checkable
 class ReplayCache(Protocol):
-    """Seen message nonces, each remembered until its window has passed."""
+    """Seen message tokens (nonces, digests), each remembered until its window has passed.
+
+    ``seen`` only looks (the envelope asks it before any pairing, so a replay costs no
+    pairing); ``remember`` / ``remember_all`` record (atomically per token: of two
+    concurrent callers recording the same token, exactly one is told it was new).
+    """
 
     async def remember(self, token: bytes, ttl_s: float, now: float) -> bool:
         """Record ``token``; True if it was new, False if it was already seen (a replay)."""
+
+    async def remember_all(self, tokens: Sequence[bytes], ttl_s: float, now: float) -> bool:
+        """Record every one of ``tokens``; True if none of them had been seen."""
+
+    async def seen(self, tokens: Sequence[bytes], now: float) -> bytes | None:
+        """The first of ``tokens`` that is recorded and unexpired, or None; records nothing."""
 
 
 class InMemoryDialogStore:
@@ -102,6 +113,19 @@ class InMemoryReplayCache:
         self._seen[token] = now + ttl_s
         return True
 
+    async def remember_all(self, tokens: Sequence[bytes], ttl_s: float, now: float) -> bool:
+        fresh = True
+        for token in tokens:
+            fresh = await self.remember(token, ttl_s, now) and fresh
+        return fresh
+
+    async def seen(self, tokens: Sequence[bytes], now: float) -> bytes | None:
+        for token in tokens:
+            expiry = self._seen.get(token)
+            if expiry is not None and expiry > now:
+                return token
+        return None
+
     def __len__(self) -> int:
         return len(self._seen)
 
@@ -117,7 +141,7 @@ class RedisDialogStore:
     each record is AES-256-GCM encrypted, the Redis key name as additional data — so
     dialog keys are not readable from Redis, and a record moved to another key id or
     altered reads as absent. Without it the record (dialog key included) is stored in
-    clear: then run Redis on a trusted network with AUTH/TLS.
+    clear: a development mode only (the gateway refuses Redis without a sealing key).
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:envelope:",
@@ -126,7 +150,12 @@ class RedisDialogStore:
             raise ValueError("sealing_key must be 32 bytes")
         self._r = client
         self._prefix = prefix
-        self._sealing_key = sealing_key
+        self._sealer = None if sealing_key is None else RecordSealer(sealing_key)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether records are AES-256-GCM sealed (see :class:`~sipsec.stores.access.RecordSealer`)."""
+        return self._sealer is not None
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sipsec:envelope:",
@@ -137,22 +166,10 @@ class RedisDialogStore:
         return f"{self._prefix}dlg:{key_id.hex()}"
 
     def _seal(self, name: str, record: bytes) -> bytes:
-        if self._sealing_key is None:
-            return record
-        nonce = os.urandom(12)
-        cipher = AES.new(self._sealing_key, AES.MODE_GCM, nonce=nonce, mac_len=16)
-        cipher.update(name.encode())
-        body, tag = cipher.encrypt_and_digest(record)
-        return nonce + body + tag
+        return record if self._sealer is None else self._sealer.seal(name, record)
 
     def _unseal(self, name: str, data: bytes) -> bytes:
-        if self._sealing_key is None:
-            return data
-        if len(data) < 28:
-            raise ValueError("short record")
-        cipher = AES.new(self._sealing_key, AES.MODE_GCM, nonce=data[:12], mac_len=16)
-        cipher.update(name.encode())
-        return bytes(cipher.decrypt_and_verify(data[12:-16], data[-16:]))
+        return data if self._sealer is None else self._sealer.unseal(name, data)
 
     async def put(self, dialog: DialogKey, ttl_s: float, now: float) -> None:
         name = self._key(dialog.key_id)
@@ -187,11 +204,29 @@ class RedisReplayCache:
     def from_url(cls, url: str, prefix: str = "sipsec:envelope:") -> RedisReplayCache:
         return cls(aioredis.Redis.from_url(url), prefix)
 
+    def _key(self, token: bytes) -> str:
+        return f"{self._prefix}nonce:{token.hex()}"
+
     async def remember(self, token: bytes, ttl_s: float, now: float) -> bool:
-        created = await self._r.set(
-            f"{self._prefix}nonce:{token.hex()}", b"1", nx=True, px=_ttl_ms(ttl_s)
-        )
+        created = await self._r.set(self._key(token), b"1", nx=True, px=_ttl_ms(ttl_s))
         return bool(created)
+
+    async def remember_all(self, tokens: Sequence[bytes], ttl_s: float, now: float) -> bool:
+        """One round trip: a pipeline of ``SET NX PX``, one per token (each atomic)."""
+        if not tokens:
+            return True
+        async with self._r.pipeline(transaction=False) as pipe:
+            for token in tokens:
+                pipe.set(self._key(token), b"1", nx=True, px=_ttl_ms(ttl_s))
+            created = await pipe.execute()
+        return all(bool(c) for c in created)
+
+    async def seen(self, tokens: Sequence[bytes], now: float) -> bytes | None:
+        """One round trip: ``MGET`` of the tokens' keys."""
+        if not tokens:
+            return None
+        values = await self._r.mget([self._key(t) for t in tokens])
+        return next((t for t, v in zip(tokens, values, strict=True) if v is not None), None)
 
     async def aclose(self) -> None:
         await self._r.aclose()

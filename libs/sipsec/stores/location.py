@@ -14,13 +14,20 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, NewType, Protocol, runtime_checkable
+from typing import Any, NewType, Protocol, TypedDict, Unpack, runtime_checkable
+
+from sipsec.sip.errors import SipError
+from sipsec.sip.uri import SipURI, parse_uri
+from sipsec.sip.uri import canonical_aor as sip_canonical_aor
+from sipsec.stores.access import open_redis
 
 __all__ = [
     "Aor",
     "Binding",
     "InvalidBinding",
+    "BindingFields",
     "LocationError",
+    "LocationService",
     "LocationStore",
     "MemoryLocationStore",
     "RedisLocationStore",
@@ -37,8 +44,6 @@ MAX_URI_LENGTH = 1024
 MAX_CALL_ID_LENGTH = 256
 MAX_INSTANCE_LENGTH = 256
 
-# "sip:" / "sips:" user "@" host; no port, params, headers, brackets or whitespace.
-_AOR = re.compile(r"^(sips?):([^@\s;?<>:]+)@([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])$", re.IGNORECASE)
 # A contact URI: sip/sips, no whitespace or angle brackets (parameters allowed).
 _CONTACT = re.compile(r"^sips?:[^\s<>\"]+$", re.IGNORECASE)
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
@@ -48,35 +53,49 @@ class LocationError(Exception):
     """Base of the store's errors; ``reason`` is a short fixed name (a metric label)."""
 
     reason = "error"
+    #: the canonical gRPC status code name the failure travels as (the location service's API)
+    status = "INTERNAL"
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
 
+    @staticmethod
+    def from_status(status: str, message: str, reason: str) -> LocationError:
+        """The error a remote location service answered with ``status`` (a code name); any
+        status other than the caller's faults counts as :class:`StoreUnavailable`."""
+        kinds: tuple[type[LocationError], ...] = (InvalidBinding, StaleCSeq, TooManyContacts)
+        kind = next((k for k in kinds if k.status == status), StoreUnavailable)
+        return kind(message, reason)
+
 
 class InvalidBinding(LocationError):
     """Bad AOR, contact, expiry, q-value or scope (the caller's fault)."""
 
     reason = "invalid"
+    status = "INVALID_ARGUMENT"
 
 
 class StaleCSeq(LocationError):
     """A binding with the same Call-ID and a higher or equal CSeq exists (RFC 3261 §10.3 step 7)."""
 
     reason = "stale-cseq"
+    status = "FAILED_PRECONDITION"
 
 
 class TooManyContacts(LocationError):
     """The AOR already holds the maximum number of bindings."""
 
     reason = "too-many-contacts"
+    status = "RESOURCE_EXHAUSTED"
 
 
 class StoreUnavailable(LocationError):
     """The backing store cannot be reached."""
 
     reason = "store-unavailable"
+    status = "UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +134,23 @@ class Binding:
 
 
 def canonical_aor(text: str) -> Aor:
-    """The canonical AOR (scheme and host lower-cased) or :class:`InvalidBinding` ("bad-aor")."""
+    """The canonical AOR under which bindings are kept, or :class:`InvalidBinding` ("bad-aor").
+
+    The normalisation is :func:`sipsec.sip.canonical_aor`'s (RFC 3261 §10.3 step 5,
+    §19.1.4), so ``sip:%61lice@atlanta.com`` and ``sip:alice@atlanta.com`` are one AOR.
+    Stricter here: the text must be an AOR already, a ``sip:``/``sips:`` URI with a user
+    part and nothing a contact would carry (password, port, parameters, headers).
+    """
     if not isinstance(text, str) or len(text) > MAX_URI_LENGTH:
         raise InvalidBinding("AOR is too long or not text", "bad-aor")
-    m = _AOR.match(text.strip())
-    if m is None:
-        raise InvalidBinding("AOR must look like sip:user@host (no port or parameters)", "bad-aor")
-    scheme, user, host = m.groups()
-    return Aor(f"{scheme.lower()}:{user}@{host.lower()}")
+    try:
+        uri = parse_uri(text.strip())
+        if (not isinstance(uri, SipURI) or uri.user is None or uri.password is not None
+                or uri.port is not None or uri.params or uri.headers):
+            raise InvalidBinding("AOR must look like sip:user@host (no port or parameters)", "bad-aor")
+        return Aor(sip_canonical_aor(uri))
+    except SipError:
+        raise InvalidBinding("AOR must look like sip:user@host (no port or parameters)", "bad-aor") from None
 
 
 def new_binding(
@@ -199,6 +227,65 @@ class LocationStore(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+class BindingFields(TypedDict, total=False):
+    """The optional fields of a new binding (see :func:`new_binding`)."""
+
+    q_milli: int | None
+    instance_id: str
+    reg_id: int
+    call_id: str
+    cseq: int
+    received: str
+
+
+class LocationService:
+    """The registrar's operations on a :class:`LocationStore` (RFC 3261 §10.3): requests
+    validated, AORs canonicalised, limits applied; raises :class:`LocationError`.
+
+    The one implementation behind both the location service's gRPC API and the proxy's
+    embedded store.
+    """
+
+    def __init__(
+        self,
+        store: LocationStore,
+        *,
+        max_expires: int = 86400,
+        max_contacts: int = 16,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.max_expires = max_expires
+        self.max_contacts = max_contacts
+        self._clock = clock
+
+    async def bind(self, aor: str, contact: str, expires: int, **fields: Unpack[BindingFields]) -> list[Binding]:
+        """Add or refresh one binding of ``aor``; the AOR's bindings after it (§10.3 steps 6-7)."""
+        binding = new_binding(aor, contact, expires, self._clock(), max_expires=self.max_expires, **fields)
+        return await self.store.bind(binding, self.max_contacts)
+
+    async def unbind_one(
+        self, aor: str, contact: str = "", instance_id: str = "", reg_id: int = 0
+    ) -> tuple[int, list[Binding]]:
+        """Remove the binding of ``instance_id``/``reg_id`` (RFC 5626), else of ``contact``."""
+        canon = canonical_aor(aor)
+        if instance_id:
+            key = f"i:{instance_id}|{reg_id}"
+        elif contact:
+            key = f"c:{contact}"
+        else:
+            raise InvalidBinding("unbinding one needs a contact or an instance id", "bad-scope")
+        return await self.store.unbind(canon, key)
+
+    async def unbind_all(self, aor: str, call_id: str = "", cseq: int = 0) -> tuple[int, list[Binding]]:
+        """Remove every binding of ``aor`` (``Contact: *``, §10.3 step 6)."""
+        return await self.store.unbind(canonical_aor(aor), None, call_id, cseq)
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        """The live bindings of ``aor``, highest q first."""
+        return await self.store.lookup(canonical_aor(aor))
 
 
 class MemoryLocationStore:
@@ -330,11 +417,15 @@ class RedisLocationStore:
         prefix: str = "sipsec:loc:",
         clock: Callable[[], float] = time.time,
         client: Any = None,
+        password_file: str = "",
+        ca_file: str = "",
+        what: str = "SIPSEC_REDIS_URL",
     ) -> None:
-        import redis.asyncio as aioredis  # late: the in-memory embedded default needs no redis
-
-        self._redis = client if client is not None else aioredis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5
+        # the service's ACL user is named in the URL (redis://location@host), its password
+        # read from ``password_file``; rediss:// verifies the server against ``ca_file``
+        self._redis = client if client is not None else open_redis(
+            url, password_file=password_file, ca_file=ca_file, what=what,
+            socket_timeout=5, socket_connect_timeout=5,
         )
         self._prefix = prefix
         self._clock = clock

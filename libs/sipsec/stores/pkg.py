@@ -6,6 +6,9 @@ checks every time stamp it reads against its clock (idle expiry, lock expiry, ca
 the Redis TTLs are only a garbage-collection backstop.
 Secrets never reach a store: users hold scrypt hashes and sessions are keyed by a hash of the
 token (the caller hashes), so a dump of the store yields neither passwords nor usable tokens.
+The store is not trusted with authority either: each session record carries a MAC computed by
+the PKG under a key the store never sees, and the PKG rejects a record whose MAC does not verify
+(a record planted by anyone who can write the store).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+from sipsec.stores.access import open_redis
 
 __all__ = [
     "CachedParams",
@@ -33,23 +38,53 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class UserRecord:
-    """A provisioned user: canonical AOR and an encoded scrypt hash (never the password)."""
+    """A provisioned user: canonical AOR and an encoded scrypt hash (never the password).
+
+    ``epoch`` is an opaque value renewed at every credential change (and at re-creation); the
+    PKG binds it into each session's MAC, so a password change revokes every earlier session.
+    """
 
     aor: str
     password_hash: str
     created_at: float
+    epoch: str = ""
 
     def __repr__(self) -> str:
         return f"UserRecord(aor={self.aor!r})"
 
 
+def _user_from_json(raw: str | bytes) -> UserRecord:
+    data = json.loads(raw)
+    return UserRecord(str(data["aor"]), str(data["password_hash"]), float(data["created_at"]),
+                      str(data.get("epoch", "")))
+
+
 @dataclass(frozen=True)
 class SessionRecord:
-    """A login session; ``last_seen`` drives idle expiry."""
+    """A login session; ``last_seen`` drives idle expiry, ``created_at`` the absolute lifetime.
+
+    ``epoch`` is the user's credential epoch at login; ``mac`` is the PKG's MAC over the record
+    and its token id (empty until the PKG seals it).
+    """
 
     aor: str
     created_at: float
     last_seen: float
+    epoch: str = ""
+    mac: bytes = field(default=b"", repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "aor": self.aor, "created_at": self.created_at, "last_seen": self.last_seen,
+            "epoch": self.epoch, "mac": base64.b64encode(self.mac).decode(),
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SessionRecord:
+        """Decodes a stored record; raises ValueError (or KeyError/TypeError) when malformed."""
+        data = json.loads(raw)
+        return cls(str(data["aor"]), float(data["created_at"]), float(data["last_seen"]),
+                   str(data.get("epoch", "")), base64.b64decode(str(data.get("mac", "")), validate=True))
 
 
 @dataclass(frozen=True)
@@ -207,10 +242,12 @@ class RedisPkgStore:
     the federation cache through it.
     """
 
-    def __init__(self, url: str, domain: str, clock: Clock = time.time) -> None:
-        import redis.asyncio as aioredis  # imported here: the memory store needs no redis
-
-        self._redis: Any = aioredis.Redis.from_url(url)
+    def __init__(self, url: str, domain: str, clock: Clock = time.time, *,
+                 password_file: str = "", ca_file: str = "") -> None:
+        # the PKG's ACL user is named in the URL (redis://pkg@host), its password read from
+        # ``password_file``; rediss:// verifies the server against ``ca_file``
+        self._redis: Any = open_redis(url, password_file=password_file, ca_file=ca_file,
+                                      what="SIPSEC_PKG_REDIS_PASSWORD_FILE / SIPSEC_REDIS_URL")
         self._clock = clock
         self._prefix = f"sipsec:pkg:{domain}:"
 
@@ -225,10 +262,7 @@ class RedisPkgStore:
 
     async def get_user(self, aor: str) -> UserRecord | None:
         raw = await self._redis.hget(self._k("users"), aor)
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        return UserRecord(str(data["aor"]), str(data["password_hash"]), float(data["created_at"]))
+        return None if raw is None else _user_from_json(raw)
 
     async def delete_user(self, aor: str) -> bool:
         members = await self._redis.smembers(self._k("user-sessions", aor))
@@ -249,7 +283,7 @@ class RedisPkgStore:
 
     async def put_session(self, token_id: str, session: SessionRecord, ttl_s: float) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._k("session", token_id), json.dumps(asdict(session)), px=_ttl_ms(ttl_s))
+            pipe.set(self._k("session", token_id), session.to_json(), px=_ttl_ms(ttl_s))
             pipe.zadd(self._k("sessions"), {token_id: session.last_seen})
             pipe.sadd(self._k("user-sessions", session.aor), token_id)
             pipe.pexpire(self._k("user-sessions", session.aor), _ttl_ms(ttl_s))
@@ -259,8 +293,10 @@ class RedisPkgStore:
         raw = await self._redis.get(self._k("session", token_id))
         if raw is None:
             return None
-        data = json.loads(raw)
-        return SessionRecord(str(data["aor"]), float(data["created_at"]), float(data["last_seen"]))
+        try:
+            return SessionRecord.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            return SessionRecord("", 0.0, 0.0)  # malformed: a record no MAC can verify
 
     async def delete_session(self, token_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -304,12 +340,14 @@ class RedisPkgStore:
         await self._redis.aclose()
 
 
-def open_pkg_store(kind: str, *, domain: str, redis_url: str = "", clock: Clock = time.time) -> PkgStore:
-    """``kind`` is ``memory`` or ``redis``; raises ValueError for anything else."""
+def open_pkg_store(kind: str, *, domain: str, redis_url: str = "", clock: Clock = time.time,
+                   redis_password_file: str = "", redis_ca: str = "") -> PkgStore:
+    """``kind`` is ``memory`` or ``redis``; raises ValueError for anything else (and for an
+    unusable Redis URL, password file or CA file)."""
     if kind == "memory":
         return MemoryPkgStore(clock)
     if kind == "redis":
         if not redis_url:
             raise ValueError("the redis store needs a Redis URL")
-        return RedisPkgStore(redis_url, domain, clock)
+        return RedisPkgStore(redis_url, domain, clock, password_file=redis_password_file, ca_file=redis_ca)
     raise ValueError(f"unknown store {kind!r} (expected memory or redis)")

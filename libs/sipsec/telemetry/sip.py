@@ -9,7 +9,9 @@ __all__ = [
     "SIP_BAD_REQUESTS_ANSWERED",
     "SIP_BYTES_RECEIVED",
     "SIP_BYTES_SENT",
+    "SIP_CONNECTIONS_CLOSED",
     "SIP_CONNECTIONS_OPEN",
+    "SIP_CONNECTIONS_REJECTED",
     "SIP_MESSAGES_DROPPED",
     "SIP_MESSAGES_RECEIVED",
     "SIP_MESSAGES_SENT",
@@ -30,7 +32,6 @@ DROP_REASONS: frozenset[str] = frozenset(
         "connect_failed",  # a TCP/TLS connection to the destination could not be opened
         "no_route",  # a response whose Via gives no usable destination
         "closed",  # the transport was closed while the message was queued
-        "too_many_connections",  # an accepted connection over max_connections was closed
         "handler_error",  # the message handler raised (bug in the layer above; counted, not fatal)
     }
 )
@@ -69,4 +70,16 @@ SIP_CONNECTIONS_OPEN = Gauge(
     "sipsec_sip_connections_open",
     "Open SIP stream connections (TCP, TLS).",
     ["transport"],
+)
+SIP_CONNECTIONS_REJECTED = Counter(
+    "sipsec_sip_connections_rejected_total",
+    "Incoming SIP stream connections refused at accept, by reason "
+    "(per_source_limit, global_limit).",
+    ["transport", "reason"],
+)
+SIP_CONNECTIONS_CLOSED = Counter(
+    "sipsec_sip_connections_closed_total",
+    "SIP stream connections closed, by reason (idle_timeout, header_timeout, framing_error, "
+    "tls_handshake_failed, remote, shutdown).",
+    ["transport", "reason"],
 )

@@ -1,36 +1,36 @@
-"""``sipsec-worker``: run the crypto-worker until SIGTERM/SIGINT, then drain."""
+"""``sipsec-worker serve``: run the crypto-worker until SIGTERM/SIGINT, then drain.
+
+The command shape every service shares (:mod:`sipsec.cli`): ``sipsec-worker serve [flags]``,
+settings from ``SIPSEC_WORKER_*`` variables (flags override); exit 0, 2 usage, 1 error.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from sipsec import lifecycle
-from sipsec.lifecycle import stop_on_signals
+from sipsec.cli import serve_main, serve_until_signalled
 
-from sipsec_worker.config import parse_args
+from sipsec_worker.config import WorkerConfig
 from sipsec_worker.server import create_worker_server
 
 __all__ = ["main"]
 
+DESCRIPTION = "sipsec crypto-worker: stateless IBE/IBS operations over gRPC, on a process pool."
 
-async def _serve(argv: Sequence[str] | None) -> None:
-    config = parse_args(argv)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+async def _serve(config: WorkerConfig) -> None:
     server, port = create_worker_server(config)
-    await server.start()
-    print(f"sipsec-worker listening on port {port} metrics {server.metrics_port}", flush=True)
-    stop = stop_on_signals()
-    await stop.wait()
-    logging.getLogger("sipsec.worker").info("draining")
-    await server.stop()
+
+    async def start() -> str:
+        await server.start()
+        return f"sipsec-worker listening on port {port} metrics {server.metrics_port}"
+
+    await serve_until_signalled(start, server.stop, logger="sipsec.worker")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    lifecycle.run(_serve(argv))
-    return 0
+    return serve_main("sipsec-worker", DESCRIPTION, WorkerConfig, _serve, argv)
 
 
 if __name__ == "__main__":

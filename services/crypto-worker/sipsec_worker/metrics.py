@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sipsec.engine.wire import (
     REASON_DEADLINE,
     REASON_INVALID_CIPHERTEXT,
@@ -12,6 +12,7 @@ from sipsec.engine.wire import (
     REASON_MALFORMED_CIPHERTEXT,
     REASON_MALFORMED_SIGNATURE,
 )
+from sipsec.rpc import RpcServerMetrics
 
 __all__ = ["OUTCOMES", "REJECTION_REASONS", "WorkerMetrics", "outcome_of"]
 
@@ -39,7 +40,8 @@ def outcome_of(reason: str) -> str:
 
 
 class WorkerMetrics:
-    """Operations by kind and outcome, RPC latency, queue depth, rejections."""
+    """Operations by kind and outcome, RPC latency and outcomes (``sipsec_rpc_server_*``),
+    queue depth, rejections."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -48,17 +50,7 @@ class WorkerMetrics:
             "Crypto operations (batch items counted one by one) by kind and outcome.",
             ["kind", "outcome"], registry=self.registry,
         )
-        self.requests = Counter(
-            "sipsec_worker_requests_total",
-            "CryptoWorkerService RPCs by method and gRPC status code name.",
-            ["rpc", "code"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "sipsec_worker_request_duration_seconds",
-            "RPC handling time, queueing included.",
-            ["rpc"], registry=self.registry,
-            buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5),
-        )
+        self.rpc = RpcServerMetrics(self.registry)
         self.rejections = Counter(
             "sipsec_worker_rejections_total",
             "Requests refused without doing the work, by reason.",

@@ -104,12 +104,9 @@ class CryptoPool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, warm) for _ in range(self.processes)))
 
-    async def run(self, kind: str, items: Sequence[bytes], time_remaining: float | None) -> list[ItemResult]:
-        """Runs serialized requests of ``kind``; one result per item, in order.
-
-        ``time_remaining``: seconds until the caller's deadline (None: no deadline).
-        Raises a :class:`PoolRejected` subclass when the work is refused or abandoned.
-        """
+    def _admit(self, items: Sequence[bytes], time_remaining: float | None) -> list[list[bytes]]:
+        """The chunks ``items`` run as, one task each (none for no items), or the
+        :class:`PoolRejected` that refuses them: draining, deadline already passed, no room."""
         if self._closed:
             raise PoolClosed("the worker is draining")
         if not items:
@@ -119,6 +116,17 @@ class CryptoPool:
         chunks = _chunks(items, min(len(items), self.processes))
         if self.in_flight > 0 and self.in_flight + len(chunks) > self.capacity:
             raise QueueFull(f"worker queue is full ({self.capacity} tasks admitted)")
+        return chunks
+
+    async def run(self, kind: str, items: Sequence[bytes], time_remaining: float | None) -> list[ItemResult]:
+        """Runs serialized requests of ``kind``; one result per item, in order.
+
+        ``time_remaining``: seconds until the caller's deadline (None: no deadline).
+        Raises a :class:`PoolRejected` subclass when the work is refused or abandoned.
+        """
+        chunks = self._admit(items, time_remaining)
+        if not chunks:
+            return []
         loop = asyncio.get_running_loop()
         # CLOCK_MONOTONIC is system-wide: the pool processes compare against the same clock.
         deadline = None if time_remaining is None else time.monotonic() + time_remaining

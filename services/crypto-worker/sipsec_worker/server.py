@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
-from sipsec.rpc import ServerTLS, create_server, mark_serving
+from sipsec.engine.wire import REASON_DEADLINE
+from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2, crypto_pb2_grpc
 
 from sipsec_worker.config import WorkerConfig
 from sipsec_worker.metrics import WorkerMetrics
 from sipsec_worker.pool import CryptoPool
-from sipsec_worker.service import CryptoWorkerServicer, MetricsInterceptor
+from sipsec_worker.service import CryptoWorkerServicer
 
 __all__ = ["SERVICE_NAME", "WorkerServer", "create_worker_server"]
 
 SERVICE_NAME = crypto_pb2.DESCRIPTOR.services_by_name["CryptoWorkerService"].full_name
 log = logging.getLogger("sipsec.worker")
-
-
-def _tls(config: WorkerConfig) -> ServerTLS | None:
-    if not config.tls_cert:
-        return None
-    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-    return ServerTLS(Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes(), ca)
 
 
 class WorkerServer:
@@ -44,8 +36,10 @@ class WorkerServer:
         self.grpc, self.port, self.health = create_server(
             config.listen,
             [lambda s: crypto_pb2_grpc.add_CryptoWorkerServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call]
-            service_names=[SERVICE_NAME], tls=_tls(config),
-            interceptors=[MetricsInterceptor(self.metrics)],
+            service_names=[SERVICE_NAME], tls=ServerTLS.from_files(config.tls_cert, config.tls_key, config.tls_client_ca),
+            metrics=self.metrics.rpc,
+            reasons=RpcReasons(malformed="malformed-request", deadline=REASON_DEADLINE),
+            on_expired=lambda _service, _method: self.metrics.rejections.labels("deadline_exceeded").inc(),
             options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                      ("grpc.max_send_message_length", 16 * 1024 * 1024)],
         )
@@ -68,9 +62,7 @@ class WorkerServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, refuse new RPCs, finish in-flight ones for up to ``grace`` s,
         then stop the pool."""
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.grpc.stop(self.config.drain_seconds if grace is None else grace)
+        await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         await self.pool.close()
         if self._http is not None:
             self._http.shutdown()

@@ -1,11 +1,13 @@
-"""The gRPC adapter of the crypto-worker: CryptoWorkerService over a CryptoPool, plus its metrics interceptor."""
+"""The gRPC adapter of the crypto-worker: CryptoWorkerService over a CryptoPool.
+
+Decoding, passed deadlines, unexpected errors and per-method metrics are the shared server
+interceptor's (:mod:`sipsec.rpc.interceptor`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import grpc
 from google.protobuf.message import Message
@@ -26,11 +28,9 @@ from sipsec_worker.metrics import WorkerMetrics, outcome_of
 from sipsec_worker.ops import ItemResult
 from sipsec_worker.pool import CryptoPool, PoolRejected
 
-__all__ = ["RPC_NAMES", "CryptoWorkerServicer", "MetricsInterceptor"]
+__all__ = ["CryptoWorkerServicer"]
 
 _DEADLINE_SLACK_S = 0.05
-
-RPC_NAMES = frozenset(pb.DESCRIPTOR.services_by_name["CryptoWorkerService"].methods_by_name)
 
 
 class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
@@ -138,52 +138,3 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                 "deadline passed before all the work could start", reason=REASON_DEADLINE,
             )
         return results
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts every CryptoWorkerService RPC by status, times it, and refuses one whose
-    deadline has already passed on arrival (DEADLINE_EXCEEDED, counted as a rejection)."""
-
-    def __init__(self, metrics: WorkerMetrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        rpc = handler_call_details.method.rpartition("/")[2]
-        if handler is None or handler.unary_unary is None or rpc not in RPC_NAMES:
-            return handler
-        inner = handler.unary_unary
-        metrics = self._metrics
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = "OK"
-            try:
-                remaining = context.time_remaining()
-                if remaining is not None and remaining <= 0:
-                    metrics.rejections.labels("deadline_exceeded").inc()
-                    await abort_with_details(
-                        context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                        "deadline passed before the request arrived", reason=REASON_DEADLINE,
-                    )
-                return await inner(request, context)
-            except asyncio.CancelledError:
-                code = "CANCELLED"
-                raise
-            except BaseException:
-                status = context.code()
-                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
-                raise
-            finally:
-                metrics.requests.labels(rpc, code).inc()
-                metrics.latency.labels(rpc).observe(time.perf_counter() - start)
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )

@@ -1,36 +1,36 @@
-"""``sipsec-location``: run the location service until SIGTERM/SIGINT, then drain."""
+"""``sipsec-location serve``: run the location service until SIGTERM/SIGINT, then drain.
+
+The command shape every service shares (:mod:`sipsec.cli`): ``sipsec-location serve [flags]``,
+settings from ``SIPSEC_LOCATION_*`` variables (flags override); exit 0, 2 usage, 1 error.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from sipsec import lifecycle
-from sipsec.lifecycle import stop_on_signals
+from sipsec.cli import serve_main, serve_until_signalled
 
-from sipsec_location.config import parse_args
+from sipsec_location.config import LocationConfig
 from sipsec_location.server import create_location_server
 
 __all__ = ["main"]
 
+DESCRIPTION = "sipsec location service: AOR -> contact bindings over gRPC (RFC 3261 §10)."
 
-async def _serve(argv: Sequence[str] | None) -> None:
-    config = parse_args(argv)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+async def _serve(config: LocationConfig) -> None:
     server, port = create_location_server(config)
-    await server.start()
-    print(f"sipsec-location listening on port {port}", flush=True)
-    stop = stop_on_signals()
-    await stop.wait()
-    logging.getLogger("sipsec.location").info("draining")
-    await server.stop()
+
+    async def start() -> str:
+        await server.start()
+        return f"sipsec-location listening on port {port}"
+
+    await serve_until_signalled(start, server.stop, logger="sipsec.location")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    lifecycle.run(_serve(argv))
-    return 0
+    return serve_main("sipsec-location", DESCRIPTION, LocationConfig, _serve, argv)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
-from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
-from sipsec.rpc import ServerTLS, create_server, mark_serving
+from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
 from sipsec.rpc._gen.sipsec.location.v1 import location_pb2, location_pb2_grpc
 from sipsec.stores.location import (
     LocationError,
@@ -29,30 +27,26 @@ SERVICE_NAME = location_pb2.DESCRIPTOR.services_by_name["LocationService"].full_
 log = logging.getLogger("sipsec.location")
 
 
-def _tls(config: LocationConfig) -> ServerTLS | None:
-    if not config.tls_cert:
-        return None
-    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-    return ServerTLS(Path(config.tls_cert).read_bytes(), Path(config.tls_key).read_bytes(), ca)
-
-
 class LocationServer:
     """One running location service: ``await start()``, ``await stop()``."""
 
     def __init__(self, config: LocationConfig, store: LocationStore | None = None) -> None:
         self.config = config
         if store is None:
-            store = (RedisLocationStore(config.redis_url) if config.store == "redis"
-                     else MemoryLocationStore())
+            store = (RedisLocationStore(config.redis_url, password_file=config.redis_password_file,
+                                        ca_file=config.redis_ca,
+                                        what="SIPSEC_LOCATION_REDIS_PASSWORD_FILE / SIPSEC_REDIS_URL")
+                     if config.store == "redis" else MemoryLocationStore())
         self.store = store
         self.metrics = LocationMetrics()
         self.service = LocationService(store, max_expires=config.max_expires,
                                        max_contacts=config.max_contacts)
-        servicer = LocationServicer(self.service, self.metrics)
+        servicer = LocationServicer(self.service)
         self.grpc, self.port, self.health = create_server(
             config.listen,
             [lambda s: location_pb2_grpc.add_LocationServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call,unused-ignore]
-            service_names=[SERVICE_NAME], tls=_tls(config),
+            service_names=[SERVICE_NAME], tls=ServerTLS.from_files(config.tls_cert, config.tls_key, config.tls_client_ca), metrics=self.metrics.rpc,
+            reasons=RpcReasons(malformed="malformed-request", deadline="deadline-exceeded"),
         )
         self.metrics_port: int | None = None
         self._http: Any = None
@@ -86,9 +80,7 @@ class LocationServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING first, then waits up to ``grace`` seconds for in-flight RPCs."""
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.grpc.stop(self.config.drain_seconds if grace is None else grace)
+        await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         self._stopping.set()
         if self._gauge_task is not None:
             try:

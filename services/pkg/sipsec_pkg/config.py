@@ -1,62 +1,24 @@
-"""PKG configuration: environment variables with documented defaults; CLI flags override them.
-
-Every variable is listed in ``ENV_DEFAULTS`` (and in the service README).
-"""
+"""PKG configuration: each setting declared once (variable, default, help); the environment
+overrides the defaults, the flags of ``sipsec-pkg serve`` override the environment (see
+:mod:`sipsec.config`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sipsec.config import ConfigError, env_table, load, log_level, redis_url, setting
 from sipsec.pkgclient import normalize_fingerprint
 from sipsec.rpc import ServerTLS
 
 from sipsec_pkg.passwords import ScryptParams
+from sipsec_pkg.throttle import BackoffPolicy
 
-__all__ = ["ENV_DEFAULTS", "ConfigError", "Peer", "PkgConfig", "parse_peers"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed."""
-
-
-ENV_DEFAULTS: dict[str, str] = {
-    "SIPSEC_PKG_DOMAIN": "",
-    "SIPSEC_PKG_LISTEN": "0.0.0.0:50051",
-    "SIPSEC_PKG_DATA_DIR": "/var/lib/sipsec-pkg",
-    "SIPSEC_PKG_NODE": "0",
-    "SIPSEC_PKG_STORE": "memory",
-    "SIPSEC_REDIS_URL": "redis://127.0.0.1:6379/0",
-    "SIPSEC_PKG_KEK": "",
-    "SIPSEC_PKG_KEK_FILE": "",
-    "SIPSEC_PKG_TLS_CERT": "",
-    "SIPSEC_PKG_TLS_KEY": "",
-    "SIPSEC_PKG_TLS_CLIENT_CA": "",
-    "SIPSEC_PKG_PLAINTEXT": "0",
-    "SIPSEC_PKG_IDLE_TIMEOUT_S": "900",
-    "SIPSEC_PKG_LOGIN_MAX_FAILURES": "5",
-    "SIPSEC_PKG_SOURCE_MAX_FAILURES": "20",
-    "SIPSEC_PKG_FAILURE_WINDOW_S": "900",
-    "SIPSEC_PKG_LOCKOUT_S": "900",
-    "SIPSEC_PKG_SCRYPT_N": str(2**15),
-    "SIPSEC_PKG_SCRYPT_R": "8",
-    "SIPSEC_PKG_SCRYPT_P": "1",
-    "SIPSEC_PKG_PEERS": "",
-    "SIPSEC_PKG_PEER_CA": "",
-    "SIPSEC_PKG_PEER_PLAINTEXT": "0",
-    "SIPSEC_PKG_FED_TTL_S": "3600",
-    "SIPSEC_PKG_FED_REFRESH_S": "600",
-    "SIPSEC_PKG_FED_TIMEOUT_S": "2",
-    "SIPSEC_PKG_AUDIT_LOG": "",
-    "SIPSEC_PKG_METRICS_HOST": "0.0.0.0",
-    "SIPSEC_PKG_METRICS_PORT": "9464",
-    "SIPSEC_PKG_SHUTDOWN_GRACE_S": "5",
-    "SIPSEC_PKG_LOG_LEVEL": "INFO",
-}
+__all__ = ["ENV", "ConfigError", "Peer", "PkgConfig", "parse_peers"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +48,9 @@ def parse_peers(text: str) -> dict[str, Peer]:
             if not item.strip():
                 continue
             parts = [p.strip() for p in item.split(",")]
+            if len(parts) == 3 and parts[0] and parts[1] and not parts[2]:
+                raise ConfigError(f"SIPSEC_PKG_PEERS: peer {parts[0]} has no pinned fingerprint; it is required "
+                                  "(the `sha256:<hex>` its `sipsec-pkg fingerprint` prints)")
             if len(parts) != 3 or not all(parts):
                 raise ConfigError(f"peer entry {item.strip()!r} is not domain,endpoint,fingerprint")
             entries.append((parts[0], parts[1], parts[2]))
@@ -99,103 +64,81 @@ def parse_peers(text: str) -> dict[str, Peer]:
     return peers
 
 
-def _bool(value: str, name: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{name} must be a boolean (1/0, true/false)")
+def _lower(raw: str) -> str:
+    return raw.strip().lower()
 
 
-def _num(value: str, name: str, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+def _addresses(raw: str) -> tuple[str, ...]:
+    return tuple(str(ipaddress.ip_address(a.strip())) for a in raw.split(",") if a.strip())
+
+
+def _metrics_port(raw: str) -> int | None:
+    raw = raw.strip()
+    if raw in ("", "-1", "off"):
+        return None
+    return int(raw)
 
 
 @dataclass(frozen=True)
 class PkgConfig:
     """Everything a PKG node needs; build it with ``from_env`` and ``with_overrides``."""
 
-    domain: str = ""
-    listen: str = "0.0.0.0:50051"
-    data_dir: str = "/var/lib/sipsec-pkg"
-    node: int = 0
-    store: str = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    kek: str = field(default="", repr=False)
-    kek_file: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_client_ca: str = ""
-    plaintext: bool = False
-    idle_timeout_s: float = 900.0
-    login_max_failures: int = 5
-    source_max_failures: int = 20
-    failure_window_s: float = 900.0
-    lockout_s: float = 900.0
-    scrypt: ScryptParams = ScryptParams()
-    peers: Mapping[str, Peer] = field(default_factory=dict)
-    peer_ca: str = ""
-    peer_plaintext: bool = False
-    fed_ttl_s: float = 3600.0
-    fed_refresh_s: float = 600.0
-    fed_timeout_s: float = 2.0
-    audit_log: str = ""
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int | None = 9464
-    shutdown_grace_s: float = 5.0
-    log_level: str = "INFO"
+    domain: str = setting("SIPSEC_PKG_DOMAIN", "", "the provider domain; `init` needs it (or `--domain`); `serve` checks it against the key material when set", parse=_lower)
+    listen: str = setting("SIPSEC_PKG_LISTEN", "0.0.0.0:50051", "gRPC listen address host:port (port 0 = any)")
+    data_dir: str = setting("SIPSEC_PKG_DATA_DIR", "/var/lib/sipsec-pkg", "key material directory (see Files)")
+    node: int = setting("SIPSEC_PKG_NODE", 0, "0: whole master secret (1-of-1); i: serve share i of a threshold domain")
+    store: str = setting("SIPSEC_PKG_STORE", "memory", "state store: memory or redis", parse=_lower)
+    redis_url: str = redis_url("store=redis; names the PKG's ACL user: redis://pkg@host:6379/0, rediss:// for TLS")
+    redis_password_file: str = setting("SIPSEC_PKG_REDIS_PASSWORD_FILE", "", "file holding the password of the Redis user named in the URL (never in the URL itself)")
+    redis_ca: str = setting("SIPSEC_PKG_REDIS_CA", "", "PEM CA file verifying the Redis server of a rediss:// URL (empty = the system's roots)")
+    kek: str = setting("SIPSEC_PKG_KEK", "", "key-encryption key, 32 bytes base64 (`sipsec-pkg gen-kek`)", secret=True)
+    kek_file: str = setting("SIPSEC_PKG_KEK_FILE", "", "file holding the KEK (raw 32 bytes or base64), e.g. a mounted Secret; used when SIPSEC_PKG_KEK is empty")
+    tls_cert: str = setting("SIPSEC_PKG_TLS_CERT", "", "server certificate chain (PEM file)")
+    tls_key: str = setting("SIPSEC_PKG_TLS_KEY", "", "server private key (PEM file)")
+    tls_client_ca: str = setting("SIPSEC_PKG_TLS_CLIENT_CA", "", "PEM CA file; set to require client certificates signed by it")
+    plaintext: bool = setting("SIPSEC_PKG_PLAINTEXT", False, "serve without TLS (local use only); otherwise TLS material is required")
+    idle_timeout_s: float = setting("SIPSEC_PKG_IDLE_TIMEOUT_S", 900.0, "session idle timeout, seconds")
+    session_max_lifetime_s: float = setting("SIPSEC_PKG_SESSION_MAX_LIFETIME_S", 43200.0, "absolute session lifetime whatever the activity, seconds (then log in again)")
+    backoff_free_failures: int = setting("SIPSEC_PKG_BACKOFF_FREE_FAILURES", 3, "consecutive failed logins for one account from one client address before its attempts back off")
+    backoff_base_s: float = setting("SIPSEC_PKG_BACKOFF_BASE_S", 1.0, "first back-off delay, seconds; doubles with each further failure")
+    backoff_max_s: float = setting("SIPSEC_PKG_BACKOFF_MAX_S", 900.0, "longest back-off for one account from one client address, seconds")
+    address_failure_budget: int = setting("SIPSEC_PKG_ADDRESS_FAILURE_BUDGET", 20, "failed logins from one client address (within the window) before its attempts for accounts never logged in from it back off")
+    address_backoff_max_s: float = setting("SIPSEC_PKG_ADDRESS_BACKOFF_MAX_S", 60.0, "longest back-off of a client address over its budget, seconds")
+    failure_window_s: float = setting("SIPSEC_PKG_FAILURE_WINDOW_S", 86400.0, "how long failed logins are remembered, seconds")
+    trusted_forwarders: tuple[str, ...] = setting("SIPSEC_PKG_TRUSTED_FORWARDERS", (), "comma-separated IP addresses (e.g. UA gateways) whose Login may name the end user's client address for throttling", parse=_addresses, doc_default="")
+    scrypt_n: int = setting("SIPSEC_PKG_SCRYPT_N", 2**15, "scrypt N (a power of two) for new password hashes (each hash keeps its own cost)")
+    scrypt_r: int = setting("SIPSEC_PKG_SCRYPT_R", 8, "scrypt r")
+    scrypt_p: int = setting("SIPSEC_PKG_SCRYPT_P", 1, "scrypt p")
+    peers: Mapping[str, Peer] = setting("SIPSEC_PKG_PEERS", {}, "federation peers: `domain,endpoint,fingerprint` entries separated by `;`, or a JSON list of `{\"domain\",\"endpoint\",\"fingerprint\"}`; fingerprint = `sha256:<hex>` printed by the peer's `init`/`fingerprint`", parse=parse_peers)
+    peer_ca: str = setting("SIPSEC_PKG_PEER_CA", "", "CA bundle (PEM file) for TLS to peers (empty = system roots)")
+    peer_plaintext: bool = setting("SIPSEC_PKG_PEER_PLAINTEXT", False, "talk to peers without TLS (local use only)")
+    fed_ttl_s: float = setting("SIPSEC_PKG_FED_TTL_S", 3600.0, "how long a verified peer copy may be served, seconds")
+    fed_refresh_s: float = setting("SIPSEC_PKG_FED_REFRESH_S", 600.0, "age after which a cached peer copy is refreshed on use, seconds")
+    fed_timeout_s: float = setting("SIPSEC_PKG_FED_TIMEOUT_S", 2.0, "time limit of one peer fetch, seconds")
+    audit_log: str = setting("SIPSEC_PKG_AUDIT_LOG", "", "audit log file (JSON lines); `-` writes to stdout", doc_default="<data dir>/audit.jsonl")
+    metrics_host: str = setting("SIPSEC_PKG_METRICS_HOST", "0.0.0.0", "bind host of the Prometheus /metrics endpoint")
+    metrics_port: int | None = setting("SIPSEC_PKG_METRICS_PORT", 9464, "Prometheus port (0 = any free port; -1, `off` or empty = off)", parse=_metrics_port)
+    drain_seconds: float = setting("SIPSEC_PKG_DRAIN_SECONDS", 5.0, "on SIGTERM: health goes NOT_SERVING, in-flight RPCs get this long, seconds", aliases=("SIPSEC_PKG_SHUTDOWN_GRACE_S",))
+    log_level: str = log_level(aliases=("SIPSEC_PKG_LOG_LEVEL",))
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> PkgConfig:
-        env = dict(ENV_DEFAULTS)
-        src = os.environ if environ is None else environ
-        env.update({k: v for k, v in src.items() if k in ENV_DEFAULTS})
-        metrics_port = env["SIPSEC_PKG_METRICS_PORT"].strip()
-        try:
-            scrypt = ScryptParams(
-                _num(env["SIPSEC_PKG_SCRYPT_N"], "SIPSEC_PKG_SCRYPT_N", int),
-                _num(env["SIPSEC_PKG_SCRYPT_R"], "SIPSEC_PKG_SCRYPT_R", int),
-                _num(env["SIPSEC_PKG_SCRYPT_P"], "SIPSEC_PKG_SCRYPT_P", int),
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        config = cls(
-            domain=env["SIPSEC_PKG_DOMAIN"].strip().lower(),
-            listen=env["SIPSEC_PKG_LISTEN"],
-            data_dir=env["SIPSEC_PKG_DATA_DIR"],
-            node=_num(env["SIPSEC_PKG_NODE"], "SIPSEC_PKG_NODE", int),
-            store=env["SIPSEC_PKG_STORE"].strip().lower(),
-            redis_url=env["SIPSEC_REDIS_URL"],
-            kek=env["SIPSEC_PKG_KEK"],
-            kek_file=env["SIPSEC_PKG_KEK_FILE"],
-            tls_cert=env["SIPSEC_PKG_TLS_CERT"],
-            tls_key=env["SIPSEC_PKG_TLS_KEY"],
-            tls_client_ca=env["SIPSEC_PKG_TLS_CLIENT_CA"],
-            plaintext=_bool(env["SIPSEC_PKG_PLAINTEXT"], "SIPSEC_PKG_PLAINTEXT"),
-            idle_timeout_s=_num(env["SIPSEC_PKG_IDLE_TIMEOUT_S"], "SIPSEC_PKG_IDLE_TIMEOUT_S", float),
-            login_max_failures=_num(env["SIPSEC_PKG_LOGIN_MAX_FAILURES"], "SIPSEC_PKG_LOGIN_MAX_FAILURES", int),
-            source_max_failures=_num(env["SIPSEC_PKG_SOURCE_MAX_FAILURES"], "SIPSEC_PKG_SOURCE_MAX_FAILURES", int),
-            failure_window_s=_num(env["SIPSEC_PKG_FAILURE_WINDOW_S"], "SIPSEC_PKG_FAILURE_WINDOW_S", float),
-            lockout_s=_num(env["SIPSEC_PKG_LOCKOUT_S"], "SIPSEC_PKG_LOCKOUT_S", float),
-            scrypt=scrypt,
-            peers=parse_peers(env["SIPSEC_PKG_PEERS"]),
-            peer_ca=env["SIPSEC_PKG_PEER_CA"],
-            peer_plaintext=_bool(env["SIPSEC_PKG_PEER_PLAINTEXT"], "SIPSEC_PKG_PEER_PLAINTEXT"),
-            fed_ttl_s=_num(env["SIPSEC_PKG_FED_TTL_S"], "SIPSEC_PKG_FED_TTL_S", float),
-            fed_refresh_s=_num(env["SIPSEC_PKG_FED_REFRESH_S"], "SIPSEC_PKG_FED_REFRESH_S", float),
-            fed_timeout_s=_num(env["SIPSEC_PKG_FED_TIMEOUT_S"], "SIPSEC_PKG_FED_TIMEOUT_S", float),
-            audit_log=env["SIPSEC_PKG_AUDIT_LOG"],
-            metrics_host=env["SIPSEC_PKG_METRICS_HOST"],
-            metrics_port=None if metrics_port in ("", "-1", "off") else _num(metrics_port, "SIPSEC_PKG_METRICS_PORT", int),
-            shutdown_grace_s=_num(env["SIPSEC_PKG_SHUTDOWN_GRACE_S"], "SIPSEC_PKG_SHUTDOWN_GRACE_S", float),
-            log_level=env["SIPSEC_PKG_LOG_LEVEL"].upper(),
-        )
-        config.validate()
-        return config
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> PkgConfig:
+        """The defaults, then ``environ`` (default ``os.environ``), then ``overrides``."""
+        return load(cls, environ, **overrides)
+
+    @property
+    def backoff(self) -> BackoffPolicy:
+        """The login back-off (``backoff_*``, ``address_*``); raises ValueError for bad values."""
+        return BackoffPolicy(self.backoff_free_failures, self.backoff_base_s, self.backoff_max_s,
+                             self.address_failure_budget, self.address_backoff_max_s)
+
+    @property
+    def scrypt(self) -> ScryptParams:
+        """The cost of new password hashes (``scrypt_n``, ``scrypt_r``, ``scrypt_p``)."""
+        return ScryptParams(self.scrypt_n, self.scrypt_r, self.scrypt_p)
 
     def with_overrides(self, **values: Any) -> PkgConfig:
         """A copy with the given fields replaced (``None`` values are ignored), validated."""
@@ -204,12 +147,19 @@ class PkgConfig:
         return config
 
     def validate(self) -> None:
+        """Check the combination; raises ConfigError."""
+        try:
+            self.scrypt  # noqa: B018 - ScryptParams checks its values
+        except ValueError as exc:
+            raise ConfigError(f"SIPSEC_PKG_SCRYPT_N/_R/_P: {exc}") from None
         if self.store not in ("memory", "redis"):
-            raise ConfigError("SIPSEC_PKG_STORE must be memory or redis")
-        if self.idle_timeout_s <= 0 or self.lockout_s <= 0 or self.failure_window_s <= 0:
+            raise ConfigError(f"store must be memory or redis, not {self.store!r}")
+        if self.idle_timeout_s <= 0 or self.session_max_lifetime_s <= 0 or self.failure_window_s <= 0:
             raise ConfigError("timeouts must be positive")
-        if self.login_max_failures < 1 or self.source_max_failures < 1:
-            raise ConfigError("failure limits must be at least 1")
+        try:
+            self.backoff  # noqa: B018 - BackoffPolicy checks its values
+        except ValueError as exc:
+            raise ConfigError(f"SIPSEC_PKG_BACKOFF_* / SIPSEC_PKG_ADDRESS_*: {exc}") from None
         if self.fed_ttl_s <= 0 or self.fed_refresh_s <= 0 or self.fed_timeout_s <= 0:
             raise ConfigError("federation TTL, refresh time and timeout must be positive")
         if self.node < 0:
@@ -239,3 +189,7 @@ class PkgConfig:
             )
         except OSError as exc:
             raise ConfigError(f"cannot read TLS material: {exc.strerror} ({exc.filename})") from None
+
+
+#: field -> (variable, default, help), derived from :class:`PkgConfig`.
+ENV = env_table(PkgConfig)

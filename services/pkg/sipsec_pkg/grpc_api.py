@@ -1,12 +1,14 @@
 """gRPC adapter: ``sipsec.pkg.v1.KeyGeneratorService`` on top of ``PkgService``.
 
 Domain errors become status codes with a ``sipsec-reason`` trailer (plus any other details);
-anything unexpected is logged and answered INTERNAL without detail.
+malformed requests, passed deadlines and anything unexpected (logged, answered INTERNAL with a
+request id only) are the shared server interceptor's (:mod:`sipsec.rpc.interceptor`).
 """
 
 from __future__ import annotations
 
-import logging
+import ipaddress
+from collections.abc import Collection, Iterable
 from typing import NoReturn
 
 import grpc
@@ -26,9 +28,8 @@ from sipsec_pkg.errors import (
 )
 from sipsec_pkg.service import PkgService
 
-__all__ = ["SERVICE_NAME", "KeyGeneratorServicer", "peer_source"]
+__all__ = ["SERVICE_NAME", "KeyGeneratorServicer", "client_source", "peer_source"]
 
-log = logging.getLogger("sipsec.pkg.grpc")
 
 SERVICE_NAME = pkg_pb2.DESCRIPTOR.services_by_name["KeyGeneratorService"].full_name
 
@@ -54,6 +55,20 @@ def peer_source(peer: str) -> str:
     return peer or "unknown"
 
 
+def client_source(peer: str, forwarded: str, trusted_forwarders: Collection[str]) -> str:
+    """The address a login is throttled by: the end user's address named by a trusted forwarder
+    (a UA gateway), else the connection's own source address. Raises InvalidArgument when a
+    trusted forwarder names something that is not an IP address."""
+    if not forwarded or peer not in trusted_forwarders:
+        return peer
+    if len(forwarded) > 64:
+        raise InvalidArgument("bad_client_address", "client_address is not an IP address")
+    try:
+        return str(ipaddress.ip_address(forwarded))
+    except ValueError:
+        raise InvalidArgument("bad_client_address", "client_address is not an IP address") from None
+
+
 def _signed_proto(s: SignedParams) -> pkg_pb2.SignedDomainParams:
     return pkg_pb2.SignedDomainParams(
         domain=s.domain, params=s.params, signature=s.signature,
@@ -66,26 +81,22 @@ async def _fail(context: grpc.aio.ServicerContext, exc: PkgError) -> NoReturn:
     await abort_with_details(context, code, str(exc), reason=exc.reason, **exc.details)
 
 
-async def _internal(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
-    log.exception("unexpected error in %s", method)
-    await abort_with_details(context, grpc.StatusCode.INTERNAL, "internal error", reason="internal")
-
-
 class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
     """Thin translation between protobuf messages and ``PkgService`` calls."""
 
-    def __init__(self, service: PkgService) -> None:
+    def __init__(self, service: PkgService, *, trusted_forwarders: Iterable[str] = ()) -> None:
         self.service = service
+        self.trusted_forwarders = frozenset(trusted_forwarders)
 
     async def Login(self, request: pkg_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> pkg_pb2.LoginResponse:
         try:
-            result = await self.service.login(request.aor, request.password, peer_source(context.peer()))
+            source = client_source(peer_source(context.peer()), request.client_address, self.trusted_forwarders)
+            result = await self.service.login(request.aor, request.password, source)
         except PkgError as exc:
             await _fail(context, exc)
-        except Exception:  # noqa: BLE001 - answered INTERNAL, logged
-            await _internal(context, "Login")
         return pkg_pb2.LoginResponse(
-            session_token=result.token, aor=result.aor, idle_timeout_s=int(result.idle_timeout_s)
+            session_token=result.token, aor=result.aor, idle_timeout_s=int(result.idle_timeout_s),
+            max_lifetime_s=int(result.max_lifetime_s),
         )
 
     async def Logout(self, request: pkg_pb2.LogoutRequest, context: grpc.aio.ServicerContext) -> pkg_pb2.LogoutResponse:
@@ -93,8 +104,6 @@ class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
             await self.service.logout(request.session_token)
         except PkgError as exc:
             await _fail(context, exc)
-        except Exception:  # noqa: BLE001
-            await _internal(context, "Logout")
         return pkg_pb2.LogoutResponse()
 
     async def GetSystemParams(
@@ -112,8 +121,6 @@ class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
             result = await self.service.domain_params(request.domain)
         except PkgError as exc:
             await _fail(context, exc)
-        except Exception:  # noqa: BLE001
-            await _internal(context, "GetDomainParams")
         return pkg_pb2.GetDomainParamsResponse(
             params=_signed_proto(result.signed), from_cache=result.from_cache, valid_until=result.valid_until
         )
@@ -138,8 +145,6 @@ class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
             )
         except PkgError as exc:
             await _fail(context, exc)
-        except Exception:  # noqa: BLE001
-            await _internal(context, "GetPrivateKey")
         response = pkg_pb2.GetPrivateKeyResponse(
             aor=issued.aor, purpose=_WIRE_PURPOSE[issued.purpose], period=issued.period,
             period_length_s=issued.period_length_s, not_before=issued.not_before,

@@ -11,6 +11,10 @@ The KEK is 32 bytes, base64 in ``SIPSEC_PKG_KEK`` or in (or raw in) the file nam
 ``SIPSEC_PKG_KEK_FILE`` — the shape of a mounted Kubernetes Secret. The authenticated header
 (format, kind, domain, index) is bound as AES-GCM associated data, so a sealed share cannot be
 passed off as another node's or another domain's.
+
+The same KEK also keys the MAC of login sessions (:func:`derive_session_key`, HKDF-SHA256 with a
+label and the domain, RFC 5869), so every node that can unseal the domain's material can vouch
+for a session, and the shared store that holds the sessions cannot.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from sipsec.ibc import (
     DomainParams,
@@ -54,6 +60,7 @@ __all__ = [
     "DomainInit",
     "DomainMaterial",
     "MaterialError",
+    "derive_session_key",
     "generate_kek",
     "init_domain",
     "load_kek",
@@ -99,6 +106,17 @@ def load_kek(env_value: str = "", file_path: str = "") -> bytes:
         except OSError as exc:
             raise MaterialError(f"cannot read SIPSEC_PKG_KEK_FILE: {exc.strerror}") from None
     raise MaterialError("no key-encryption key: set SIPSEC_PKG_KEK or SIPSEC_PKG_KEK_FILE")
+
+
+def derive_session_key(kek: bytes, domain: str) -> bytes:
+    """The 32-byte key of the session-record MAC, derived from the KEK (HKDF-SHA256, RFC 5869 §2).
+
+    Domain-separated from the sealing use of the KEK by its ``info`` label.
+    """
+    if len(kek) != KEK_BYTES:
+        raise MaterialError(f"the KEK must be {KEK_BYTES} bytes")
+    info = b"sipsec-pkg session mac v1\x00" + domain.encode()
+    return HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(kek)
 
 
 def _aad(kind: str, domain: str, index: int) -> bytes:

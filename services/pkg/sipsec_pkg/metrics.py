@@ -1,21 +1,16 @@
-"""The PKG's Prometheus metrics (own registry per instance) and the gRPC interceptor that times RPCs.
+"""The PKG's Prometheus metrics (own registry per instance); RPC latency and outcomes are the
+shared server interceptor's (``sipsec_rpc_server_*``, :mod:`sipsec.rpc.interceptor`).
 
 Labels come from small fixed sets (method, code, purpose, mode, reason, scope); never an AOR,
-token or domain typed by a caller.
+token, client address or domain typed by a caller.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from sipsec.rpc import RpcServerMetrics
 
-import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-__all__ = ["MetricsHttpServer", "PkgMetrics", "RpcMetricsInterceptor"]
-
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+__all__ = ["MetricsHttpServer", "PkgMetrics"]
 
 
 class PkgMetrics:
@@ -24,14 +19,7 @@ class PkgMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.rpc_duration = Histogram(
-            "sipsec_pkg_rpc_duration_seconds", "gRPC handling time by method.", ["method"],
-            buckets=_BUCKETS, registry=r,
-        )
-        self.rpc_total = Counter(
-            "sipsec_pkg_rpc_requests_total", "gRPC requests by method and status code.",
-            ["method", "code"], registry=r,
-        )
+        self.rpc = RpcServerMetrics(r)
         self.extractions = Counter(
             "sipsec_pkg_extractions_total",
             "Private keys (mode=full) or threshold partial keys (mode=partial) issued, by purpose.",
@@ -42,16 +30,23 @@ class PkgMetrics:
         )
         self.login_failures = Counter(
             "sipsec_pkg_login_failures_total",
-            "Refused logins by reason (bad_credentials, locked_user, locked_source, invalid_request).",
+            "Refused logins by reason (bad_credentials, backoff, invalid_request).",
             ["reason"], registry=r,
         )
-        self.lockouts = Counter(
-            "sipsec_pkg_lockouts_total", "Lockouts imposed after repeated failures, by scope (user, source).",
+        self.login_throttled = Counter(
+            "sipsec_pkg_login_throttled_total",
+            "Login attempts refused unchecked while a back-off ran, by scope (account_client, client_address).",
+            ["scope"], registry=r,
+        )
+        self.login_backoffs = Counter(
+            "sipsec_pkg_login_backoffs_total",
+            "Failed logins past the free allowance that started or lengthened a back-off (a guessing signal), "
+            "by scope (account_client, client_address).",
             ["scope"], registry=r,
         )
         self.session_rejections = Counter(
             "sipsec_pkg_session_rejections_total",
-            "Key requests refused for their session, by reason (invalid, expired).",
+            "Key requests refused for their session, by reason (invalid, forged, expired, lifetime, revoked).",
             ["reason"], registry=r,
         )
         self.fed_hits = Counter(
@@ -76,51 +71,6 @@ class PkgMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
-
-
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Observes latency (seconds) and status code of every unary RPC; refuses undecodable requests."""
-
-    def __init__(self, metrics: PkgMetrics) -> None:
-        self._m = metrics
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
-        deserialize = handler.request_deserializer
-        metrics = self._m
-
-        async def observed(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                try:  # decoding here turns a malformed request into INVALID_ARGUMENT, not INTERNAL
-                    request = deserialize(raw) if deserialize is not None else raw
-                except Exception:  # noqa: BLE001 - any decoding failure is the caller's fault
-                    context.set_trailing_metadata((("sipsec-reason", "malformed_request"),))
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed request message")
-                response = await inner(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                if not isinstance(code, grpc.StatusCode):
-                    code = grpc.StatusCode.UNKNOWN
-                metrics.rpc_duration.labels(method).observe(time.perf_counter() - start)
-                metrics.rpc_total.labels(method, code.name).inc()
-
-        return grpc.unary_unary_rpc_method_handler(
-            observed, request_deserializer=None, response_serializer=handler.response_serializer
-        )
 
 
 class MetricsHttpServer:

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import secrets
 from pathlib import Path
 
 import grpc
@@ -25,9 +26,11 @@ from sipsec_pkg.clock import Clock, system_clock
 from sipsec_pkg.config import ConfigError, PkgConfig
 from sipsec_pkg.federation import Federation, GrpcPeerFetcher, PeerFetcher
 from sipsec_pkg.grpc_api import SERVICE_NAME, KeyGeneratorServicer
-from sipsec_pkg.material import DomainMaterial, load_kek, load_material
-from sipsec_pkg.metrics import MetricsHttpServer, PkgMetrics, RpcMetricsInterceptor
+from sipsec_pkg.material import DomainMaterial, derive_session_key, load_kek, load_material
+from sipsec_pkg.metrics import MetricsHttpServer, PkgMetrics
+from sipsec_pkg.passwords import ScryptParams
 from sipsec_pkg.service import PkgService, ServiceSettings
+from sipsec_pkg.sessions import SESSION_KEY_BYTES
 
 __all__ = ["PkgNode", "create_pkg_server", "load_users_file", "users_file"]
 
@@ -43,7 +46,8 @@ def load_users_file(path: Path) -> list[UserRecord]:
     if not path.exists():
         return []
     doc = json.loads(path.read_text())
-    return [UserRecord(str(u["aor"]), str(u["password_hash"]), float(u["created_at"])) for u in doc["users"]]
+    return [UserRecord(str(u["aor"]), str(u["password_hash"]), float(u["created_at"]), str(u.get("epoch", "")))
+            for u in doc["users"]]
 
 
 class PkgNode:
@@ -64,9 +68,13 @@ class PkgNode:
         registry: CollectorRegistry | None = None,
         audit: AuditLog | None = None,
         fetcher: PeerFetcher | None = None,
+        session_key: bytes | None = None,
     ) -> None:
         if material is None:
-            material = load_material(config.data_dir, load_kek(config.kek, config.kek_file), config.node)
+            kek = load_kek(config.kek, config.kek_file)
+            material = load_material(config.data_dir, kek, config.node)
+            if session_key is None:
+                session_key = derive_session_key(kek, material.params.domain)
         if config.domain and config.domain != material.params.domain:
             raise ConfigError(f"SIPSEC_PKG_DOMAIN is {config.domain} but the key material is for {material.params.domain}")
         self.config = config
@@ -77,7 +85,8 @@ class PkgNode:
         if store is None and config.store == "memory":
             store = MemoryPkgStore(clock, users=load_users_file(users_file(config.data_dir)))
         elif store is None:
-            store = open_pkg_store(config.store, domain=material.params.domain, redis_url=config.redis_url, clock=clock)
+            store = open_pkg_store(config.store, domain=material.params.domain, redis_url=config.redis_url, clock=clock,
+                                   redis_password_file=config.redis_password_file, redis_ca=config.redis_ca)
         self.store = store
         self._own_audit = audit is None
         self.audit = audit if audit is not None else AuditLog(config.audit_path)
@@ -92,12 +101,12 @@ class PkgNode:
         )
         self.service = PkgService(
             material, store, clock=clock, audit=self.audit, metrics=self.metrics, federation=self.federation,
+            session_key=session_key if session_key is not None else self._session_key(config, material),
             settings=ServiceSettings(
                 idle_timeout_s=config.idle_timeout_s,
-                login_max_failures=config.login_max_failures,
-                source_max_failures=config.source_max_failures,
+                max_lifetime_s=config.session_max_lifetime_s,
+                backoff=config.backoff,
                 failure_window_s=config.failure_window_s,
-                lockout_s=config.lockout_s,
                 scrypt=config.scrypt,
             ),
         )
@@ -106,6 +115,16 @@ class PkgNode:
         self.port = 0
         self.metrics_http: MetricsHttpServer | None = None
         self._gauge_task: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _session_key(config: PkgConfig, material: DomainMaterial) -> bytes:
+        """The session MAC key: derived from the configured KEK, else random for this process only."""
+        if config.kek or config.kek_file:
+            return derive_session_key(load_kek(config.kek, config.kek_file), material.params.domain)
+        if config.store != "memory":
+            log.warning("no KEK configured: sessions are MACed under a key of this process only "
+                        "(other nodes sharing the store will not accept them)")
+        return secrets.token_bytes(SESSION_KEY_BYTES)
 
     @classmethod
     def in_memory(
@@ -117,17 +136,22 @@ class PkgNode:
         store: PkgStore | None = None,
         audit: AuditLog | None = None,
         fetcher: PeerFetcher | None = None,
+        session_key: bytes | None = None,
         **overrides: object,
     ) -> PkgNode:
         """A node for one-process use: loopback port 0, plaintext, memory store, audit kept in memory,
         no metrics endpoint. Each default can be overridden with a ``PkgConfig`` field; a given
-        ``store``/``audit``/``fetcher`` stays the caller's to close."""
+        ``store``/``audit``/``fetcher`` stays the caller's to close. ``session_key`` (the session MAC
+        key) defaults to one derived from a configured KEK, else a random one of this node."""
         values: dict[str, object] = {
             "domain": material.params.domain, "listen": "127.0.0.1:0", "plaintext": True,
             "store": "memory" if store is None or isinstance(store, MemoryPkgStore) else "redis",
             "metrics_port": None,
         }
         values.update(overrides)
+        scrypt = values.pop("scrypt", None)
+        if isinstance(scrypt, ScryptParams):
+            values.update(scrypt_n=scrypt.n, scrypt_r=scrypt.r, scrypt_p=scrypt.p)
         config = dataclasses.replace(PkgConfig(), **values)  # type: ignore[arg-type]
         config.validate()
         if store is None:
@@ -137,7 +161,8 @@ class PkgNode:
             own_store = False
         own_audit = audit is None
         node = cls(config, material, store=store, clock=clock, registry=registry,
-                   audit=audit if audit is not None else AuditLog(config.audit_log or None), fetcher=fetcher)
+                   audit=audit if audit is not None else AuditLog(config.audit_log or None), fetcher=fetcher,
+                   session_key=session_key)
         node._own_store = own_store
         node._own_audit = own_audit
         return node
@@ -152,13 +177,13 @@ class PkgNode:
 
     def build_server(self) -> tuple[grpc.aio.Server, int]:
         """Creates and binds (but does not start) the gRPC server."""
-        servicer = KeyGeneratorServicer(self.service)
+        servicer = KeyGeneratorServicer(self.service, trusted_forwarders=self.config.trusted_forwarders)
         self.server, self.port, self.health = create_server(
             self.config.listen,
             [lambda s: pkg_pb2_grpc.add_KeyGeneratorServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call]
             service_names=[SERVICE_NAME],
             tls=self.config.server_tls(),
-            interceptors=[RpcMetricsInterceptor(self.metrics)],
+            metrics=self.metrics.rpc,
         )
         return self.server, self.port
 
@@ -202,7 +227,7 @@ class PkgNode:
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         if self.server is not None:
-            await self.server.stop(self.config.shutdown_grace_s if grace is None else grace)
+            await self.server.stop(self.config.drain_seconds if grace is None else grace)
         if self.metrics_http is not None:
             self.metrics_http.close()
             self.metrics_http = None

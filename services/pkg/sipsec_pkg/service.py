@@ -1,5 +1,9 @@
 """The PKG's domain logic: users, sessions, login throttling, key extraction, audit (no gRPC here).
 
+Sessions are MACed records (:mod:`sipsec_pkg.sessions`) with idle and absolute lifetimes, bound to
+the user's credential epoch; failed logins back off per (account, client address) and per
+address (:mod:`sipsec_pkg.throttle`) instead of locking anybody out.
+
 Depends on Protocols only (a ``PkgStore``, a clock, an audit sink, a federation front), so tests
 and the in-process demo drive it directly or through the gRPC adapter.
 """
@@ -30,8 +34,10 @@ from sipsec_pkg.federation import Federation, FederationResult
 from sipsec_pkg.material import DomainMaterial
 from sipsec_pkg.metrics import PkgMetrics
 from sipsec_pkg.passwords import ScryptParams, hash_password, password_matches
+from sipsec_pkg.sessions import SessionCheck, SessionSealer, check_session
+from sipsec_pkg.throttle import BackoffPolicy, ThrottleScope, address_key, known_key, pair_key
 
-__all__ = ["IssuedKey", "LoginResult", "PkgService", "ServiceSettings", "token_id"]
+__all__ = ["IssuedKey", "LoginResult", "PkgService", "ServiceSettings", "new_epoch", "token_id"]
 
 log = logging.getLogger("sipsec.pkg")
 
@@ -44,13 +50,24 @@ def token_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def new_epoch() -> str:
+    """A fresh credential epoch: random, so a removed and re-created account revives no session."""
+    return secrets.token_hex(16)
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
+    """Session lifetimes (seconds), login back-off (:mod:`sipsec_pkg.throttle`) and password-hash cost.
+
+    ``failure_window_s`` is how long failure counts are remembered; ``known_client_s`` how long a
+    successful login from an address exempts that account from the address's back-off.
+    """
+
     idle_timeout_s: float = 900.0
-    login_max_failures: int = 5
-    source_max_failures: int = 20
-    failure_window_s: float = 900.0
-    lockout_s: float = 900.0
+    max_lifetime_s: float = 43200.0
+    backoff: BackoffPolicy = BackoffPolicy()
+    failure_window_s: float = 86400.0
+    known_client_s: float = 30 * 86400.0
     scrypt: ScryptParams = ScryptParams()
 
 
@@ -59,6 +76,7 @@ class LoginResult:
     aor: str
     token: str = field(repr=False)
     idle_timeout_s: float
+    max_lifetime_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,7 @@ class PkgService:
         audit: AuditLog,
         metrics: PkgMetrics,
         federation: Federation,
+        session_key: bytes,
         settings: ServiceSettings = ServiceSettings(),
     ) -> None:
         self.material = material
@@ -100,6 +119,7 @@ class PkgService:
         self.metrics = metrics
         self.federation = federation
         self.settings = settings
+        self.sessions = SessionSealer(session_key, self.domain)
         # compared against when the user is unknown, so unknown and known users cost the same
         self._dummy_hash = hash_password(secrets.token_urlsafe(16), settings.scrypt)
 
@@ -118,12 +138,17 @@ class PkgService:
         return canon
 
     async def add_user(self, aor: str, password: str) -> str:
-        """Provisions (or re-keys) a user; returns the canonical AOR."""
+        """Provisions a user or sets a new password; returns the canonical AOR.
+
+        A new credential epoch is drawn each time, so every session of the user opened before
+        (with the old password) stops working.
+        """
         canon = self.canonical_user(aor)
         if not password or len(password) > _MAX_PASSWORD:
             raise InvalidArgument("bad_password", f"password must be 1..{_MAX_PASSWORD} characters")
         encoded = await asyncio.to_thread(hash_password, password, self.settings.scrypt)
-        await self.store.put_user(UserRecord(canon, encoded, self.clock()))
+        await self.store.put_user(UserRecord(canon, encoded, self.clock(), new_epoch()))
+        await self.refresh_session_gauge()
         return canon
 
     async def remove_user(self, aor: str) -> bool:
@@ -137,12 +162,22 @@ class PkgService:
 
     # ---- sessions ----------------------------------------------------------------------------
 
-    async def _locked_until(self, key: str, now: float) -> float | None:
+    async def _not_before(self, key: str, now: float) -> float | None:
         until = await self.store.get_lock(key)
         return until if until is not None and until > now else None
 
+    def _throttled(self, scope: ThrottleScope, canon: str, source: str, until: float, now: float) -> RateLimited:
+        self.metrics.login_failures.labels("backoff").inc()
+        self.metrics.login_throttled.labels(scope.value).inc()
+        self.audit.record("login_refused", now, aor=canon, peer=source, reason=f"backoff_{scope.value}")
+        return RateLimited(
+            "backoff", "too many failed logins from this client; try again later",
+            scope=scope.value, retry_after_s=str(max(1, int(until - now + 0.999))),
+        )
+
     async def login(self, aor: str, password: str, source: str) -> LoginResult:
-        """Checks credentials (throttled per user and per source); returns a new session token."""
+        """Checks credentials, throttled per (account, client address) and per address
+        (:mod:`sipsec_pkg.throttle`); returns a new session token."""
         s = self.settings
         try:
             canon = self.canonical_user(aor)
@@ -153,40 +188,50 @@ class PkgService:
             self.metrics.login_failures.labels("invalid_request").inc()
             raise InvalidArgument("bad_password", "password too long")
         now = self.clock()
-        user_key, source_key = f"user:{canon}", f"source:{source}"
-        for key, scope in ((source_key, "source"), (user_key, "user")):
-            until = await self._locked_until(key, now)
+        pair, addr = pair_key(canon, source), address_key(source)
+        until = await self._not_before(pair, now)
+        if until is not None:
+            raise self._throttled(ThrottleScope.ACCOUNT_CLIENT, canon, source, until, now)
+        known = await self._not_before(known_key(canon, source), now) is not None
+        if not known:
+            until = await self._not_before(addr, now)
             if until is not None:
-                self.metrics.login_failures.labels(f"locked_{scope}").inc()
-                self.audit.record("login_refused", now, aor=canon, peer=source, reason=f"locked_{scope}")
-                raise RateLimited(
-                    f"locked_{scope}", "too many failed logins; try again later",
-                    retry_after_s=str(max(1, int(until - now + 0.999))),
-                )
+                raise self._throttled(ThrottleScope.CLIENT_ADDRESS, canon, source, until, now)
         user = await self.store.get_user(canon)
         encoded = user.password_hash if user is not None else self._dummy_hash
         ok = await asyncio.to_thread(password_matches, password, encoded)
+        now = self.clock()
         if user is None or not ok:
             self.metrics.login_failures.labels("bad_credentials").inc()
             self.audit.record("login_failed", now, aor=canon, peer=source)
-            await self._count_failure(user_key, s.login_max_failures, "user", now)
-            await self._count_failure(source_key, s.source_max_failures, "source", now)
+            policy = s.backoff
+            pair_failures = await self.store.incr_failures(pair, s.failure_window_s)
+            await self._back_off(pair, policy.pair_delay(pair_failures), ThrottleScope.ACCOUNT_CLIENT, now)
+            addr_failures = await self.store.incr_failures(addr, s.failure_window_s)
+            await self._back_off(addr, policy.address_delay(addr_failures), ThrottleScope.CLIENT_ADDRESS, now)
             raise Unauthenticated("bad_credentials", "invalid AOR or password")
-        await self.store.clear_failures(user_key)
+        await self.store.clear_failures(pair)
+        await self.store.set_lock(known_key(canon, source), now + s.known_client_s, s.known_client_s)
         token = secrets.token_urlsafe(32)
-        await self.store.put_session(token_id(token), SessionRecord(canon, now, now), 2 * s.idle_timeout_s)
+        tid = token_id(token)
+        record = self.sessions.seal(tid, SessionRecord(canon, now, now, user.epoch))
+        await self.store.put_session(tid, record, self._session_ttl(record, now))
         self.audit.record("login", now, aor=canon, peer=source)
         await self.refresh_session_gauge()
-        return LoginResult(canon, token, s.idle_timeout_s)
+        return LoginResult(canon, token, s.idle_timeout_s, s.max_lifetime_s)
 
-    async def _count_failure(self, key: str, limit: int, scope: str, now: float) -> None:
+    async def _back_off(self, key: str, delay_s: float, scope: ThrottleScope, now: float) -> None:
+        if delay_s <= 0:
+            return
+        await self.store.set_lock(key, now + delay_s, delay_s)
+        self.metrics.login_backoffs.labels(scope.value).inc()
+        log.warning("login back-off (%s): next attempt in %.0f s after repeated failures", scope.value, delay_s)
+
+    def _session_ttl(self, record: SessionRecord, now: float) -> float:
+        """The store's garbage-collection TTL: twice the idle timeout, and not much past the absolute
+        lifetime (kept one idle timeout longer, so a late request learns why it was refused)."""
         s = self.settings
-        count = await self.store.incr_failures(key, s.failure_window_s)
-        if count >= limit:
-            await self.store.set_lock(key, now + s.lockout_s, s.lockout_s)
-            await self.store.clear_failures(key)
-            self.metrics.lockouts.labels(scope).inc()
-            log.warning("login lockout (%s) for %d s after %d failures", scope, int(s.lockout_s), count)
+        return max(1.0, min(2 * s.idle_timeout_s, record.created_at + s.max_lifetime_s - now + s.idle_timeout_s))
 
     async def logout(self, token: str) -> None:
         """Ends the session (idempotent: an unknown token is already logged out)."""
@@ -198,23 +243,42 @@ class PkgService:
         await self.refresh_session_gauge()
 
     async def session_aor(self, token: str) -> str:
-        """The AOR of a live session, touching it; raises Unauthenticated."""
+        """The AOR of a live session, touching it; raises Unauthenticated.
+
+        A record must carry this PKG's MAC (else it was written by something else), be younger
+        than the absolute lifetime, not idle past the timeout, and bound to the user's current
+        credential epoch (a password change or removal revokes it).
+        """
         if not token or len(token) > 256:
             self.metrics.session_rejections.labels("invalid").inc()
             raise Unauthenticated("invalid_session", "a session token is required")
         tid = token_id(token)
         session = await self.store.get_session(tid)
-        now = self.clock()
         if session is None:
             self.metrics.session_rejections.labels("invalid").inc()
             raise Unauthenticated("invalid_session", "unknown or ended session; log in again")
-        if now - session.last_seen > self.settings.idle_timeout_s:
-            await self.store.delete_session(tid)
-            await self.refresh_session_gauge()
-            self.metrics.session_rejections.labels("expired").inc()
-            raise Unauthenticated("session_expired", "session expired after idle time; log in again")
-        await self.store.put_session(tid, replace(session, last_seen=now), 2 * self.settings.idle_timeout_s)
-        return session.aor
+        user = await self.store.get_user(session.aor) if self.sessions.verify(tid, session) else None
+        now = self.clock()
+        s = self.settings
+        verdict = check_session(self.sessions, tid, session, user, now,
+                                idle_timeout_s=s.idle_timeout_s, max_lifetime_s=s.max_lifetime_s)
+        if verdict is SessionCheck.VALID:
+            touched = self.sessions.seal(tid, replace(session, last_seen=now))
+            await self.store.put_session(tid, touched, self._session_ttl(touched, now))
+            return session.aor
+        self.metrics.session_rejections.labels(verdict.value).inc()
+        if verdict is SessionCheck.FORGED:
+            # not ours: leave the record alone (deleting would let a forger probe) and say no more
+            log.warning("refused a session record whose MAC does not verify (not written by this PKG)")
+            raise Unauthenticated("invalid_session", "unknown or ended session; log in again")
+        await self.store.delete_session(tid)
+        await self.refresh_session_gauge()
+        if verdict is SessionCheck.REVOKED:
+            self.audit.record("session_revoked", now, aor=session.aor)
+            raise Unauthenticated("session_revoked", "the credentials changed or the account was removed; log in again")
+        if verdict is SessionCheck.LIFETIME:
+            raise Unauthenticated("session_expired", "session reached its maximum lifetime; log in again")
+        raise Unauthenticated("session_expired", "session expired after idle time; log in again")
 
     async def refresh_session_gauge(self) -> None:
         count = await self.store.count_sessions(self.clock() - self.settings.idle_timeout_s)

@@ -2,22 +2,27 @@
 
 The core consumes parsed messages from the :mod:`sipsec.aio` transports (which have already
 stamped ``received``/``rport`` on the top Via, RFC 3581) and drives the sans-IO transaction
-machines of :mod:`sipsec.sip.transaction`. It routes on outer headers only (Request-URI,
-Route, Via, Max-Forwards, To, CSeq, Call-ID) and never reads or changes a body.
-REGISTER requests for a served domain go to the :class:`~sipsec_proxy.registrar.Registrar`.
+machines of :mod:`sipsec.sip.transaction`, whose deadlines it arms with the event loop's
+``call_at``. It routes on outer headers only (Request-URI, Route, Via, Max-Forwards, From,
+To, CSeq, Call-ID) and never reads or changes a body; *where* a request may go is decided by
+:func:`sipsec_proxy.routing.decide` (the routing policy, for the stateful and the stateless
+paths alike). REGISTER requests for a served domain go to the
+:class:`~sipsec_proxy.registrar.Registrar`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import heapq
+import hmac
 import itertools
 import logging
+import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeGuard
+from typing import Any, Protocol
 
 from sipsec.aio.transport import Inbound, Peer, Transport, via_destination
 from sipsec.sip import (
@@ -29,9 +34,7 @@ from sipsec.sip import (
     SipURI,
     Via,
     generate_tag,
-    is_ip_literal,
     make_response,
-    parse_uri,
     parse_via_list,
 )
 from sipsec.sip.events import (
@@ -42,6 +45,7 @@ from sipsec.sip.events import (
     TransactionTimeout,
     TransportError,
 )
+from sipsec.sip.timers import DEFAULT_TIMERS, TimerSettings
 from sipsec.sip.transaction import (
     ClientTransaction,
     ServerTransaction,
@@ -51,13 +55,31 @@ from sipsec.sip.transaction import (
     server_transaction_key,
 )
 from sipsec.stores.location import LocationError
+from sipsec.throttle import TokenBuckets
 
-from sipsec_proxy.config import ProxyConfig, Route, parse_routes
+from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.dns import DnsFailure, SipResolver, parse_dns
-from sipsec_proxy.locator import Contact, Locator
+from sipsec_proxy.locator import Locator
 from sipsec_proxy.metrics import ProxyMetrics, method_label
+from sipsec_proxy.routing import (
+    MARK_PARAM,
+    NO_ANSWERS,
+    AnswerHere,
+    Answers,
+    Decision,
+    Forward,
+    NeedDns,
+    NeedLocation,
+    Refuse,
+    Register,
+    RoutingPolicy,
+    Target,
+    decide,
+    preprocess,
+    upstream_hop,
+)
 
-__all__ = ["BRANCH_PREFIX", "ProxyCore", "RateLimiter"]
+__all__ = ["BRANCH_PREFIX", "LOCAL_TAG_PREFIX", "PENDING_KINDS", "ProxyCore", "RateLimiter", "Scheduler"]
 
 log = logging.getLogger("sipsec.proxy")
 
@@ -67,36 +89,33 @@ BRANCH_PREFIX = "z9hG4bK-sps"
 STATELESS_PREFIX = "z9hG4bK-spl"
 #: Methods after which a dialog may exist: the proxy Record-Routes them (§16.6 step 4).
 RECORD_ROUTE_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
-_DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+#: To-tag prefix of the responses the proxy generates itself: an ACK carrying it is absorbed.
+LOCAL_TAG_PREFIX = "spx"
+#: Look-up rounds a routing decision may ask for (a dialog check, then DNS, …) before it is refused.
+_MAX_ROUNDS = 4
+#: What the untrusted sources' in-flight limit counts separately: routing lookups (location,
+#: DNS) and REGISTER handling, so that a flood of one kind cannot starve the other.
+PENDING_KINDS = ("route", "register")
 #: §16.6 step 11 / §16.8: Timer C, "greater than 3 minutes", bounds an INVITE that rings forever.
 TIMER_C = 181.0
 
 
-class RateLimiter:
-    """Per-source token buckets (``rate`` tokens/s, ``burst`` deep) in a bounded LRU table."""
+class Scheduler(Protocol):
+    """``loop.call_at``: run ``callback(*args)`` at ``when`` (the clock's time base); cancellable."""
+
+    def __call__(self, when: float, callback: Callable[..., None], /, *args: Any) -> asyncio.TimerHandle:
+        ...
+
+
+class RateLimiter(TokenBuckets[str]):
+    """Per-source token buckets (``rate`` tokens/s, ``burst`` deep) in a bounded LRU table,
+    in the spirit of Kamailio's ``pike``: a source past its rate is dropped silently, and the
+    table forgets the least recently seen source first, so a spoofed-source flood costs a
+    fixed amount of memory (the shared :class:`sipsec.throttle.TokenBuckets`)."""
 
     def __init__(self, rate: float, burst: float, max_sources: int = 65536) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
+        super().__init__(rate, burst, max_sources)
         self.max_sources = max_sources
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
-
-    def allow(self, source: str, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self.max_sources:
-                self._buckets.popitem(last=False)
-            bucket = self._buckets[source] = [self.burst, now]
-        else:
-            self._buckets.move_to_end(source)
-            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-            bucket[1] = now
-        if bucket[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        return True
 
 
 class Branch:
@@ -120,7 +139,7 @@ class ResponseContext:
     """§16.2 response context: the server transaction and its branches."""
 
     __slots__ = ("answered", "branches", "cancelled", "final_sent", "inbound", "method",
-                 "request", "started", "stx")
+                 "request", "started", "stx", "timer_c", "trusted")
 
     def __init__(self, stx: ServerTransaction, inbound: Inbound, started: float) -> None:
         self.stx = stx
@@ -132,10 +151,13 @@ class ResponseContext:
         self.answered = False  # a 2xx went upstream
         self.final_sent = False
         self.cancelled = False
+        self.timer_c: asyncio.TimerHandle | None = None
+        self.trusted = False  # the source is a configured peer or route hop
 
 
 class ProxyCore:
-    """The proxy logic; the shell feeds :meth:`handle` and calls :meth:`tick` on timers."""
+    """The proxy logic; the shell feeds :meth:`handle`. Transaction timers (§17) and Timer C
+    (§16.6 step 11) are scheduled with ``call_at`` (the event loop's), one handle each."""
 
     def __init__(
         self,
@@ -146,19 +168,33 @@ class ProxyCore:
         *,
         register_handler: Callable[[ProxyCore, ResponseContext], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        call_at: Scheduler | None = None,
         shared_udp: tuple[str, int] | None = None,
+        timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
         self.config = config
         self.locator = locator
         self.metrics = metrics
         self.transports = transports
         self.domains = config.domain_set
-        self.routes: dict[str, Route] = parse_routes(config.routes)
         self.register_handler = register_handler
         self.clock = clock
-        self.limiter = RateLimiter(config.rate_limit, config.rate_burst)
-        # the next hops of the route table are peer proxies carrying many users: not rate-limited
-        self._peers = frozenset(r.host for r in self.routes.values())
+        self._call_at = call_at
+        self.timers = timers
+        self.limiter = RateLimiter(config.rate_limit, config.rate_burst, config.rate_sources)
+        # one budget shared by every untrusted source: a flood spread over many addresses
+        # (each under its own rate) still cannot take more than this
+        self.untrusted = RateLimiter(config.untrusted_rate, config.untrusted_burst, 1)
+        # source hosts of authenticated REGISTERs (own gateways, phones): trusted until expiry
+        self._registered: OrderedDict[str, float] = OrderedDict()
+        self._registered_max = config.rate_sources
+        # lookups and REGISTER checks in flight for untrusted sources, per kind: bounded, so
+        # that a flood meeting a slow location service is refused (503) instead of piling up
+        # tasks, gRPC calls and transactions without limit
+        self.max_untrusted_pending = config.untrusted_pending
+        self._pending: dict[str, int] = dict.fromkeys(PENDING_KINDS, 0)
+        for kind in PENDING_KINDS:
+            metrics.untrusted_pending.labels(kind).set_function(functools.partial(self._pending.__getitem__, kind))
         # RFC 3263 lookups for foreign domains without a route (None: off)
         nameservers = parse_dns(config.dns)
         self.resolver: SipResolver | None = None if nameservers is None else SipResolver(
@@ -168,12 +204,9 @@ class ProxyCore:
         self._client: dict[Any, Branch] = {}
         self._out: list[tuple[bytes, Any]] = []
         self._events: deque[Event] = deque()
-        self._timers: list[tuple[float, int, Transaction]] = []
-        self._next_sweep = 0.0
-        self._seq = itertools.count()
+        self._handles: dict[Transaction, asyncio.TimerHandle] = {}
         self._branch_seq = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wakeup: Callable[[float], None] | None = None
         self._forwarded_children: dict[str, Any] = {}
         # metric children bound once per label set (``labels()`` per message is slow)
         self._rejection_children: dict[str, Any] = {}
@@ -194,6 +227,15 @@ class ProxyCore:
             self.rr_address["UDP"] = (adv, shared_udp[1])
             self.my_addresses.add((adv.lower(), shared_udp[1]))
             self.my_addresses.add((shared_udp[0].lower(), shared_udp[1]))
+        # the key of the Record-Route marks (routing.decide): derived from the digest nonce
+        # secret, which replicas share already; random per start when there is none
+        secret = bytes.fromhex(config.nonce_secret) if config.nonce_secret else secrets.token_bytes(32)
+        route_key = hmac.new(secret, b"sipsec-proxy record-route marks v1", hashlib.sha256).digest()
+        # the gauge reads the table when scraped: no per-message cost
+        metrics.active.set_function(lambda: len(self._server) + len(self._client))
+        self.policy = RoutingPolicy.build(config, self.my_addresses, list(transports),
+                                          dns=self.resolver is not None, nameservers=nameservers or (),
+                                          route_key=route_key)
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -201,37 +243,60 @@ class ProxyCore:
     def transaction_count(self) -> int:
         return len(self._server) + len(self._client)
 
+    @property
+    def scheduled_timers(self) -> int:
+        """Transaction timers armed with the event loop (one handle per transaction at most)."""
+        return len(self._handles)
+
+    def _schedule(self, when: float, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+        call_at = self._call_at
+        if call_at is None:
+            call_at = self._call_at = asyncio.get_running_loop().call_at
+        return call_at(when, callback, *args)
+
     def _changed(self, tx: Transaction) -> None:
+        """A transaction's deadline may have moved: keep one ``call_at`` handle at ``get_timer()``."""
         at = tx.get_timer()
-        if at is not None:
-            heapq.heappush(self._timers, (at, next(self._seq), tx))
-            if self._wakeup is not None and self._timers[0][2] is tx:
-                self._wakeup(at)
+        handles = self._handles
+        if at is None:
+            handle = handles.pop(tx, None)
+            if handle is not None:
+                handle.cancel()
+                tx.sched = None
+            return
+        if tx.sched == at and tx in handles:
+            return
+        handle = handles.get(tx)
+        if handle is not None:
+            handle.cancel()
+        tx.sched = at
+        handles[tx] = self._schedule(at, self._fire, tx, at)
 
-    def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
-
-    def tick(self, now: float | None = None) -> None:
-        """Fire every due transaction timer, then process events and send."""
-        now = self.clock() if now is None else now
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, tx = heapq.heappop(timers)
-            due = tx.get_timer()
-            if due is not None and due <= now and not tx.terminated:
-                try:
-                    tx.handle_timer(now)
-                except SipError:
-                    log.exception("timer handling failed")
-        if now >= self._next_sweep:
-            # Timer C by a periodic sweep (no per-INVITE heap entry that would pin finished calls)
-            self._next_sweep = now + min(10.0, TIMER_C / 4)
-            limit = now - TIMER_C
-            for ctx in [c for c in self._server.values()
-                        if c.method == "INVITE" and not c.final_sent and c.started <= limit and c.branches]:
-                self._fire_timer_c(ctx, now)
+    def _fire(self, tx: Transaction, at: float) -> None:
+        if self._handles.pop(tx, None) is None:
+            return
+        tx.sched = None
+        # The loop runs a timer when its clock reaches the deadline to its own resolution
+        # (uvloop: whole milliseconds, so up to ~1 ms early): the deadline has come.
+        now = max(self.clock(), at)
+        if not tx.terminated:
+            try:
+                tx.handle_timer(now)  # re-arms through on_change
+            except SipError:
+                log.exception("timer handling failed")
         self._drain(now)
-        self.metrics.active.set(self.transaction_count)
+
+    def _arm_timer_c(self, ctx: ResponseContext, now: float) -> None:
+        if ctx.timer_c is None and ctx.method == "INVITE" and not ctx.final_sent:
+            ctx.timer_c = self._schedule(now + TIMER_C, self._on_timer_c, ctx, now + TIMER_C)
+
+    def _on_timer_c(self, ctx: ResponseContext, at: float) -> None:
+        ctx.timer_c = None
+        if ctx.final_sent or not ctx.branches:
+            return
+        now = max(self.clock(), at)
+        self._fire_timer_c(ctx, now)
+        self._drain(now)
 
     def _fire_timer_c(self, ctx: ResponseContext, now: float) -> None:
         """§16.8: cancel branches that only rang; give up on the silent ones (408)."""
@@ -268,12 +333,57 @@ class ProxyCore:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def untrusted_pending(self) -> dict[str, int]:
+        """Asynchronous work in flight for untrusted sources, by kind ("route", "register")."""
+        return dict(self._pending)
+
+    def _admit(self, kind: str, trusted: bool) -> bool:
+        """Whether asynchronous work of ``kind`` may start for a request (counted when it may);
+        a trusted source is always admitted and not counted."""
+        if trusted:
+            return True
+        if self._pending[kind] >= self.max_untrusted_pending:
+            self.reject("overload")
+            return False
+        self._pending[kind] += 1
+        return True
+
+    async def _counted(self, kind: str, trusted: bool, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            if not trusted:
+                self._pending[kind] -= 1
+
+    def _busy(self, ctx: ResponseContext, now: float) -> None:
+        """503 for a request refused by :meth:`_admit` (RFC 3261 §21.5.4, with Retry-After)."""
+        self.respond(ctx, 503, extra=[("Retry-After", "5")], now=now)
+
     async def aclose(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:  # bounded: a cancel absorbed inside a client library must not hang shutdown
             await asyncio.wait(tasks, timeout=5.0)
+
+    def trust_source(self, host: str, seconds: float) -> None:
+        """An authenticated REGISTER came from ``host``: treat it as a trusted source (no rate
+        limit, stateful answers) for ``seconds``, in a bounded table (oldest forgotten first)."""
+        if seconds <= 0:
+            return
+        table = self._registered
+        table[host] = self.clock() + seconds
+        table.move_to_end(host)
+        while len(table) > self._registered_max:
+            table.popitem(last=False)
+
+    def trusted_source(self, host: str, now: float) -> bool:
+        """A configured peer or route hop, or the address of a live authenticated registration."""
+        if self.policy.trusted_source(host):
+            return True
+        until = self._registered.get(host)
+        return until is not None and until > now
 
     def reject(self, reason: str) -> None:
         child = self._rejection_children.get(reason)
@@ -326,7 +436,7 @@ class ProxyCore:
     def _stateless_reply(self, req: Request, item: Inbound, status: int, reason: str | None = None,
                          extra: list[tuple[str, str]] | None = None) -> None:
         try:
-            resp = make_response(req, status, reason, to_tag=generate_tag())
+            resp = make_response(req, status, reason, to_tag=LOCAL_TAG_PREFIX + generate_tag())
             for name, value in extra or ():
                 resp.headers.add(name, value)
             item.transport.send(resp.to_bytes(), item.transport.response_peer(req, item.peer))
@@ -335,11 +445,22 @@ class ProxyCore:
 
     def respond(self, ctx: ResponseContext, status: int, reason: str | None = None,
                 extra: list[tuple[str, str]] | None = None, now: float | None = None) -> None:
-        """Answer the request of ``ctx`` ourselves (through its server transaction)."""
-        resp = make_response(ctx.request, status, reason, to_tag=generate_tag() if status > 100 else None)
+        """Answer the request of ``ctx`` ourselves (through its server transaction).
+
+        To a source that is not a configured peer, a final answer of our own other than a
+        2xx (and the 200 to an OPTIONS for the domain) is sent once and its transaction ends
+        at once (§8.2.7 stateless UAS behaviour): no retransmissions towards a Via address that
+        anyone can write, and no entry kept for Timer H/J per flood request (nor, over TCP/TLS,
+        for Timer H while an ACK is awaited); a retransmitted request is answered again."""
+        resp = make_response(ctx.request, status, reason,
+                             to_tag=LOCAL_TAG_PREFIX + generate_tag() if status > 100 else None)
         for name, value in extra or ():
             resp.headers.add(name, value)
-        self._send_upstream(ctx, resp, self.clock() if now is None else now)
+        now = self.clock() if now is None else now
+        self._send_upstream(ctx, resp, now)
+        if (status >= 300 or (status >= 200 and ctx.method == "OPTIONS")) and not ctx.trusted \
+                and ctx.stx.final_sent:
+            ctx.stx.terminate()
 
     def _send_upstream(self, ctx: ResponseContext, resp: Response, now: float) -> None:
         status = resp.status
@@ -358,6 +479,9 @@ class ProxyCore:
             return
         if status >= 200 and not ctx.final_sent:
             ctx.final_sent = True
+            if ctx.timer_c is not None:
+                ctx.timer_c.cancel()
+                ctx.timer_c = None
             label = method_label(ctx.method)
             key = (label, status // 100)
             children = self._final_children.get(key)
@@ -372,7 +496,9 @@ class ProxyCore:
     # -- requests ---------------------------------------------------------------------------
 
     def _on_request(self, req: Request, item: Inbound, now: float) -> None:
-        if item.peer.host not in self._peers and not self.limiter.allow(item.peer.host, now):
+        host = item.peer.host
+        trusted = self.trusted_source(host, now)
+        if not trusted and not (self.limiter.allow(host, now) and self.untrusted.allow("*", now)):
             self.reject("rate-limited")
             return
         method = req.method
@@ -381,6 +507,8 @@ class ProxyCore:
         if method == "ACK":
             if ctx is not None and ctx.stx.last_response is not None and ctx.stx.last_response.status >= 300:
                 ctx.stx.receive_request(req, now)  # ACK for our non-2xx final (§17.2.1)
+            elif (req.to_view().tag or "").startswith(LOCAL_TAG_PREFIX):
+                return  # the ACK for an answer of ours whose transaction has ended: absorbed
             else:
                 self._forward_stateless(req, item, now)
             return
@@ -390,20 +518,19 @@ class ProxyCore:
         if method == "CANCEL" and not self._has_invite(req):
             # §16.10: no response context to apply it to (the INVITE may have gone by statelessly,
             # or through another instance): forward the CANCEL statelessly, routed like a request
-            if not self._forward_stateless(req, item, now):
-                self.reject("no-transaction")
-                self._stateless_reply(req, item, 481)
+            self._forward_stateless(req, item, now)
             return
         if self.transaction_count >= self.max_transactions:
             self.reject("overload")
             self._stateless_reply(req, item, 503, None, [("Retry-After", "5")])
             return
         stx = ServerTransaction(
-            req, item.transport.reliable, now,
+            req, item.transport.reliable, now, timers=self.timers,
             addr=(item.transport, item.transport.response_peer(req, item.peer)),
             key=key, out=self._out, events=self._events, on_change=self._changed,
         )
         ctx = ResponseContext(stx, item, now)
+        ctx.trusted = trusted
         self._server[key] = ctx
         try:
             if method == "CANCEL":
@@ -443,69 +570,66 @@ class ProxyCore:
         if ctx.method == "INVITE":
             self.respond(ctx, 100, now=now)  # §16.2: 100 Trying at once for INVITE
         fwd = req.copy()
-        self._preprocess_routes(fwd)
-        routes = fwd.route
-        if routes:
-            hop = self._peer_for(routes[0].uri)
-            if hop is None and self._dns_applies(routes[0].uri):
-                self._spawn(self._run_async(ctx, self._resolve_and_forward(ctx, fwd, routes[0].uri, fwd.uri)))
-                return
-            if hop is None:
-                self.reject("no-route")
-                self.respond(ctx, 404, "No Route", now=now)
-                return
-            self._forward(ctx, fwd, [(fwd.uri, hop)], now)
-            return
-        uri = fwd.uri
-        assert isinstance(uri, SipURI)
-        host = uri.host.lower()
-        if host in self.domains or self._is_me(uri):
-            if ctx.method == "REGISTER" and self.register_handler is not None:
-                self._spawn(self._run_async(ctx, self.register_handler(self, ctx)))
-                return
-            if uri.user is None:
-                if ctx.method == "OPTIONS":
-                    self.respond(ctx, 200, extra=[("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER")], now=now)
-                else:
-                    self.reject("not-found")
-                    self.respond(ctx, 404, now=now)
-                return
-            self._spawn(self._run_async(ctx, self._lookup_and_forward(ctx, fwd)))
-            return
-        hop = self._foreign_hop(uri)
-        if hop is None and self._dns_applies(uri):
-            self._spawn(self._run_async(ctx, self._resolve_and_forward(ctx, fwd, uri, uri)))
-            return
-        if hop is None:
+        marks = preprocess(fwd, self.policy)
+        self._apply_decision(ctx, fwd, marks, decide(fwd, self.policy, NO_ANSWERS, marks), NO_ANSWERS, 0, now)
+
+    def _apply_decision(self, ctx: ResponseContext, fwd: Request, marks: tuple[str, ...], decision: Decision,
+                        answers: Answers, rounds: int, now: float) -> None:
+        """Carry out a routing decision for a stateful request (§16.6), or go and fetch the
+        location/DNS answers it asks for and decide again."""
+        if isinstance(decision, Forward):
+            self._forward(ctx, fwd, decision.targets, now)
+        elif isinstance(decision, Refuse):
+            self.reject(decision.counter)
+            extra = [("Retry-After", "5")] if decision.status == 503 else None
+            self.respond(ctx, decision.status, decision.reason, extra=extra, now=now)
+        elif isinstance(decision, Register):
+            if self.register_handler is None:
+                self.reject("not-found")
+                self.respond(ctx, 404, now=now)
+            elif self._admit("register", ctx.trusted):
+                self._spawn(self._counted("register", ctx.trusted,
+                                          self._run_async(ctx, self.register_handler(self, ctx))))
+            else:
+                self._busy(ctx, now)
+        elif isinstance(decision, AnswerHere):
+            if ctx.method == "OPTIONS":
+                self.respond(ctx, 200, extra=[("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER")], now=now)
+            else:
+                self.reject("not-found")
+                self.respond(ctx, 404, now=now)
+        elif rounds >= _MAX_ROUNDS:
             self.reject("no-route")
             self.respond(ctx, 404, "No Route", now=now)
-            return
-        self._forward(ctx, fwd, [(uri, hop)], now)
+        elif self._admit("route", ctx.trusted):
+            self._spawn(self._counted("route", ctx.trusted, self._run_async(
+                ctx, self._look_up_and_decide(ctx, fwd, marks, decision, answers, rounds))))
+        else:
+            self._busy(ctx, now)
 
-    def _dns_applies(self, uri: object) -> TypeGuard[SipURI]:
-        """RFC 3263 lookup wanted: DNS configured and a SIP URI naming a host (route table missed)."""
-        return (self.resolver is not None and isinstance(uri, SipURI)
-                and self.resolver.needs_dns(uri.params.get("maddr") or uri.host))
-
-    async def _resolve_and_forward(self, ctx: ResponseContext, fwd: Request, lookup: SipURI, target: Any) -> None:
-        """Locates the next hop of ``lookup`` (Request-URI or top Route) in DNS, then forwards."""
+    async def _look_up(self, decision: NeedLocation | NeedDns, answers: Answers) -> Answers:
+        """The location or DNS answers a decision asked for (LocationError propagates)."""
+        if isinstance(decision, NeedLocation):
+            found = {aor: tuple(await self.locator.lookup(aor)) for aor in decision.aors}
+            return answers.with_locations(found)
         assert self.resolver is not None
         try:
-            hops = await self.resolver.resolve(lookup, list(self.transports))
+            hops = await self.resolver.resolve(decision.uri, list(self.transports))
         except DnsFailure as exc:
-            self.reject("no-route")
-            log.info("DNS: no server for %s: %s", lookup.host, exc.outcome)
-            if not ctx.final_sent:
-                if exc.status == 503:
-                    self.respond(ctx, 503, "DNS Failure", extra=[("Retry-After", "5")])
-                else:
-                    self.respond(ctx, 404, "No Route")
-            return
+            log.info("DNS: no server for %s: %s", decision.uri.host, exc.outcome)
+            return answers.with_dns(decision.key, exc.status)
+        return answers.with_dns(decision.key, tuple(hops))
+
+    async def _look_up_and_decide(self, ctx: ResponseContext, fwd: Request, marks: tuple[str, ...],
+                                  decision: NeedLocation | NeedDns, answers: Answers, rounds: int) -> None:
+        answers = await self._look_up(decision, answers)
         now = self.clock()
+        if ctx.final_sent:
+            return
         if ctx.cancelled:
             self.respond(ctx, 487, now=now)
             return
-        self._forward(ctx, fwd, [(target, hops[0])], now)
+        self._apply_decision(ctx, fwd, marks, decide(fwd, self.policy, answers, marks), answers, rounds + 1, now)
 
     async def _run_async(self, ctx: ResponseContext, work: Awaitable[None]) -> None:
         try:
@@ -529,74 +653,16 @@ class ProxyCore:
         finally:
             self._drain(self.clock())
 
-    async def _lookup_and_forward(self, ctx: ResponseContext, fwd: Request) -> None:
-        uri = fwd.uri
-        assert isinstance(uri, SipURI)
-        contacts = await self.locator.lookup(uri.aor)
-        now = self.clock()
-        if ctx.cancelled:
-            self.respond(ctx, 487, now=now)
-            return
-        targets: list[tuple[SipURI, Peer]] = []
-        for contact in contacts:
-            target = self._contact_target(contact)
-            if target is not None:
-                targets.append(target)
-        if not targets:
-            self.reject("not-found")
-            self.respond(ctx, 404, now=now)
-            return
-        self._forward(ctx, fwd, targets, now)
-
-    def _contact_target(self, contact: Contact) -> tuple[SipURI, Peer] | None:
-        try:
-            target = parse_uri(contact.uri)
-        except RemoteProtocolError:
-            return None
-        if not isinstance(target, SipURI):
-            return None
-        hop = self._peer_for(target)
-        if contact.received and "ob" in target.params:
-            # RFC 5626 outbound: the flow the REGISTER came on, not the contact's address
-            proto, _, hostport = contact.received.partition(":")
-            host, _, port = hostport.rpartition(":")
-            if proto.upper() in self.transports and host and port.isdigit():
-                hop = Peer(proto.upper(), host, int(port))
-        return (target, hop) if hop is not None else None
-
-    # §16.4 route information preprocessing
-    def _preprocess_routes(self, fwd: Request) -> None:
-        uri = fwd.uri
-        if isinstance(uri, SipURI) and uri.user is None and self._is_me(uri):
-            routes = fwd.route
-            if routes:  # the previous hop was a strict router: restore the Request-URI
-                last = routes[-1]
-                fwd.uri = last.uri
-                self._set_routes(fwd, routes[:-1])
-        routes = fwd.route
-        if routes and isinstance(routes[0].uri, SipURI) and self._is_route_to_me(routes[0].uri):
-            self._set_routes(fwd, routes[1:])
-
     @staticmethod
     def _set_routes(msg: Request, routes: list[Any]) -> None:
         msg.headers.remove("Route")
         for r in routes:
             msg.headers.add("Route", str(r))
 
-    def _is_me(self, uri: SipURI) -> bool:
-        transport = uri.params.get("transport")
-        default = 5061 if uri.scheme == "sips" or (transport or "").lower() == "tls" else 5060
-        return (uri.host.lower().strip("[]"), uri.port or default) in self.my_addresses
-
-    def _is_route_to_me(self, uri: SipURI) -> bool:
-        if self._is_me(uri):
-            return True
-        return uri.user is None and uri.port is None and uri.host.lower() in self.domains
-
     def _is_loop(self, req: Request) -> bool:
         """§16.3 step 4: a Via of ours whose loop hash equals this request's is a loop (482)."""
         mine = None
-        for via in req._via_view():
+        for via in req.via_view():
             branch = via.branch or ""
             if branch.startswith(BRANCH_PREFIX) and (via.host.lower(), via.port or 5060) in self.my_addresses:
                 if mine is None:
@@ -609,43 +675,22 @@ class ProxyCore:
     def _loop_hash(req: Request) -> str:
         """§16.6 step 8: hash of the fields that a spiral changes (Request-URI, tags, Route...)."""
         h = hashlib.sha1(usedforsecurity=False)
-        for part in (str(req.uri), req._from_view().tag or "", req._to_view().tag or "", req.call_id,
+        for part in (str(req.uri), req.from_view().tag or "", req.to_view().tag or "", req.call_id,
                      str(req.cseq.seq), ",".join(req.headers.get_all("Route")),
                      ",".join(req.headers.get_all("Proxy-Require"))):
             h.update(part.encode("utf-8", "surrogateescape"))
             h.update(b"\x00")
         return h.hexdigest()[:16]
 
-    def _peer_for(self, uri: Any) -> Peer | None:
-        """The next hop named by a URI (§16.6 step 7, RFC 3263 without DNS: IP or route table)."""
-        if not isinstance(uri, SipURI):
-            return None
-        transport = (uri.params.get("transport") or "").upper() or ("TLS" if uri.scheme == "sips" else "UDP")
-        if transport not in self.transports:
-            transport = "UDP" if "UDP" in self.transports else next(iter(self.transports))
-        maddr = uri.params.get("maddr")
-        host = maddr or uri.host
-        if not is_ip_literal(host):
-            route = self.routes.get(host.lower()) or self.routes.get("*")
-            if route is not None:
-                return Peer(route.transport, route.host, route.port)
-            if host.lower() != "localhost":
-                return None
-            host = "127.0.0.1"
-        return Peer(transport, host.strip("[]"), uri.port or _DEFAULT_PORT[transport])
-
-    def _foreign_hop(self, uri: SipURI) -> Peer | None:
-        route = self.routes.get(uri.host.lower()) or self.routes.get("*")
-        if route is not None:
-            return Peer(route.transport, route.host, route.port)
-        return self._peer_for(uri)
-
     # §16.6 request forwarding
-    def _forward(self, ctx: ResponseContext, fwd: Request, targets: list[tuple[Any, Peer]], now: float) -> None:
+    def _forward(self, ctx: ResponseContext, fwd: Request, targets: tuple[Target, ...], now: float) -> None:
         loop_hash = self._loop_hash(ctx.request)
         in_transport = ctx.inbound.transport.name
         many = len(targets) > 1
-        for target, hop in targets:
+        record = self.config.record_route and ctx.method in RECORD_ROUTE_METHODS
+        upstream = upstream_hop(ctx.request, self.policy, ctx.inbound.peer.host) if record else None
+        for chosen in targets:
+            target, hop = chosen.uri, chosen.hop
             if self.transaction_count >= self.max_transactions:
                 self.reject("overload")
                 break
@@ -653,10 +698,12 @@ class ProxyCore:
             req.uri = target
             mf = req.max_forwards
             req.max_forwards = 70 if mf is None else mf - 1
-            if self.config.record_route and ctx.method in RECORD_ROUTE_METHODS:
+            if record:
+                marks = [self.policy.mark(h) for h in (upstream, hop)
+                         if h is not None and not self.policy.configured(h)]
                 if hop.transport != in_transport:
-                    req.headers.prepend("Record-Route", self._rr_value(in_transport))
-                req.headers.prepend("Record-Route", self._rr_value(hop.transport))
+                    req.headers.prepend("Record-Route", self._rr_value(in_transport, marks))
+                req.headers.prepend("Record-Route", self._rr_value(hop.transport, marks))
             routes = req.route
             if routes and isinstance(routes[0].uri, SipURI) and not routes[0].uri.lr:
                 # §16.6 step 6: the next hop is a strict router
@@ -667,89 +714,88 @@ class ProxyCore:
             req.headers.prepend("Via", f"SIP/2.0/{hop.transport} {host}:{port};branch={branch}")
             b = Branch(ctx, None)
             ctx.branches.append(b)
-            tx = ClientTransaction(req, hop.transport != "UDP", now, addr=hop, out=self._out,
+            tx = ClientTransaction(req, hop.transport != "UDP", now, timers=self.timers, addr=hop, out=self._out,
                                    events=self._events, on_change=self._changed)
             b.tx = tx
             self._client[tx.key] = b
+            self._changed(tx)  # arms Timer A/B or E/F (a no-op when the constructor did)
             self._forwarded(ctx.method).inc()
         if not ctx.branches:
             self.respond(ctx, 503, now=now)
+        else:
+            self._arm_timer_c(ctx, now)
 
-    def _rr_value(self, transport: str) -> str:
+    def _rr_value(self, transport: str, marks: list[str]) -> str:
         host, port = self.rr_address.get(transport) or self.rr_address["UDP"]
         suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:{host}:{port}{suffix};lr>"
+        mark = f";{MARK_PARAM}={'.'.join(marks)}" if marks else ""
+        return f"<sip:{host}:{port}{suffix};lr{mark}>"
 
-    def _forward_stateless(self, req: Request, item: Inbound, now: float) -> bool:
-        """ACK for a 2xx, CANCEL without a response context: §16.11 stateless forwarding.
+    def _forward_stateless(self, req: Request, item: Inbound, now: float) -> None:
+        """ACK for a 2xx, CANCEL without a response context: §16.11 stateless forwarding,
+        routed by the same decision as a stateful request (the first target only).
 
-        False when the request was not sent on (hops exhausted, no route, or addressed to us).
-        """
+        A CANCEL that cannot be sent on is answered 481 (nothing to cancel here), or 403
+        when the policy refuses its destination; an ACK is dropped and counted."""
         mf = req.max_forwards
         if mf is not None and mf <= 0:
             self.reject("too-many-hops")
-            return False
+            return
         fwd = req.copy()
-        self._preprocess_routes(fwd)
-        routes = fwd.route
-        hop: Peer | None
-        if routes:
-            hop = self._peer_for(routes[0].uri)
-        elif isinstance(fwd.uri, SipURI) and (fwd.uri.host.lower() in self.domains or self._is_me(fwd.uri)):
-            if fwd.uri.user is None:
-                return False  # an ACK for a response we generated ourselves: absorbed
-            unanswered = (lambda: self._stateless_reply(req, item, 481)) if req.method == "CANCEL" else None
-            self._spawn(self._lookup_stateless(fwd, unanswered))
-            return True
-        elif isinstance(fwd.uri, SipURI):
-            hop = self._foreign_hop(fwd.uri)
-        else:
-            hop = None
-        lookup = routes[0].uri if routes else fwd.uri
-        if hop is None and self._dns_applies(lookup):
-            self._spawn(self._resolve_stateless(fwd, lookup))
-            return True
-        if hop is None:
-            self.reject("no-route")
-            return False
-        self._send_stateless(fwd, hop)
-        return True
+        marks = preprocess(fwd, self.policy)
+        self._stateless_decision(req, item, fwd, marks, decide(fwd, self.policy, NO_ANSWERS, marks), NO_ANSWERS, 0)
 
-    async def _lookup_stateless(self, fwd: Request, unanswered: Callable[[], None] | None = None) -> None:
-        """Sends ``fwd`` to the first binding of its AOR; ``unanswered`` runs when there is none."""
-        uri = fwd.uri
-        assert isinstance(uri, SipURI)
+    def _stateless_decision(self, req: Request, item: Inbound, fwd: Request, marks: tuple[str, ...],
+                            decision: Decision, answers: Answers, rounds: int) -> None:
+        cancel = req.method == "CANCEL"
+        if isinstance(decision, Forward) and decision.targets:
+            target = decision.targets[0]
+            fwd.uri = target.uri
+            self._send_stateless(fwd, target.hop)
+            self._flush()
+            return
+        if isinstance(decision, NeedLocation | NeedDns) and rounds < _MAX_ROUNDS:
+            trusted = self.trusted_source(item.peer.host, self.clock())
+            if self._admit("route", trusted):  # refused: dropped (counted); the sender retransmits
+                self._spawn(self._counted("route", trusted, self._stateless_async(
+                    req, item, fwd, marks, decision, answers, rounds)))
+            return
+        if isinstance(decision, Refuse) and decision.status == 403:
+            self.reject(decision.counter)
+            if cancel:
+                self._stateless_reply(req, item, 403, decision.reason)
+            return
+        if isinstance(decision, AnswerHere):
+            if cancel:
+                self.reject("no-transaction")
+                self._stateless_reply(req, item, 481)
+            return  # an ACK for a response we generated ourselves: absorbed
+        counter = decision.counter if isinstance(decision, Refuse) else "no-route"
+        self.reject(counter)
+        if cancel:
+            if counter != "not-found":
+                self.reject("no-transaction")
+            self._stateless_reply(req, item, 481)
+
+    async def _stateless_async(self, req: Request, item: Inbound, fwd: Request, marks: tuple[str, ...],
+                               decision: NeedLocation | NeedDns, answers: Answers, rounds: int) -> None:
         try:
-            contacts = await self.locator.lookup(uri.aor)
+            answers = await self._look_up(decision, answers)
+            self._stateless_decision(req, item, fwd, marks, decide(fwd, self.policy, answers, marks), answers,
+                                     rounds + 1)
         except LocationError:
             self.reject("location-error")
-            return
-        for contact in contacts[:1]:
-            target = self._contact_target(contact)
-            if target is not None:
-                fwd.uri = target[0]
-                self._send_stateless(fwd, target[1])
-                self._flush()
-                return
-        self.reject("not-found")
-        if unanswered is not None:
-            unanswered()
-
-    async def _resolve_stateless(self, fwd: Request, lookup: SipURI) -> None:
-        """Sends ``fwd`` to the first server DNS locates for ``lookup``."""
-        assert self.resolver is not None
-        try:
-            hops = await self.resolver.resolve(lookup, list(self.transports))
-        except DnsFailure:
-            self.reject("no-route")
-            return
-        self._send_stateless(fwd, hops[0])
-        self._flush()
+        except RemoteProtocolError:
+            self.reject("bad-request")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error forwarding statelessly")
 
     def _send_stateless(self, fwd: Request, hop: Peer) -> None:
         mf = fwd.max_forwards
         fwd.max_forwards = 70 if mf is None else mf - 1
-        vias = fwd._via_view()
+        vias = fwd.via_view()
         top = vias[0].branch or "" if vias else ""
         digest = hashlib.sha1(f"{top}|{fwd.uri}".encode(), usedforsecurity=False).hexdigest()[:16]
         host, port = self.sent_by.get(hop.transport) or self.sent_by["UDP"]
@@ -786,8 +832,9 @@ class ProxyCore:
         cancel = build_cancel(b.tx.request)
         if self.transaction_count >= self.max_transactions:
             return
-        tx = ClientTransaction(cancel, b.tx.reliable, now, addr=b.tx.addr, out=self._out,
+        tx = ClientTransaction(cancel, b.tx.reliable, now, timers=self.timers, addr=b.tx.addr, out=self._out,
                                events=self._events, on_change=self._changed)
+        self._changed(tx)
         self._client[tx.key] = Branch(b.ctx, tx, is_cancel=True)
 
     # -- responses ------------------------------------------------------------------------
@@ -808,7 +855,7 @@ class ProxyCore:
     def _forward_response_stateless(self, resp: Response, prefix: str = BRANCH_PREFIX) -> None:
         """A 2xx retransmission after the client transaction ended (RFC 6026 §8.4), or the
         answer to a statelessly forwarded request (``prefix``: that Via branch prefix)."""
-        vias = resp._via_view()
+        vias = resp.via_view()
         if len(vias) < 2 or not (vias[0].branch or "").startswith(prefix):
             self.reject("stray-response")
             return
@@ -836,6 +883,9 @@ class ProxyCore:
                 ctx = self._server.get(tx.key)
                 if ctx is not None and ctx.stx is tx:
                     del self._server[tx.key]
+                    if ctx.timer_c is not None:
+                        ctx.timer_c.cancel()
+                        ctx.timer_c = None
                     ctx.branches = []  # break the ctx <-> branch cycle: freed by refcounting
         elif isinstance(ev, TransactionTimeout | TransportError):
             tx = ev.transaction
@@ -844,6 +894,8 @@ class ProxyCore:
                 if b is not None and not b.is_cancel and not b.final:
                     if isinstance(ev, TransportError):
                         self.reject("transport-error")
+                    elif ev.timer == "C" and b.provisional:
+                        self._cancel_branch(b, now)  # §16.8: a branch that only rang is CANCELled
                     b.final = 408 if isinstance(ev, TransactionTimeout) else 503
                     self._check_done(b.ctx, now)
         elif isinstance(ev, RequestReceived):
@@ -861,6 +913,10 @@ class ProxyCore:
                 self._cancel_branch(b, now)
             if status == 100:
                 return
+            if ctx.timer_c is not None:  # §16.7 step 2: a provisional other than 100 resets Timer C
+                ctx.timer_c.cancel()
+                ctx.timer_c = None
+                self._arm_timer_c(ctx, now)
             if not ctx.final_sent:
                 out = resp.copy()
                 _pop_via(out)

@@ -17,12 +17,9 @@ from sipsec.stores.location import (
     Binding,
     InvalidBinding,
     LocationError,
+    LocationService,
     LocationStore,
-    StaleCSeq,
-    StoreUnavailable,
-    TooManyContacts,
     canonical_aor,
-    new_binding,
 )
 
 __all__ = ["BindRequest", "CachingLocator", "Contact", "GrpcLocator", "Locator", "StoreLocator"]
@@ -74,41 +71,29 @@ def _contact(b: Binding, now: float) -> Contact:
 
 
 class StoreLocator:
-    """The embedded default: a :class:`LocationStore` (memory or Redis) in this process."""
+    """The embedded default: a :class:`LocationStore` (memory or Redis) in this process, through
+    the same :class:`LocationService` the location service runs."""
 
     def __init__(self, store: LocationStore, *, max_expires: int = 86400, max_contacts: int = 16) -> None:
         self.store = store
-        self.max_expires = max_expires
-        self.max_contacts = max_contacts
+        self.service = LocationService(store, max_expires=max_expires, max_contacts=max_contacts)
 
     async def lookup(self, aor: str) -> list[Contact]:
         now = time.time()
-        return [_contact(b, now) for b in await self.store.lookup(canonical_aor(aor))]
+        return [_contact(b, now) for b in await self.service.lookup(aor)]
 
     async def bind(self, aor: str, item: BindRequest, call_id: str, cseq: int, received: str) -> None:
-        binding = new_binding(
-            aor, item.contact, item.expires, time.time(), max_expires=self.max_expires,
-            q_milli=item.q_milli, instance_id=item.instance_id, reg_id=item.reg_id,
-            call_id=call_id, cseq=cseq, received=received,
-        )
-        await self.store.bind(binding, self.max_contacts)
+        await self.service.bind(aor, item.contact, item.expires, q_milli=item.q_milli, instance_id=item.instance_id,
+                                reg_id=item.reg_id, call_id=call_id, cseq=cseq, received=received)
 
     async def unbind(self, aor: str, contact: str, instance_id: str = "", reg_id: int = 0) -> None:
-        key = f"i:{instance_id}|{reg_id}" if instance_id else f"c:{contact}"
-        await self.store.unbind(canonical_aor(aor), key)
+        await self.service.unbind_one(aor, contact, instance_id, reg_id)
 
     async def unbind_all(self, aor: str, call_id: str, cseq: int) -> None:
-        await self.store.unbind(canonical_aor(aor), None, call_id, cseq)
+        await self.service.unbind_all(aor, call_id, cseq)
 
     async def close(self) -> None:
         await self.store.close()
-
-
-_ERRORS: dict[grpc.StatusCode, type[LocationError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidBinding,
-    grpc.StatusCode.FAILED_PRECONDITION: StaleCSeq,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: TooManyContacts,
-}
 
 
 class GrpcLocator:
@@ -125,8 +110,7 @@ class GrpcLocator:
             return await rpc(request, timeout=self._timeout)  # type: ignore[operator]
         except grpc.aio.AioRpcError as exc:
             reason = str(dict(exc.trailing_metadata() or ()).get("sipsec-reason", "error"))
-            kind = _ERRORS.get(exc.code(), StoreUnavailable)
-            raise kind(exc.details() or exc.code().name, reason) from None
+            raise LocationError.from_status(exc.code().name, exc.details() or exc.code().name, reason) from None
 
     async def lookup(self, aor: str) -> list[Contact]:
         resp = await self._call(self._stub.Lookup, pb.LookupRequest(aor=aor))

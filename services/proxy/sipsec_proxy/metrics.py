@@ -13,7 +13,7 @@ METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "I
 REJECTION_REASONS = frozenset({
     "rate-limited", "overload", "too-many-hops", "loop", "bad-request", "unsupported-uri",
     "bad-extension", "no-route", "not-found", "stray-response", "auth-required", "auth-failed",
-    "forbidden", "interval-too-brief", "location-error", "no-transaction", "transport-error",
+    "forbidden", "forbidden-target", "interval-too-brief", "location-error", "no-transaction", "transport-error",
 })
 
 
@@ -54,5 +54,9 @@ class ProxyMetrics:
         self.forwarded = Counter(
             "sipsec_proxy_forwarded_total", "Requests forwarded downstream, by method.",
             ["method"], registry=r)
+        self.untrusted_pending = Gauge(
+            "sipsec_proxy_untrusted_pending",
+            "Location/DNS lookups (route) and REGISTER checks (register) in flight for untrusted sources.",
+            ["kind"], registry=r)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)

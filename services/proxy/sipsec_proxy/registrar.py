@@ -9,7 +9,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from sipsec.sip import NameAddr, RemoteProtocolError, Request, SipURI, parse_uri
+from sipsec.sip import (
+    NameAddr,
+    RemoteProtocolError,
+    Request,
+    SipURI,
+    canonical_host,
+    canonical_user,
+    parse_uri,
+)
 from sipsec.sip.digest import (
     AuthenticationFailed,
     DigestCredentials,
@@ -40,7 +48,7 @@ class RegisterRejected(Exception):
 
 
 class RegisterVerifier(Protocol):
-    """The hook for identity-signed REGISTER requests (DESIGN §5), checked before digest.
+    """The hook for identity-signed REGISTER requests (RFC 5652 SignedData), checked before digest.
 
     ``verify`` returns True when ``request`` carries a valid signature by ``aor``'s
     signature identity (the registrar then skips digest), False when it carries no
@@ -107,12 +115,12 @@ class Registrar:
             core.respond(ctx, 400, "Bad To")
             return
         aor = canonical_aor(to_uri.aor)
-        if to_uri.host.lower() not in core.domains:
+        if canonical_host(to_uri.host) not in core.domains:
             self._result("rejected")
             core.reject("not-found")
             core.respond(ctx, 404, "Not Our Domain")
             return
-        if not await self._authorised(core, ctx, aor, to_uri.user):
+        if not await self._authorised(core, ctx, aor, canonical_user(to_uri.user)):
             return
         await self._apply(core, ctx, aor)
 
@@ -203,6 +211,13 @@ class Registrar:
                 return
             items.append((contact, min(expires, cfg.max_expires)))
         received = str(ctx.inbound.peer)
+        for contact, _ in items:
+            if not core.policy.bindable(contact.uri):
+                # a binding is a target the proxy forwards to: never one of its own services
+                self._result("denied")
+                core.reject("forbidden-target")
+                core.respond(ctx, 403, "Contact Not Allowed")
+                return
         for contact, expires in items:
             uri = str(contact.uri)
             instance = contact.params.get("+sip.instance") or ""
@@ -223,6 +238,10 @@ class Registrar:
                         core.respond(ctx, 400, "Invalid Contact")
                         return
                     raise
+        if cfg.auth != "none":
+            # an authenticated registration: its source is one of ours (a gateway, a phone),
+            # exempt from the limits on unauthenticated traffic while the binding lasts
+            core.trust_source(ctx.inbound.peer.host, max((e for _, e in items), default=0))
         self._result("ok")
         await self._ok(core, ctx, aor)
 

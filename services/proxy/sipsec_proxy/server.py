@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.registry import Collector
-from sipsec.aio.transport import InboundQueue, StreamTransport, Transport, UdpTransport
-from sipsec.config import split_hostport
-from sipsec.sip import Limits
+from sipsec.aio.transport import (
+    InboundQueue,
+    StreamTransport,
+    Transport,
+    UdpTransport,
+    client_tls_context,
+    server_tls_context,
+)
+from sipsec.config import ConfigError, split_hostport
+from sipsec.sip import DEFAULT_TIMERS, Limits, TimerSettings, is_ip_literal
 from sipsec.stores.location import MemoryLocationStore, RedisLocationStore
 
 from sipsec_proxy.config import ProxyConfig
@@ -48,7 +57,9 @@ def make_locator(config: ProxyConfig) -> Locator:
         return StoreLocator(MemoryLocationStore(), max_expires=max(86400, config.max_expires))
     inner: Locator
     if config.location == "redis":
-        inner = StoreLocator(RedisLocationStore(config.redis_url), max_expires=max(86400, config.max_expires))
+        store = RedisLocationStore(config.redis_url, password_file=config.redis_password_file, ca_file=config.redis_ca,
+                                   what="SIPSEC_PROXY_REDIS_PASSWORD_FILE / SIPSEC_REDIS_URL")
+        inner = StoreLocator(store, max_expires=max(86400, config.max_expires))
     else:
         ca = Path(config.location_ca).read_bytes() if config.location_ca else None
         inner = GrpcLocator(config.location, root_certificates=ca)
@@ -61,8 +72,9 @@ class ProxyServer:
     """One proxy instance: ``await start()`` binds the transports, ``await stop()`` drains."""
 
     def __init__(self, config: ProxyConfig, locator: Locator | None = None,
-                 verifier: RegisterVerifier | None = None) -> None:
+                 verifier: RegisterVerifier | None = None, *, timers: TimerSettings = DEFAULT_TIMERS) -> None:
         self.config = config
+        self.timers = timers
         self.locator = locator if locator is not None else make_locator(config)
         self.verifier = verifier
         self.metrics = ProxyMetrics()
@@ -108,27 +120,41 @@ class ProxyServer:
             port = 0
         self.transports["UDP"] = await UdpTransport.listen(self.queue, host, port, limits=limits,
                                                            rcvbuf=cfg.udp_rcvbuf)
-        if cfg.tcp_listen:
-            host, port = split_hostport(cfg.tcp_listen)
-            self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits)
-        if cfg.tls_listen:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-            host, port = split_hostport(cfg.tls_listen, 5061)
-            self.transports["TLS"] = await StreamTransport.listen(self.queue, host, port, server_ssl=ctx,
-                                                                  limits=limits)
+        if cfg.tcp_listen or cfg.tls_listen:
+            await self._listen_streams(limits)
         self.registrar = Registrar(cfg, self.locator, self.metrics, verifier=self.verifier)
         loop = asyncio.get_running_loop()
         self.core = ProxyCore(cfg, self.locator, self.metrics, self.transports,
-                              register_handler=self.registrar, clock=loop.time,
-                              shared_udp=shared.local_address if shared is not None else None)
-        self._tasks = [loop.create_task(self._consume()), loop.create_task(self._timers())]
+                              register_handler=self.registrar, clock=loop.time, call_at=loop.call_at,
+                              shared_udp=shared.local_address if shared is not None else None,
+                              timers=self.timers)
+        self._tasks = [loop.create_task(self._consume())]
         if cfg.metrics_port >= 0:
             self._http, _ = start_http_server(cfg.metrics_port, cfg.metrics_host,
                                               registry=_Exposed(self.metrics.registry))
             self.metrics_port = int(self._http.server_port)
         log.info("proxy for %s on %s (metrics port %s)", ",".join(sorted(cfg.domain_set)),
                  {k: v.local_address for k, v in self.transports.items()}, self.metrics_port)
+
+    async def _listen_streams(self, limits: Limits) -> None:
+        """The TCP and TLS listeners, bounded by the configured :class:`ConnectionLimits`
+        (the peers' and routes' hosts exempt from the per-source cap)."""
+        cfg = self.config
+        conn_limits = cfg.connection_limits(await _resolve(cfg.peer_hosts(), cfg.dns_timeout_s))
+        if cfg.tcp_listen:
+            host, port = split_hostport(cfg.tcp_listen)
+            self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits,
+                                                                  connection_limits=conn_limits)
+        if cfg.tls_listen:
+            try:
+                server_ssl = server_tls_context(cfg.tls_cert, cfg.tls_key)
+                client_ssl = client_tls_context(cfg.tls_ca or None)  # next hops verified (RFC 5922 §7)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"SIPSEC_PROXY_TLS_CERT / _TLS_KEY / _TLS_CA cannot be used: {exc}") from None
+            host, port = split_hostport(cfg.tls_listen, 5061)
+            self.transports["TLS"] = await StreamTransport.listen(self.queue, host, port, server_ssl=server_ssl,
+                                                                  client_ssl=client_ssl, limits=limits,
+                                                                  connection_limits=conn_limits)
 
     async def _consume(self) -> None:
         core = self.core
@@ -138,17 +164,6 @@ class ProxyServer:
             core.handle(await queue.get())
             while queue.qsize():  # drain what is already queued without yielding per message
                 core.handle(queue.get_nowait())
-
-    async def _timers(self) -> None:
-        core = self.core
-        assert core is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = core.next_deadline()
-            now = loop.time()
-            delay = 0.1 if deadline is None else min(0.1, max(0.0, deadline - now))
-            await asyncio.sleep(delay)
-            core.tick()
 
     async def stop(self, drain: float | None = None) -> None:
         """Stops reading, lets transactions finish for ``drain`` seconds, then closes."""
@@ -177,11 +192,30 @@ class ProxyServer:
         await self.locator.close()
 
 
+async def _resolve(hosts: Iterable[str], timeout: float) -> list[str]:
+    """The IP addresses of the host names among ``hosts`` (IP literals are left out: the
+    config adds them itself); a name that does not resolve within ``timeout`` seconds is
+    logged and skipped."""
+    loop = asyncio.get_running_loop()
+    found: list[str] = []
+    for host in hosts:
+        if is_ip_literal(host):
+            continue
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout)
+        except (OSError, TimeoutError) as exc:
+            log.warning("peer %s does not resolve (%s): not exempt from the TCP/TLS per-source limit", host, exc)
+            continue
+        found += [str(info[4][0]) for info in infos]
+    return list(dict.fromkeys(found))
+
+
 def create_proxy_server(config: ProxyConfig, locator: Locator | None = None,
-                        verifier: RegisterVerifier | None = None) -> ProxyServer:
+                        verifier: RegisterVerifier | None = None, *,
+                        timers: TimerSettings = DEFAULT_TIMERS) -> ProxyServer:
     """Builds (not starts) a proxy; ``await server.start()`` binds its sockets.
 
     With ``config.pkg_target`` set and no ``verifier`` given, ``start()`` first fetches the
     domain's signed parameters from the PKG and verifies signed REGISTERs with them.
     """
-    return ProxyServer(config, locator, verifier)
+    return ProxyServer(config, locator, verifier, timers=timers)

@@ -26,7 +26,7 @@ def _is_signed(request: Request) -> bool:
 
 
 class SignedRegisterVerifier:
-    """The registrar's :class:`~sipsec_proxy.RegisterVerifier` for identity-signed REGISTERs (DESIGN §5).
+    """The registrar's :class:`~sipsec_proxy.RegisterVerifier` for identity-signed REGISTERs (RFC 5652).
 
     ``trusted`` maps a domain to its public parameters. ``verify`` returns False for a REGISTER
     without an S/MIME body (the registrar's digest then applies) and raises

@@ -50,7 +50,7 @@ def run_workers(config: ProxyConfig) -> int:
                            "SIPSEC_PROXY_NONCE_SECRET": config.nonce_secret or secrets.token_hex(32)}
     if config.metrics_port > 0:
         env["SIPSEC_PROXY_METRICS_PORT"] = "0"  # one port each; scrape the workers separately
-    children = [subprocess.Popen([sys.executable, "-m", "sipsec_proxy"], env=env,
+    children = [subprocess.Popen([sys.executable, "-m", "sipsec_proxy", "serve"], env=env,
                                  stdout=subprocess.PIPE, text=True) for _ in range(config.workers)]
     for child in children:
         assert child.stdout is not None

@@ -1,35 +1,35 @@
 """``sipsec-gateway``: run the UA gateway as a process (configuration from environment variables).
 
 ``sipsec-gateway serve`` starts the SIP sides and the control API and drains on SIGTERM;
-``sipsec-gateway config`` prints every variable with its default and its current value.
+``sipsec-gateway config`` prints every variable with its default and its current value. The
+command shape every service shares (:mod:`sipsec.cli`): flags override the variables.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import uvicorn
 from sipsec import lifecycle
-from sipsec.config import ConfigError, split_hostport
+from sipsec.cli import configure_logging, serve_command, service_main
+from sipsec.config import ConfigError, describe, split_hostport
 from sipsec.engine import EngineMetrics, create_engine
+from sipsec.stores.access import open_redis, read_sealing_key, redis_username
 from sipsec.stores.envelope import RedisDialogStore, RedisReplayCache
 
-from sipsec_gateway.api import create_app
-from sipsec_gateway.config import ENV, GatewayConfig
+from sipsec_gateway.api import TokenFileError, create_app, load_tokens
+from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.gateway import Gateway
 from sipsec_gateway.keys import PkgConnector
 from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.store import RedisCallStore
 
-__all__ = ["build_gateway", "main", "serve"]
+__all__ = ["build_gateway", "check_redis", "main", "redis_stores", "serve"]
 
 log = logging.getLogger("sipsec.gateway")
 
@@ -49,12 +49,55 @@ def build_gateway(config: GatewayConfig) -> Gateway:
                                busy_cpu=config.verify_busy_cpu)
     stores: dict[str, object] = {}
     if config.store == "redis":
-        stores = {
-            "dialog_store": RedisDialogStore.from_url(config.redis_url),
-            "replay_cache": RedisReplayCache.from_url(config.redis_url),
-            "call_store": RedisCallStore.from_url(config.redis_url),
-        }
+        stores = redis_stores(config)
     return Gateway(config, pkg=pkg, engine=engine, metrics=metrics, **stores)  # type: ignore[arg-type]
+
+
+def redis_stores(config: GatewayConfig) -> dict[str, object]:
+    """The Redis stores: one client as the gateway's ACL user, records sealed under the key file.
+
+    Raises ConfigError naming the setting when the password, CA or sealing key is unusable.
+    """
+    sealing_key: bytes | None = None
+    if config.sealing_key_file:
+        try:
+            sealing_key = read_sealing_key(config.sealing_key_file, "SIPSEC_GATEWAY_SEALING_KEY_FILE")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    else:  # only reachable with insecure_plain_store (GatewayConfig refuses it otherwise)
+        log.warning("INSECURE: SIPSEC_GATEWAY_INSECURE_PLAIN_STORE is on: dialog keys, first INVITEs and "
+                    "call records are stored in Redis in clear, and records planted there are trusted; "
+                    "development only")
+    if not redis_username(config.redis_url):
+        log.warning("SIPSEC_REDIS_URL names no Redis user: connecting as Redis's default user")
+    try:
+        client = open_redis(config.redis_url, password_file=config.redis_password_file,
+                            ca_file=config.redis_ca, what="SIPSEC_GATEWAY_REDIS_PASSWORD_FILE / SIPSEC_REDIS_URL")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return {
+        "dialog_store": RedisDialogStore(client, sealing_key=sealing_key),
+        "replay_cache": RedisReplayCache(client),
+        "call_store": RedisCallStore(client, sealing_key=sealing_key),
+    }
+
+
+async def check_redis(stores: dict[str, object]) -> None:
+    """Fail fast, with one clear line, when Redis refuses the gateway's user or cannot be reached."""
+    import redis.exceptions
+
+    client = getattr(stores.get("call_store"), "client", None)
+    if client is None:
+        return
+    try:
+        await client.ping()
+    except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        await client.aclose()
+        raise ConfigError(f"Redis refused the gateway's user (SIPSEC_REDIS_URL, SIPSEC_GATEWAY_REDIS_PASSWORD_FILE): "
+                          f"{exc}") from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        await client.aclose()
+        raise ConfigError(f"Redis at SIPSEC_REDIS_URL is unreachable: {type(exc).__name__}: {exc}") from None
 
 
 class _ApiServer(uvicorn.Server):
@@ -67,51 +110,71 @@ class _ApiServer(uvicorn.Server):
 
 async def serve(config: GatewayConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain (end calls, unregister users) and exit."""
+    try:
+        tokens = load_tokens(config.api_tokens, config.state_dir)
+    except TokenFileError as exc:
+        raise ConfigError(f"SIPSEC_GATEWAY_API_TOKENS / SIPSEC_GATEWAY_STATE_DIR: {exc}") from None
     gateway = build_gateway(config)
+    if config.store == "redis":
+        await check_redis({"call_store": gateway.call_store})
     await gateway.start()
+    metrics_server = (gateway.metrics.serve(config.metrics_port, config.metrics_host)
+                      if config.metrics_port >= 0 else None)
     host, port = split_hostport(config.http_listen, 8080)
-    server = _ApiServer(uvicorn.Config(create_app(gateway), host=host, port=port, log_level="warning",
+    server = _ApiServer(uvicorn.Config(create_app(gateway, tokens), host=host, port=port, log_level="warning",
                                        lifespan="off"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     api = asyncio.create_task(server.serve())
-    log.info("control API on http://%s:%d", host, port)
+    log.info("control API on http://%s:%d (%d bearer token(s)), metrics on %s", host, port, len(tokens),
+             f"http://{config.metrics_host}:{metrics_server.server_port}/metrics" if metrics_server else "-")
     await stop.wait()
     log.info("draining")
     server.should_exit = True
     await gateway.stop()
     await api
-    for closer in ("aclose",):
-        for store in (gateway.dialog_store, gateway.replay_cache, gateway.call_store):
-            fn = getattr(store, closer, None)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    await fn()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    for store in (gateway.dialog_store, gateway.replay_cache, gateway.call_store):
+        fn = getattr(store, "aclose", None)
+        if fn is not None:
+            with contextlib.suppress(Exception):
+                await fn()
 
 
 def _print_config(config: GatewayConfig) -> None:
-    for name, (var, default, text) in ENV.items():
-        print(f"{var}={getattr(config, name)!s}  # default {default!r}: {text}")
+    print("\n".join(describe(config)))  # secrets masked
+
+
+DESCRIPTION = "sipsec UA gateway: secured SIP user agents and the B2BUA for plain phones of one domain."
+
+
+def _logging(config: GatewayConfig) -> None:
+    configure_logging(config.log_level)
+
+
+def _serve(config: GatewayConfig) -> int:
+    _logging(config)
+    for warning in config.check_trust():  # ConfigError (exit 1) when a pin is missing
+        log.warning("%s", warning)
+    lifecycle.run(serve(config))
+    return 0
+
+
+def _config(config: GatewayConfig) -> int:
+    _print_config(config)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sipsec-gateway", description="sipsec UA gateway")
-    parser.add_argument("command", choices=["serve", "config"], nargs="?", default="serve")
-    args = parser.parse_args(argv)
-    try:
-        config = GatewayConfig.from_env()
-    except ConfigError as exc:
-        print(f"sipsec-gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=os.environ.get("SIPSEC_LOG_LEVEL", config.log_level).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "config":
-        _print_config(config)
-        return 0
-    lifecycle.run(serve(config))
-    return 0
+    """``sipsec-gateway serve|config [flags]`` (:mod:`sipsec.cli`): 0 done, 2 usage, 1 error."""
+    return service_main("sipsec-gateway", DESCRIPTION, [
+        serve_command(GatewayConfig, _serve, description=DESCRIPTION + " Runs until SIGTERM/SIGINT, then drains."),
+        serve_command(GatewayConfig, _config, description="Print every setting: its variable, current value "
+                      "(secrets masked), default and help.", help="print the settings in effect", name="config"),
+    ], argv, errors=(OSError,))
 
 
 if __name__ == "__main__":

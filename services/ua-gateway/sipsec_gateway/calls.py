@@ -6,45 +6,39 @@ after the transaction layer received it, so transactions, retransmissions and pr
 ever see outer messages) and the *plain* side (toward legacy phones: the same code with no
 envelope). Opening and sealing are async (dialog store, replay cache, a crypto-worker
 engine), so the endpoint's events are handled by tasks: in arrival order *per Call-ID* (the
-messages of one dialog never overtake each other) and concurrently across calls.
+messages of one dialog never overtake each other) and concurrently across calls
+(:mod:`sipsec_gateway.ordering`).
 
-Bindings between the outer and the inner message that routing changes on the way:
+The module works with :mod:`sipsec_gateway.state` (the call and its typed state machine),
+:mod:`sipsec_gateway.secured` (the one open path and the one seal path) and
+:mod:`sipsec_gateway.shared` (the dialog state replicas share).
 
-* a proxy retargets the Request-URI of a dialog's first request to the registered Contact
-  (RFC 3261 §16.5) while the envelope binds the Request-URI the caller wrote (the AOR): the
-  callee's gateway accepts the request when the received Request-URI is one of its own
-  contacts, and checks the binding against the AOR in the outer To, which the caller's
-  gateway always dials as the Request-URI;
-* proxies add Record-Route to the *outer* request and the outer response copies it: it
-  is copied into the inner message after opening, so the inner dialog learns its route set.
+A proxy retargets the Request-URI of a dialog's first request to the registered Contact
+(RFC 3261 §16.5) while the envelope binds the Request-URI the caller wrote (the AOR): the
+callee's gateway accepts the request when the received Request-URI is one of its own
+contacts, and checks the binding against the AOR in the outer To, which the caller's
+gateway always dials as the Request-URI. (The outer Record-Route: :mod:`sipsec_gateway.secured`.)
+
+Every exception while handling a call's event ends that call (and, through the owner, the
+call bridged to it): a final response or BYE on one leg, CANCEL or BYE on the other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import secrets
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sipsec.aio import Peer, SipEndpoint, peer_for_uri
+from sipsec.aio import Peer, SipEndpoint
+from sipsec.aio.pending import PendingRequests
 from sipsec.engine import CryptoEngine, EngineUnavailable, InProcessEngine
-from sipsec.envelope import (
-    DialogKey,
-    EnvelopeError,
-    RejectedEnvelope,
-    SigningPolicy,
-    advertise,
-    is_secured,
-    open_message,
-    seal_async,
-)
+from sipsec.envelope import EnvelopeError, SigningPolicy, advertise, is_secured
 from sipsec.ibc import IbcError, canonical_aor
 from sipsec.sip import Request, Response, SipError, SipURI, parse_uri
-from sipsec.sip.dialog import Dialog, DialogId, DialogState, next_hop
+from sipsec.sip.dialog import Dialog, next_hop
 from sipsec.sip.events import (
     CancelReceived,
     Event,
@@ -53,13 +47,17 @@ from sipsec.sip.events import (
     TransactionTimeout,
     TransportError,
 )
-from sipsec.sip.headers import parse_name_addr
 from sipsec.sip.message import generate_branch, generate_call_id, generate_tag, make_response
 from sipsec.sip.transaction import ClientTransaction, ServerTransaction, Transaction
 from sipsec.stores.envelope import DialogStore, ReplayCache
 
 from sipsec_gateway.metrics import GatewayMetrics
-from sipsec_gateway.store import ScopedDialogStore
+from sipsec_gateway.ordering import PerCallId, call_id_of
+from sipsec_gateway.routing import peer_for_uri
+from sipsec_gateway.secured import Refused, SecuredIO
+from sipsec_gateway.shared import SharedState, dialog_from_record
+from sipsec_gateway.state import Call, CallFailed, CallState, TraceEntry
+from sipsec_gateway.store import CallStore
 
 __all__ = ["ALLOW", "Agent", "AgentOwner", "Call", "CallFailed", "CallState", "TraceEntry"]
 
@@ -67,126 +65,6 @@ log = logging.getLogger("sipsec.gateway.calls")
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 _RESPONSE_TIMEOUT_S = 32.0
-
-
-def _take_outer_route(outer: Request | Response, inner: Request | Response) -> None:
-    """The route set is the one the proxies built on the *outer* message (§12.1): it replaces
-    whatever Record-Route the sender copied into the inner one, so no hop is counted twice."""
-    inner.headers.remove("Record-Route")
-    for rr in outer.headers.get_all_raw("Record-Route"):
-        inner.headers.add("Record-Route", rr)
-
-
-class CallState(enum.Enum):
-    """Where a call stands."""
-
-    CALLING = "calling"  # INVITE sent / received, no final response yet
-    RINGING = "ringing"  # a 180/183 was sent or received
-    ESTABLISHED = "established"  # 2xx and ACK (UAS: the 2xx was sent; ACK follows)
-    ENDED = "ended"  # ended by BYE after it was established
-    FAILED = "failed"  # the INVITE got a final error, timed out or was cancelled
-
-
-class CallFailed(Exception):
-    """A call could not be placed or failed; ``status`` is the SIP status that ended it."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TraceEntry:
-    """One message of a call as this gateway sent or received it: outer bytes, and the inner
-    message with its verified signer when the message was secured."""
-
-    direction: str  # "sent" / "received"
-    at: float  # unix seconds
-    outer: bytes
-    inner: bytes | None
-    signer: str | None
-    secured: bool
-
-
-@dataclass(eq=False)
-class Call:
-    """One call (INVITE dialog) of one side of the gateway."""
-
-    id: str
-    side: str  # "secure" or "plain"
-    direction: str  # "outgoing" or "incoming"
-    local_aor: str
-    peer_aor: str
-    secure: bool
-    call_id: str  # inner Call-ID
-    local_tag: str
-    state: CallState = CallState.CALLING
-    created: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.perf_counter)
-    status: int | None = None
-    reason: str = ""
-    setup_s: float | None = None
-    invite: Request | None = None  # inner INVITE
-    invite_outer: Request | None = None
-    invite_txn: Transaction | None = None
-    dest: Peer | None = None
-    dialog: Dialog | None = None
-    key: DialogKey | None = None
-    outer_call_id: str | None = None
-    local_sdp: bytes = b""
-    remote_sdp: bytes = b""
-    ack_outer: Request | None = None
-    ack_peer: Peer | None = None
-    crypto: dict[str, list[float]] = field(default_factory=dict)
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    messages_sent: int = 0
-    messages_received: int = 0
-    trace: list[TraceEntry] | None = None
-    retried_plain: bool = False
-    hold_s: float | None = None
-    bridge: Call | None = None
-    txns: list[Transaction] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    setup_done: asyncio.Future[None] | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    bye_done: asyncio.Future[int] | None = None
-
-    @property
-    def live(self) -> bool:
-        return self.state in (CallState.CALLING, CallState.RINGING, CallState.ESTABLISHED)
-
-    def add_crypto(self, op: str, seconds: float) -> None:
-        self.crypto.setdefault(op, []).append(seconds)
-
-    def summary(self) -> dict[str, Any]:
-        """What the control API shows for this call (state and cost)."""
-        ops = {
-            op: {"count": len(v), "total_ms": round(sum(v) * 1e3, 3), "mean_ms": round(sum(v) / len(v) * 1e3, 3)}
-            for op, v in sorted(self.crypto.items()) if v
-        }
-        return {
-            "id": self.id,
-            "side": self.side,
-            "direction": self.direction,
-            "from": self.local_aor if self.direction == "outgoing" else self.peer_aor,
-            "to": self.peer_aor if self.direction == "outgoing" else self.local_aor,
-            "secure": self.secure,
-            "state": self.state.value,
-            "sip_status": self.status,
-            "reason": self.reason,
-            "created": self.created,
-            "setup_ms": None if self.setup_s is None else round(self.setup_s * 1e3, 3),
-            "crypto": ops,
-            "crypto_total_ms": round(sum(sum(v) for v in self.crypto.values()) * 1e3, 3),
-            "wire": {
-                "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
-                "bytes_total": self.bytes_sent + self.bytes_received,
-                "messages_sent": self.messages_sent, "messages_received": self.messages_received,
-            },
-            "retried_plain": self.retried_plain,
-        }
 
 
 class Crypto(Protocol):
@@ -202,7 +80,7 @@ class AgentOwner(Protocol):
 
     def user_for_uri(self, uri: object) -> str | None: ...
 
-    def contact_user(self, aor: str) -> str: ...
+    def contact_user(self, aor: str, dialog: str | None = None) -> str: ...
 
     async def ensure_peer(self, domain: str) -> bool: ...
 
@@ -210,7 +88,9 @@ class AgentOwner(Protocol):
 
     async def on_plain_request(self, agent: Agent, request: Request, txn: ServerTransaction) -> bool: ...
 
-    def on_ringing(self, call: Call) -> None: ...
+    def admit_phone(self, request: Request, txn: ServerTransaction) -> bool: ...
+
+    def on_provisional(self, call: Call, response: Response) -> None: ...
 
     def on_established(self, call: Call) -> None: ...
 
@@ -248,8 +128,9 @@ class Agent:
         signing: SigningPolicy = SigningPolicy.EVERY_MESSAGE,
         dialog_ttl_s: float = 43200.0,
         trace_calls: int = 200,
+        trace_ttl_s: float = 0.0,
         keep_calls: int = 1000,
-        call_store: Any = None,
+        call_store: CallStore | None = None,
         engine: CryptoEngine | None = None,
         advertise: str = "",
         transport: str = "UDP",
@@ -268,46 +149,36 @@ class Agent:
         self.signing = signing
         self.dialog_ttl_s = dialog_ttl_s
         self.trace_calls = trace_calls
+        self.trace_ttl_s = trace_ttl_s  # > 0: a trace is dropped this long after its call began
+        self._trace_timer: asyncio.TimerHandle | None = None
         self.call_store = call_store
+        self.shared = SharedState(dialogs, call_store, dialog_ttl_s)
+        self.io = SecuredIO(metrics, self.shared, replay, signing=signing, dialog_ttl_s=dialog_ttl_s,
+                            engine=self.engine)
         self.calls: dict[str, Call] = {}  # by API id
         self._by_txn: dict[Transaction, Call] = {}
         self._by_outer_cid: dict[str, Call] = {}  # by _cid_key(outer Call-ID, local AOR)
         self._outgoing_cid: dict[str, Call] = {}  # calls we placed, by outer Call-ID (re-ACK)
-        self._scoped: dict[str, ScopedDialogStore] = {}
-        self._requests: dict[Transaction, asyncio.Future[Response]] = {}
-        self._tails: dict[str, asyncio.Task[None]] = {}  # last event task per Call-ID
-        self._running = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests = PendingRequests(endpoint, CallFailed)  # out-of-dialog (REGISTER)
+        self.events = PerCallId(side, self._handle, self._after_fault)
         self._recent: list[str] = []  # ids of calls with traces, oldest first
         self.keep_calls = keep_calls
         self._finished: list[str] = []  # ids of ended/failed calls, oldest first
-        endpoint.handler = self._dispatch
+        endpoint.handler = self.events.submit
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._running = True
+        self.events.running = True
 
     async def close(self) -> None:
-        self._running = False
-        pending = [*self._tasks, *self._tails.values()]
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            if task is not None:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-                except Exception:  # noqa: BLE001 - shutting down: report, do not raise
-                    log.warning("a %s-side task failed while closing", self.side, exc_info=True)
-        self._tails.clear()
+        if self._trace_timer is not None:
+            self._trace_timer.cancel()
+            self._trace_timer = None
+        await self.events.close()
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.events.spawn(coro)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -315,11 +186,12 @@ class Agent:
         host, port = self.endpoint.transport(self.transport_name).local_address
         return (self.advertise or str(host)), int(port)
 
-    def contact_uri(self, aor: str) -> str:
+    def contact_uri(self, aor: str, dialog: str | None = None) -> str:
         """Our Contact for ``aor``: on the secured side an opaque user part (the outer Contact
-        must not name the user), on the plain side the user's own name."""
+        must not name the user) — the registered one, or with ``dialog`` (the inner Call-ID) the
+        dialog's own, fresh per call (``sipsec_gateway.contacts``) —, on the plain side the user's own name."""
         host, port = self.address
-        user = self.owner.contact_user(aor) if self.secured else aor.split(":", 1)[-1].split("@", 1)[0]
+        user = self.owner.contact_user(aor, dialog) if self.secured else aor.split(":", 1)[-1].split("@", 1)[0]
         params = "" if self.transport_name == "UDP" else f";transport={self.transport_name.lower()}"
         return f"sip:{user}@{host}:{port}{params}"
 
@@ -338,7 +210,35 @@ class Agent:
                 if old is not None:
                     old.trace = None
         self.calls[call.id] = call
+        if call.trace is not None:
+            self.expire_traces()
         return call
+
+    def expire_traces(self, now: float | None = None) -> None:
+        """Drop the traces of calls begun more than ``trace_ttl_s`` ago (the decrypted messages
+        are kept no longer), and arm one timer for the next to expire."""
+        if self.trace_ttl_s <= 0:
+            return
+        now = time.time() if now is None else now
+        while self._recent:
+            call = self.calls.get(self._recent[0])
+            if call is not None and call.trace is not None and call.created + self.trace_ttl_s > now:
+                break
+            self._recent.pop(0)
+            if call is not None:
+                call.trace = None
+        if self._recent and self._trace_timer is None:  # armed for the oldest: still the oldest, or earlier
+            first = self.calls[self._recent[0]]
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not in a loop (a test's direct call): the next call expires them
+                return
+            self._trace_timer = loop.call_later(max(0.0, first.created + self.trace_ttl_s - now) + 0.001,
+                                                self._trace_tick)
+
+    def _trace_tick(self) -> None:
+        self._trace_timer = None
+        self.expire_traces()
 
     def _cid_key(self, call_id: str, aor: str) -> str:
         """Calls are found by outer Call-ID *and* local AOR on the secured side: caller and
@@ -359,12 +259,6 @@ class Agent:
             del self._by_outer_cid[key]
         if self._outgoing_cid.get(call.outer_call_id) is call:
             del self._outgoing_cid[call.outer_call_id]
-
-    def _dialogs(self, aor: str) -> ScopedDialogStore:
-        scoped = self._scoped.get(aor)
-        if scoped is None:
-            scoped = self._scoped[aor] = ScopedDialogStore(self.dialogs, aor)
-        return scoped
 
     def _retire(self, call: Call) -> None:
         """Keep the last ``keep_calls`` finished calls for the API; forget older ones entirely."""
@@ -405,34 +299,27 @@ class Agent:
         return keys.keyring()
 
     async def _seal(self, call: Call, inner: Request | Response, *, first: bool = False,
-              in_reply_to: Request | None = None) -> Request | Response:
+                    in_reply_to: Request | None = None) -> Request | Response:
         """The message to send for ``inner``: sealed when the call is secured, else itself."""
         if not call.secure:
             return inner
         keyring = self._keyring(call)
-        t0 = time.perf_counter()
         if first:
-            sealed = await seal_async(inner, keyring, call.peer_aor, self.signing, engine=self.engine)
-            op = "seal_kem"
+            sealing = await self.io.seal(inner, keyring, call.peer_aor)
+            call.key = sealing.dialog
+            self._map(call, sealing.dialog.outer_call_id())
         else:
             assert call.key is not None
-            sealed = await seal_async(inner, keyring, call.key, self.signing, engine=self.engine,
-                                      in_reply_to=in_reply_to)
-            op = "seal_kek"
-        elapsed = time.perf_counter() - t0
-        call.add_crypto(op, elapsed)
-        self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
-        if first:
-            call.key = sealed.dialog
-            self._map(call, sealed.dialog.outer_call_id())
-        return sealed.message
+            sealing = await self.io.seal(inner, keyring, call.key, in_reply_to=in_reply_to)
+        call.add_crypto(sealing.op, sealing.seconds)
+        return sealing.message
 
     async def _send_request(self, call: Call | None, inner: Request, dest: Peer, *,
                             first: bool = False) -> ClientTransaction | None:
         outer = await self._seal(call, inner, first=first) if call is not None else inner
         assert isinstance(outer, Request)
         if call is not None and first and call.key is not None:
-            await self._dialogs(call.local_aor).put(call.key, self.dialog_ttl_s, time.time())
+            await self.shared.put_key(call.local_aor, call.key)
         if call is not None and not call.secure and call.outer_call_id != inner.call_id:
             self._map(call, inner.call_id)
         size = len(outer.to_bytes())
@@ -481,7 +368,7 @@ class Agent:
             ("Via", self.via()), ("Max-Forwards", "70"),
             ("From", f"{local};tag={call.local_tag}"), ("To", to_text or f"<{target}>"),
             ("Call-ID", call.call_id), ("CSeq", "1 INVITE"),
-            ("Contact", f"<{self.contact_uri(call.local_aor)}>"), ("Allow", ALLOW),
+            ("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>"), ("Allow", ALLOW),
         ]
         if sdp:
             h.append(("Content-Type", "application/sdp"))
@@ -538,7 +425,7 @@ class Agent:
             except TimeoutError:
                 return 408
         if call.live and call.direction == "outgoing":
-            call.extra["cancelled"] = True  # a 2xx that crosses the CANCEL is ended with BYE
+            call.cancel_requested = True  # a 2xx that crosses the CANCEL is ended with BYE
             self.cancel(call)
             return 487
         if call.live and isinstance(call.invite_txn, ServerTransaction) and call.invite is not None:
@@ -555,74 +442,113 @@ class Agent:
 
     # -- answering -----------------------------------------------------------------------------
 
-    async def ring(self, call: Call) -> None:
+    async def ring(self, call: Call, status: int = 180, sdp: bytes = b"") -> None:
+        """Send a provisional response (180 Ringing, or the status a bridged phone sent, with
+        its early-media SDP, RFC 3261 §13.3.1.1) to an incoming call that has no final answer."""
         txn = call.invite_txn
         assert isinstance(txn, ServerTransaction) and call.invite is not None
-        if txn.final_sent:
+        if txn.final_sent or not call.live or call.state is CallState.ESTABLISHED:
             return
-        resp = make_response(call.invite, 180, to_tag=call.local_tag)
-        resp.headers.add("Contact", f"<{self.contact_uri(call.local_aor)}>")
-        call.state = CallState.RINGING
+        resp = make_response(call.invite, status, to_tag=call.local_tag)
+        resp.headers.add("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>")
+        if sdp:
+            resp.headers.add("Content-Type", "application/sdp")
+            resp.body = sdp
         await self._respond(call, txn, resp)
+        call.move(CallState.RINGING)
 
     async def answer(self, call: Call, sdp: bytes) -> None:
         """Send 200 OK with ``sdp`` to a ringing incoming call."""
         txn = call.invite_txn
-        if not isinstance(txn, ServerTransaction) or txn.final_sent or call.invite is None:
+        if not isinstance(txn, ServerTransaction) or txn.final_sent or call.invite is None or not call.live:
             raise CallFailed(409, "the call is not ringing")
         ok = make_response(call.invite, 200, to_tag=call.local_tag)
         for rr in call.invite.headers.get_all_raw("Record-Route"):
             ok.headers.add("Record-Route", rr)
-        ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor)}>")
+        ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>")
         ok.headers.add("Allow", ALLOW)
         if call.secure:
             advertise(ok)
         if sdp:
             ok.headers.add("Content-Type", "application/sdp")
             ok.body = sdp
-        call.local_sdp = sdp
         call.dialog = Dialog.from_uas_response(call.invite, ok)
-        call.status = 200
-        call.state = CallState.ESTABLISHED
-        call.setup_s = time.perf_counter() - call.started
+        call.local_sdp = sdp
         await self._respond(call, txn, ok)
+        call.status = 200
+        call.move(CallState.ESTABLISHED)
+        call.setup_s = time.perf_counter() - call.started
         self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
         self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
-        call.extra["counted"] = True
+        call.counted = True
         self.owner.on_established(call)
 
     async def reject(self, call: Call, status: int, reason: str | None = None) -> None:
+        """Answer an incoming call that has no final response yet with ``status`` (and fail it)."""
         txn = call.invite_txn
         if not isinstance(txn, ServerTransaction) or txn.final_sent or call.invite is None:
             return
         resp = make_response(call.invite, status, reason, to_tag=call.local_tag)
-        await self._respond(call, txn, resp)
-        self._fail(call, status, resp.reason)
+        try:
+            await self._respond(call, txn, resp)
+        finally:  # even when sealing the answer failed, the call is over
+            self._fail(call, status, resp.reason)
+
+    async def abort(self, call: Call, status: int = 500, reason: str = "Server Internal Error") -> None:
+        """End ``call`` whatever state it is in, after a fault: BYE when established, CANCEL
+        while ringing out, ``status`` while ringing in; the owner then ends the bridged leg.
+
+        Never raises: a step that fails again falls back to a plain answer, and the call is
+        always marked over."""
+        try:
+            if not call.live:
+                return
+            if call.state is CallState.ESTABLISHED:
+                await self.hangup(call, timeout=_RESPONSE_TIMEOUT_S)
+            elif call.direction == "outgoing":
+                call.cancel_requested = True
+                self.cancel(call)
+                self._fail(call, status, reason)
+            else:
+                await self.reject(call, status, reason)
+        except Exception:  # noqa: BLE001 - the fault path itself failed: fall back below
+            log.warning("%s side: ending a call after a fault failed", self.side, exc_info=True)
+        if call.live:
+            txn = call.invite_txn
+            if isinstance(txn, ServerTransaction):
+                try:
+                    self.respond_plain(txn, status, reason)
+                except Exception:  # noqa: BLE001 - nothing more can be sent on this leg
+                    log.warning("%s side: no final response possible", self.side, exc_info=True)
+            if call.state is CallState.ESTABLISHED:
+                self._end(call, status, reason)
+            else:
+                self._fail(call, status, reason)
 
     # -- the event loop ------------------------------------------------------------------------
 
-    def _dispatch(self, event: Event) -> None:
-        """The endpoint's handler: queue ``event`` behind the previous event of its Call-ID."""
-        if not self._running:
-            return
-        key = _event_key(event)
-        previous = self._tails.get(key)
-        task = asyncio.get_running_loop().create_task(self._run(previous, event))
-        self._tails[key] = task
+    def _after_fault(self, event: Event) -> None:
+        """A fault while handling ``event``: end its call (and so the bridged one), or at
+        least answer its request with 500 (RFC 3261 §21.5.1)."""
+        txn = getattr(event, "transaction", None) or getattr(event, "invite", None)
+        call = self._by_txn.get(txn) if txn is not None else None
+        if call is None and isinstance(event, RequestReceived):
+            call = self._by_outer_cid.get(self._cid_key(call_id_of(event.request) or "",
+                                                        self._local_user_or_none(event.request) or ""))
+        if isinstance(txn, ServerTransaction) and (call is None or txn is not call.invite_txn):
+            try:
+                self.respond_plain(txn, 500, "Server Internal Error")
+            except Exception:  # noqa: BLE001 - nothing more can be sent
+                log.warning("%s side: no 500 possible", self.side, exc_info=True)
+        if call is not None:
+            # not awaited: a BYE's response comes back on this Call-ID, queued behind this task
+            self.spawn(self.abort(call))
 
-        def done(t: asyncio.Task[None]) -> None:
-            if self._tails.get(key) is t:
-                del self._tails[key]
-
-        task.add_done_callback(done)
-
-    async def _run(self, previous: asyncio.Task[None] | None, event: Event) -> None:
-        if previous is not None and not previous.done():
-            await asyncio.wait({previous})
+    def _local_user_or_none(self, outer: Request) -> str | None:
         try:
-            await self._handle(event)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the side
-            log.exception("%s side failed on %s", self.side, type(event).__name__)
+            return self._local_user(outer)
+        except Exception:  # noqa: BLE001 - a malformed request names no user
+            return None
 
     async def _handle(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
@@ -633,20 +559,32 @@ class Agent:
             call = self._by_txn.get(event.invite)
             if call is not None and call.live and call.state is not CallState.ESTABLISHED:
                 self._fail(call, 487, "Request Terminated")
+        elif isinstance(event, TransactionTimeout) and event.timer == "C":
+            self._on_timer_c(event.transaction)
         elif isinstance(event, TransactionTimeout | TransportError):
             self._on_failure(event.transaction, 408 if isinstance(event, TransactionTimeout) else 503)
 
+    def _on_timer_c(self, txn: Transaction) -> None:
+        """An outgoing INVITE got a provisional response and then nothing for Timer C (RFC 3261
+        §16.6 step 11): CANCEL it (§9.1) and fail the call with 408 (§16.8), which ends the
+        bridged leg. The transaction lives on for the CANCEL's 487 (or a 2xx crossing it,
+        then ended with BYE); its Timer B later ends it without another failure."""
+        call = self._by_txn.get(txn)
+        if call is None or txn is not call.invite_txn or not call.live:
+            return
+        call.cancel_requested = True  # a 2xx that crosses the CANCEL is ended with BYE
+        self.cancel(call)
+        self._fail(call, 408, "Request Timeout")
+
     def _on_failure(self, txn: Transaction, status: int) -> None:
-        pending = self._requests.pop(txn, None)
-        if pending is not None and not pending.done():
-            pending.set_exception(CallFailed(status, "request failed"))
+        if self._requests.fail(txn, status):
             return
         call = self._by_txn.pop(txn, None)
         if call is None:
             return
         if txn is call.invite_txn and call.direction == "outgoing" and call.state is not CallState.ESTABLISHED:
             self._fail(call, status, "INVITE failed")
-        elif txn is call.invite_txn and call.state is CallState.ESTABLISHED and not call.extra.get("acked"):
+        elif txn is call.invite_txn and call.state is CallState.ESTABLISHED and not call.acked:
             self.spawn(self.hangup(call))  # §13.3.1.4: our 2xx was never ACKed; end the session with BYE
         elif call.bye_done is not None and not call.bye_done.done():
             call.bye_done.set_result(status)
@@ -660,44 +598,27 @@ class Agent:
         keys = self.owner.user_keys(call.local_aor)
         if keys is None:
             return None, None
-        t0 = time.perf_counter()
         try:
-            opened = await open_message(outer, keys.keyring(), self._dialogs(call.local_aor), self.replay,
-                                        policy=self.signing, dialog_ttl_s=self.dialog_ttl_s,
-                                        engine=self.engine)
-        except RejectedEnvelope as exc:
-            self.metrics.rejections.labels(exc.reason).inc()
-            log.info("rejected a secured %d: %s", outer.status, exc.reason)
+            opening = await self.io.open(outer, keys.keyring(), call.local_aor)
+        except Refused:
             return None, None
-        self._crypto(call, "open_kek", t0)
-        inner = opened.message
+        call.add_crypto(opening.op, opening.seconds)
+        inner = opening.message
         assert isinstance(inner, Response)
-        _take_outer_route(outer, inner)
-        return inner, opened.signer.aor if opened.signer else None
-
-    def _crypto(self, call: Call, op: str, t0: float) -> None:
-        elapsed = time.perf_counter() - t0
-        call.add_crypto(op, elapsed)
-        self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
+        return inner, opening.signer
 
     async def _on_response(self, outer: Response, txn: ClientTransaction | None) -> None:
         if txn is None:  # a 2xx retransmission after the INVITE transaction ended: re-ACK
-            call = self._outgoing_cid.get(_call_id(outer) or "")
-            if call is not None and call.ack_outer is not None and call.ack_peer is not None:
-                self.endpoint.send_request(call.ack_outer, call.ack_peer)
+            self._resend_ack(self._outgoing_cid.get(call_id_of(outer) or ""))
             return
-        pending = self._requests.get(txn)
-        if pending is not None:
-            if outer.status >= 200 and not pending.done():
-                pending.set_result(outer)
+        if self._requests.resolve(txn, outer):
             return
         call = self._by_txn.get(txn)
         if call is None:
             return
         method = txn.request.method
         if method == "INVITE" and call.state is CallState.ESTABLISHED and 200 <= outer.status < 300:
-            if call.ack_outer is not None and call.ack_peer is not None:  # a retransmitted 2xx
-                self.endpoint.send_request(call.ack_outer, call.ack_peer)
+            self._resend_ack(call)  # a retransmitted 2xx
             return
         size = len(outer.to_bytes())
         if outer.status == 100:
@@ -714,17 +635,30 @@ class Agent:
         if method == "INVITE":
             await self._on_invite_response(call, txn, inner)
         elif method == "BYE" and inner.status >= 200:
-            self._by_txn.pop(txn, None)
-            if call.bye_done is not None and not call.bye_done.done():
-                call.bye_done.set_result(inner.status)
+            self._bye_answered(txn, call, inner.status)
+
+    def _resend_ack(self, call: Call | None) -> None:
+        """ACK a retransmitted 2xx again with the ACK sent for the first (RFC 3261 §13.2.2.4)."""
+        if call is not None and call.ack_outer is not None and call.ack_peer is not None:
+            self.endpoint.send_request(call.ack_outer, call.ack_peer)
+
+    def _bye_answered(self, txn: ClientTransaction, call: Call, status: int) -> None:
+        """Our BYE got its final response: the hang-up waiting for it learns the status."""
+        self._by_txn.pop(txn, None)
+        if call.bye_done is not None and not call.bye_done.done():
+            call.bye_done.set_result(status)
 
     async def _on_invite_response(self, call: Call, txn: ClientTransaction, resp: Response) -> None:
         status = resp.status
         assert call.invite is not None
+        if not call.live:
+            if 200 <= status < 300:
+                await self._end_crossing_2xx(call, resp)
+            return
         if status < 200:
-            if status in (180, 183) and call.state is CallState.CALLING:
-                call.state = CallState.RINGING
-                self.owner.on_ringing(call)
+            if status > 100 and call.state in (CallState.CALLING, CallState.RINGING):
+                call.move(CallState.RINGING)
+                self.owner.on_provisional(call, resp)
             return
         if status >= 300:
             if call.secure and status in (415, 420, 493) and self.owner.allows_plain(call.local_aor) \
@@ -733,6 +667,12 @@ class Agent:
                 return
             self._fail(call, status, resp.reason)
             return
+        await self._on_invite_2xx(call, resp)
+
+    async def _on_invite_2xx(self, call: Call, resp: Response) -> None:
+        """The 2xx that establishes an outgoing call: confirm the dialog, ACK (§13.2.2.4), keep it."""
+        assert call.invite is not None
+        status = resp.status
         try:
             if call.dialog is None:
                 call.dialog = Dialog.from_uac_response(call.invite, resp)
@@ -746,20 +686,35 @@ class Agent:
         call.status = status
         call.reason = resp.reason
         call.setup_s = time.perf_counter() - call.started
-        ack = call.dialog.create_ack(self.via())
-        await self._send_request(call, ack, self._in_dialog_peer(ack, call))
-        call.state = CallState.ESTABLISHED
+        call.move(CallState.ESTABLISHED)
         self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
         self.metrics.child(self.metrics.setup_latency, _b(call.secure)).observe(call.setup_s)
         self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
-        call.extra["counted"] = True
+        call.counted = True
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_result(None)
+        ack = call.dialog.create_ack(self.via())
+        await self._send_request(call, ack, self._in_dialog_peer(ack, call))
         await self.save(call)
-        if call.extra.get("cancelled"):
+        if call.cancel_requested:
             self.spawn(self.hangup(call))
             return
         self.owner.on_established(call)
+
+    async def _end_crossing_2xx(self, call: Call, resp: Response) -> None:
+        """A 2xx for a call already failed (it crossed our CANCEL, or the call was aborted):
+        ACK it and end the session at once with BYE (RFC 3261 §13.2.2.4, §15)."""
+        assert call.invite is not None
+        if call.ack_outer is not None and call.ack_peer is not None:  # already done: re-ACK only
+            self.endpoint.send_request(call.ack_outer, call.ack_peer)
+            return
+        dialog = Dialog.from_uac_response(call.invite, resp)
+        call.dialog = dialog
+        ack = dialog.create_ack(self.via())
+        await self._send_request(call, ack, self._in_dialog_peer(ack, call))
+        bye = dialog.create_request("BYE", self.via())
+        await self._send_request(call, bye, self._in_dialog_peer(bye, call))
+        dialog.terminate()
 
     async def _retry_plain(self, call: Call) -> None:
         """prefer-secure: the callee cannot open; resend the INVITE unsecured (same Call-ID, CSeq + 1)."""
@@ -785,7 +740,7 @@ class Agent:
             return
         call.status = status
         call.reason = reason
-        call.state = CallState.FAILED
+        call.move(CallState.FAILED)
         outcome = "timeout" if status == 408 else "cancelled" if status == 487 else "failed"
         self.metrics.child(self.metrics.call_setups, outcome, _b(call.secure)).inc()
         if call.setup_done is not None and not call.setup_done.done():
@@ -798,15 +753,16 @@ class Agent:
     def _end(self, call: Call, status: int | None, reason: str) -> None:
         if call.state is not CallState.ESTABLISHED:
             return
-        call.state = CallState.ENDED
+        call.move(CallState.ENDED)
         call.reason = reason
         if call.dialog is not None:
             call.dialog.terminate()
-        if call.extra.pop("counted", False):
+        if call.counted:
+            call.counted = False
             self.metrics.child(self.metrics.dialogs, _b(call.secure)).dec()
         call.ended.set()
         self._retire(call)
-        self.spawn(self.forget(call))
+        self.spawn(self.shared.forget(call))
         self.owner.on_ended(call)
 
     # requests (UAS)
@@ -820,65 +776,36 @@ class Agent:
             return
         if outer.method == "CANCEL":
             return  # the core answered it (200 + 487) and reports CancelReceived
+        if self.side == "plain" and outer.to_tag is None and not self.owner.admit_phone(outer, txn):
+            # one 503 (RFC 3261 §21.5.4), never retransmitted: the transaction is abandoned at
+            # once, so a flood from a (possibly spoofed) source draws one answer per request
+            self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", "5")])
+            txn.terminate()
+            return
         secured = is_secured(outer)
         if secured and not self.secured:
             self.respond_plain(txn, 415, "Unsupported Media Type", [("Accept", "application/sdp")])
             return
         addressed = self._local_user(outer)
-        call = self._by_outer_cid.get(self._cid_key(_call_id(outer) or "", addressed or "")) if outer.to_tag else None
+        call = self._by_outer_cid.get(self._cid_key(call_id_of(outer) or "", addressed or "")) if outer.to_tag else None
         if secured:
-            local = call.local_aor if call is not None else addressed
-            keys = self.owner.user_keys(local) if local else None
-            if keys is None or local is None:
-                self.respond_plain(txn, 404, "Not Found")
-                return
-            to_open = self._undo_retarget(outer) if outer.to_tag is None else outer
-            t0 = time.perf_counter()
-            try:
-                opened = await open_message(to_open, keys.keyring(), self._dialogs(local), self.replay,
-                                            policy=self.signing, dialog_ttl_s=self.dialog_ttl_s,
-                                            engine=self.engine)
-            except RejectedEnvelope as exc:
-                self.metrics.rejections.labels(exc.reason).inc()
-                log.info("rejected a secured %s: %s (%d)", outer.method, exc.reason, exc.status)
-                self.respond_plain(txn, exc.status, _REJECT_REASON.get(exc.status))
-                return
-            except EnvelopeError as exc:
-                self.metrics.rejections.labels("error").inc()
-                log.warning("could not open a secured %s: %s", outer.method, exc)
-                self.respond_plain(txn, 500, "Server Internal Error")
-                return
-            inner = opened.message
-            assert isinstance(inner, Request)
-            _take_outer_route(outer, inner)
-            signer = opened.signer.aor if opened.signer else None
-            elapsed = time.perf_counter() - t0
-            op = "open_kem" if opened.first else "open_kek"
-            self.metrics.child(self.metrics.crypto_seconds, op).observe(elapsed)
-            if opened.first:
-                if inner.method != "INVITE":
-                    self.respond_plain(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
-                    return
-                call = self.new_call(direction="incoming", local_aor=local or "", peer_aor=opened.dialog.peer_aor,
-                                     secure=True, call_id=inner.call_id)
-                call.key = opened.dialog
-                self._map(call, outer.call_id)
-                call.add_crypto(op, elapsed)
-            elif call is not None:
-                call.add_crypto(op, elapsed)
-            self._record(call, "received", outer, inner, signer, size)
-            await self._on_inner_request(call, inner, txn, secured=True)
-            return
-        # an unsecured request
+            await self._on_secured_request(outer, txn, call, addressed, size)
+        else:
+            await self._on_unsecured_request(outer, txn, call, addressed, size)
+
+    async def _on_unsecured_request(self, outer: Request, txn: ServerTransaction, call: Call | None,
+                                    addressed: str | None, size: int) -> None:
+        """An unsecured request: refused where a secured one is required, else handled as is."""
         if self.side == "plain" and outer.method != "INVITE" and outer.to_tag is None:
             if await self.owner.on_plain_request(self, outer, txn):
                 return
         local = call.local_aor if call is not None else addressed
-        if outer.method not in ("OPTIONS",) and call is None and local is not None \
-                and self.side == "secure" and not self.owner.allows_plain(local):
+        if call is None and local is not None and self.side == "secure" and not self.owner.allows_plain(local):
+            # an unsecured request for a secure-only user is answered as the proxy answers one for
+            # a user it does not know (404): a scan (INVITE, OPTIONS, ...) cannot tell who exists
             self.metrics.plain_dropped.inc()
             self.metrics.rejections.labels("policy").inc()
-            self.respond_plain(txn, 606, "Not Acceptable", [("Warning", '399 sipsec "secured SIP required"')])
+            self.respond_plain(txn, 404, "Not Found")
             return
         if call is not None and call.secure:
             self.metrics.rejections.labels("not-secured").inc()
@@ -891,6 +818,43 @@ class Agent:
             self._map(call, outer.call_id)
         self._record(call, "received", outer, outer, None, size)
         await self._on_inner_request(call, outer, txn, secured=False)
+
+    async def _on_secured_request(self, outer: Request, txn: ServerTransaction, call: Call | None,
+                                  addressed: str | None, size: int) -> None:
+        """A secured request: open it for its local user (a dialog's first request creates the call)."""
+        local = call.local_aor if call is not None else addressed
+        keys = self.owner.user_keys(local) if local else None
+        if keys is None or local is None:
+            self.respond_plain(txn, 404, "Not Found")
+            return
+        to_open = self._undo_retarget(outer) if outer.to_tag is None else outer
+        try:
+            opening = await self.io.open(to_open, keys.keyring(), local)
+        except Refused as refused:
+            self.respond_plain(txn, refused.status, refused.phrase, self._warning(refused))
+            return
+        inner = opening.message
+        assert isinstance(inner, Request)
+        if opening.first:
+            if inner.method != "INVITE":
+                self.respond_plain(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+                return
+            call = self.new_call(direction="incoming", local_aor=local or "", peer_aor=opening.dialog.peer_aor,
+                                 secure=True, call_id=inner.call_id)
+            call.key = opening.dialog
+            self._map(call, outer.call_id)
+        if call is not None:
+            call.add_crypto(opening.op, opening.seconds)
+        self._record(call, "received", outer, inner, opening.signer, size)
+        await self._on_inner_request(call, inner, txn, secured=True)
+
+    def _warning(self, refused: Refused) -> list[tuple[str, str]] | None:
+        """A binding rejection names the field class that differed: ``Warning: 399 <our host>
+        "outer-mismatch: contact"`` (RFC 3261 §20.43), so an interop engineer can tell which
+        intermediary rewrite caused it; other rejections say nothing of why."""
+        if refused.warning is None:
+            return None
+        return [("Warning", f'399 {self.address[0]} "{refused.warning}"')]
 
     def _local_user(self, outer: Request) -> str | None:
         """The local AOR a request is for: its To AOR if that is a user here, else the Request-URI's user."""
@@ -917,23 +881,7 @@ class Agent:
                                 *, secured: bool) -> None:
         method = req.method
         if req.to.tag is None:
-            if method == "INVITE" and call is not None:
-                call.invite = req
-                call.invite_txn = txn
-                call.remote_sdp = req.body
-                call.dest = txn.addr if isinstance(txn.addr, Peer) else None
-                self._by_txn[txn] = call
-                call.txns.append(txn)
-                await self.owner.on_incoming(self, call, txn)
-                return
-            if method == "OPTIONS":
-                ok = make_response(req, 200, to_tag=generate_tag())
-                ok.headers.add("Allow", ALLOW)
-                if self.secured:
-                    advertise(ok)
-                self.endpoint.send_response(txn, ok)
-                return
-            self.respond_plain(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            await self._on_out_of_dialog(call, req, txn)
             return
         if call is None or call.dialog is None:
             if secured and method == "BYE":
@@ -951,7 +899,7 @@ class Agent:
             return
         if method == "INVITE":
             ok = make_response(req, 200)
-            ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor)}>")
+            ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>")
             if call.local_sdp:
                 ok.headers.add("Content-Type", "application/sdp")
                 ok.body = call.local_sdp
@@ -964,8 +912,29 @@ class Agent:
         resp.headers.add("Allow", ALLOW)
         await self._respond(call, txn, resp)
 
+    async def _on_out_of_dialog(self, call: Call | None, req: Request, txn: ServerTransaction) -> None:
+        """A request outside a dialog: an INVITE starts an incoming call, OPTIONS is answered
+        (RFC 3261 §11.2), anything else gets 405."""
+        if req.method == "INVITE" and call is not None:
+            call.invite = req
+            call.invite_txn = txn
+            call.remote_sdp = req.body
+            call.dest = txn.addr if isinstance(txn.addr, Peer) else None
+            self._by_txn[txn] = call
+            call.txns.append(txn)
+            await self.owner.on_incoming(self, call, txn)
+            return
+        if req.method == "OPTIONS":
+            ok = make_response(req, 200, to_tag=generate_tag())
+            ok.headers.add("Allow", ALLOW)
+            if self.secured:
+                advertise(ok)
+            self.endpoint.send_response(txn, ok)
+            return
+        self.respond_plain(txn, 405, "Method Not Allowed", [("Allow", ALLOW)])
+
     async def _on_ack(self, outer: Request, size: int) -> None:
-        call = self._by_outer_cid.get(self._cid_key(_call_id(outer) or "", self._local_user(outer) or ""))
+        call = self._by_outer_cid.get(self._cid_key(call_id_of(outer) or "", self._local_user(outer) or ""))
         if call is None:
             return
         inner: Request | None = outer
@@ -975,19 +944,15 @@ class Agent:
             if keys is None or not is_secured(outer):
                 return
             try:
-                opened = await open_message(outer, keys.keyring(), self._dialogs(call.local_aor), self.replay,
-                                            policy=self.signing, dialog_ttl_s=self.dialog_ttl_s,
-                                            engine=self.engine)
-            except RejectedEnvelope as exc:  # a retransmitted ACK repeats its nonce: "replay"
-                if exc.reason != "replay":
-                    self.metrics.rejections.labels(exc.reason).inc()
+                opening = await self.io.open(outer, keys.keyring(), call.local_aor, retransmission_ok=True)
+            except Refused:
                 return
-            assert isinstance(opened.message, Request)
-            inner = opened.message
-            signer = opened.signer.aor if opened.signer else None
+            assert isinstance(opening.message, Request)
+            inner = opening.message
+            signer = opening.signer
         self._record(call, "received", outer, inner, signer, size)
-        if call.direction == "incoming" and call.state is CallState.ESTABLISHED and not call.extra.get("acked"):
-            call.extra["acked"] = True
+        if call.direction == "incoming" and call.state is CallState.ESTABLISHED and not call.acked:
+            call.acked = True
             await self.save(call)
             if call.hold_s is not None:
                 self.spawn(self._hold_then_hangup(call, call.hold_s))
@@ -1001,44 +966,29 @@ class Agent:
 
     async def save(self, call: Call) -> None:
         """Keep what another replica needs to continue this dialog (hang up, answer a BYE)."""
-        if self.call_store is None or call.dialog is None or not call.secure or call.key is None:
-            return
-        d = call.dialog
-        record = {
-            "id": call.id, "direction": call.direction, "local_aor": call.local_aor,
-            "peer_aor": call.peer_aor, "call_id": call.call_id, "key_id": call.key.key_id.hex(),
-            "local": str(d.local), "remote": str(d.remote), "remote_target": str(d.remote_target),
-            "route_set": [str(r) for r in d.route_set], "local_seq": d.local_seq or 0,
-            "created": call.created, "setup_ms": None if call.setup_s is None else call.setup_s * 1e3,
-        }
-        await self.call_store.put(call.id, call.call_id, record, self.dialog_ttl_s)
-
-    async def forget(self, call: Call) -> None:
-        if self.call_store is not None and call.secure:
-            await self.call_store.delete(call.id, call.call_id)
+        await self.shared.save(call)
 
     async def _bye_from_store(self, req: Request, txn: ServerTransaction) -> None:
         """A BYE for a dialog another replica established: answer it from the shared state."""
-        record = await self.call_store.by_call_id(req.call_id) if self.call_store is not None else None
-        key = None
-        if record is not None:
-            key = await self._dialogs(record["local_aor"]).get(bytes.fromhex(record["key_id"]), time.time())
+        record = await self.shared.by_call_id(req.call_id)
+        key = await self.shared.key_of(record) if record is not None else None
         if record is None or key is None:
             self.respond_plain(txn, 481, "Call/Transaction Does Not Exist")
             return
         call = self.new_call(direction=record["direction"], local_aor=record["local_aor"],
                              peer_aor=record["peer_aor"], secure=True, call_id=record["call_id"])
         call.key = key
-        call.state = CallState.ENDED
+        call.move(CallState.ESTABLISHED)
+        call.move(CallState.ENDED)
         call.reason = "remote hangup (continued from another replica)"
         await self._respond(call, txn, make_response(req, 200))
-        await self.call_store.delete(record["id"], record["call_id"])
+        await self.shared.delete(record)
         call.ended.set()
         self._retire(call)
 
     async def hangup_from_store(self, record: dict[str, Any]) -> int:
         """Send the BYE of a dialog another replica established (the shared state has all it needs)."""
-        key = await self._dialogs(record["local_aor"]).get(bytes.fromhex(record["key_id"]), time.time())
+        key = await self.shared.key_of(record)
         if key is None:
             raise CallFailed(410, "the dialog key has expired")
         call = self.new_call(direction=record["direction"], local_aor=record["local_aor"],
@@ -1046,59 +996,17 @@ class Agent:
         call.id = record["id"]
         self.calls[call.id] = call
         call.key = key
-        local, remote = parse_name_addr(record["local"]), parse_name_addr(record["remote"])
-        dialog = Dialog(
-            DialogId(record["call_id"], local.tag or "", remote.tag or ""),
-            DialogState.CONFIRMED, local=local, remote=remote,
-            remote_target=parse_uri(record["remote_target"]),
-            route_set=[parse_name_addr(r) for r in record["route_set"]],
-            local_seq=int(record["local_seq"]), remote_seq=None,
-        )
-        call.dialog = dialog
-        call.state = CallState.ESTABLISHED
+        call.dialog = dialog_from_record(record)
+        call.move(CallState.ESTABLISHED)
         self._map(call, key.outer_call_id())
         return await self.hangup(call)
 
     # -- out-of-dialog non-INVITE requests (REGISTER) ------------------------------------------
 
     async def request(self, outer: Request, dest: Peer, timeout: float = _RESPONSE_TIMEOUT_S) -> Response:
-        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        txn = self.endpoint.send_request(outer, dest)
-        assert txn is not None
-        self._requests[txn] = fut
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise CallFailed(408, f"no final response to {outer.method}") from None
-        finally:
-            self._requests.pop(txn, None)
-
-
-_REJECT_REASON = {400: "Bad Request", 403: "Forbidden", 493: "Undecipherable"}
+        """Send ``outer`` in a client transaction; its final response (CallFailed 408 without one)."""
+        return await self._requests.send(outer, dest, timeout)
 
 
 def _b(flag: bool) -> str:
     return "true" if flag else "false"
-
-
-def _event_key(event: Event) -> str:
-    """The Call-ID an event belongs to (events of one Call-ID are handled in order)."""
-    message: Request | Response | None = None
-    if isinstance(event, RequestReceived):
-        message = event.request
-    elif isinstance(event, ResponseReceived):
-        message = event.response
-    elif isinstance(event, CancelReceived):
-        message = event.invite.request
-    else:
-        txn = getattr(event, "transaction", None)
-        message = getattr(txn, "request", None)
-    return (_call_id(message) if message is not None else None) or ""
-
-
-def _call_id(message: Request | Response) -> str | None:
-    try:
-        return str(message.call_id)
-    except SipError:
-        return None
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,12 +24,22 @@ from sipsec.pkgclient import PkgClient, PkgClientError, ThresholdPkgClient
 
 from sipsec_gateway.metrics import GatewayMetrics
 
-__all__ = ["ClientFactory", "KeyMaterialError", "ParamsDirectory", "PkgConnector", "UserKeys"]
+__all__ = ["ClientFactory", "KeyMaterialError", "ParamsDirectory", "PkgConnector", "UserKeys", "client_ip"]
 
 log = logging.getLogger("sipsec.gateway.keys")
 
 #: Builds a :class:`PkgClient` for a target (TLS settings are the connector's business).
 ClientFactory = Callable[[str], PkgClient]
+
+
+def client_ip(address: str | None) -> str:
+    """``address`` when it is an IP address (v4 or v6, canonical form), else ``""`` (not passed on)."""
+    if not address:
+        return ""
+    try:
+        return str(ipaddress.ip_address(address.strip()))
+    except ValueError:
+        return ""
 
 
 class KeyMaterialError(Exception):
@@ -138,7 +149,10 @@ class UserKeys:
     """One logged-in user: PKG session(s), SIG/ENC keys of the current and next period, keyring.
 
     The password is kept in memory (never logged, never in ``repr``) only to log in again
-    when the PKG session has expired at key-renewal time.
+    when the PKG session has expired at key-renewal time. ``client_address`` is the end user's
+    IP address (the control API's caller): every login names it to the PKG
+    (``LoginRequest.client_address``), which throttles failures per end user when it lists this
+    gateway as a trusted forwarder; anything that is not an IP address is not passed on.
     """
 
     def __init__(
@@ -150,8 +164,10 @@ class UserKeys:
         metrics: GatewayMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        client_address: str = "",
     ) -> None:
         self.aor = str(canonical_aor(aor))
+        self.client_address = client_ip(client_address)
         self._password = password
         self.connector = connector
         self.directory = directory
@@ -173,11 +189,12 @@ class UserKeys:
         """Log in on the PKG (every node in threshold mode; t of them suffice)."""
         try:
             if self.connector.threshold_mode:
-                failed = await ThresholdPkgClient(self._clients).login(self.aor, self._password)
+                failed = await ThresholdPkgClient(self._clients).login(
+                    self.aor, self._password, client_address=self.client_address)
                 if failed:
                     log.warning("login refused or failed on %d PKG node(s)", len(failed))
             else:
-                await self._clients[0].login(self.aor, self._password)
+                await self._clients[0].login(self.aor, self._password, client_address=self.client_address)
         except PkgClientError as exc:
             code = getattr(exc, "code", None)
             name = getattr(code, "name", "")

@@ -1,8 +1,13 @@
-"""Prometheus metrics of the UA gateway (one registry per gateway, so two fit in one process)."""
+"""Prometheus metrics of the UA gateway (one registry per gateway, so two fit in one process).
+
+They are served on a port of their own (:meth:`GatewayMetrics.serve`, ``SIPSEC_GATEWAY_METRICS_PORT``),
+never on the control API's: monitoring may reach the one without reaching the other.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     REGISTRY,
@@ -11,16 +16,21 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
+__all__ = ["API_AUTH_FAILURES", "CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
 
 #: ``outcome`` of ``sipsec_gateway_call_setups_total``.
 SETUP_OUTCOMES: Final = frozenset({"answered", "failed", "timeout", "cancelled", "policy"})
 #: ``op`` of ``sipsec_gateway_crypto_seconds`` (envelope operations: KEM = first message of a
 #: dialog, KEK = under the dialog key; ``sign_register`` = the signed REGISTER).
 CRYPTO_OPS: Final = ("seal_kem", "seal_kek", "open_kem", "open_kek", "sign_register")
+
+#: ``reason`` of ``sipsec_gateway_api_auth_failures_total``: no bearer token, an unknown one, a
+#: known one without the scope the operation needs.
+API_AUTH_FAILURES: Final = ("missing", "invalid", "scope")
 
 _LATENCY = (0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CRYPTO = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -91,6 +101,25 @@ class GatewayMetrics:
             "Unsecured requests refused because the user's policy is secure-only.",
             registry=r,
         )
+        self.phone_auth = Counter(
+            "sipsec_gateway_phone_auth_total",
+            "Digest answers of plain phones: checked (ok, wrong) or refused unchecked while backed off (throttled).",
+            ["outcome"], registry=r,
+        )
+        self.phone_dropped = Counter(
+            "sipsec_gateway_phone_requests_limited_total",
+            "Out-of-dialog phone-side requests answered 503 because their source exceeded its rate.",
+            registry=r,
+        )
+        self.api_auth_failures = Counter(
+            "sipsec_gateway_api_auth_failures_total",
+            "Control API requests refused: no bearer token (missing), an unknown one (invalid), a missing scope (scope).",
+            ["reason"], registry=r,
+        )
+        for outcome in ("ok", "wrong", "throttled"):
+            self.phone_auth.labels(outcome)
+        for reason in API_AUTH_FAILURES:
+            self.api_auth_failures.labels(reason)
         for outcome in SETUP_OUTCOMES:
             for secure in ("true", "false"):
                 self.call_setups.labels(outcome, secure)
@@ -115,6 +144,12 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The text exposition of this gateway's and the process-wide metrics."""
         return generate_latest(_Both(self.registry))
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> WSGIServer:
+        """Serve :meth:`exposition` at ``http://host:port/metrics`` (port 0 = any free one) in a
+        thread; ``server.server_port`` is the port bound, ``server.shutdown()`` stops it."""
+        server, _ = start_http_server(port, host, registry=_Both(self.registry))
+        return server
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)

@@ -3,7 +3,8 @@
 A record holds the SIP dialog state a replica needs to end the call or answer its BYE
 (tags, remote target, route set, local CSeq, the dialog key's id); the dialog key itself
 lives in the envelope's :class:`~sipsec.stores.envelope.DialogStore`. Records are JSON,
-indexed by the API call id and by the inner Call-ID, with a TTL.
+indexed by the API call id and by the inner Call-ID, with a TTL; in Redis both are sealed
+(AES-256-GCM, the key name as associated data) whenever the gateway runs with Redis.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from sipsec.envelope import DialogKey
+from sipsec.stores.access import RecordSealer
 from sipsec.stores.envelope import DialogStore
 
 __all__ = ["CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
@@ -123,41 +125,92 @@ class MemoryCallStore:
 
 
 class RedisCallStore:
-    """Records in Redis: ``<prefix>call:<id>`` (JSON) and ``<prefix>cid:<Call-ID>`` -> id, both with a TTL."""
+    """Records in Redis: ``<prefix>call:<id>`` (JSON) and ``<prefix>cid:<Call-ID>`` -> id, both with a TTL.
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:gateway:") -> None:
+    With ``sealing_key`` (32 bytes, the gateway's ``SIPSEC_GATEWAY_SEALING_KEY_FILE``) both are
+    AES-256-GCM sealed with their key name as associated data, and the index names the inner
+    Call-ID only blinded (HMAC under the key): Redis then holds no AOR, tag, route or Call-ID
+    in clear, and a record planted or moved by anyone without the key reads as absent.
+    """
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:gateway:",
+                 sealing_key: bytes | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self._sealer = None if sealing_key is None else RecordSealer(sealing_key)
+
+    @property
+    def sealed(self) -> bool:
+        return self._sealer is not None
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "sipsec:gateway:") -> RedisCallStore:
-        return cls(aioredis.Redis.from_url(url), prefix)
+    def from_url(cls, url: str, prefix: str = "sipsec:gateway:",
+                 sealing_key: bytes | None = None) -> RedisCallStore:
+        return cls(aioredis.Redis.from_url(url), prefix, sealing_key)
+
+    def _call_key(self, call_id: str) -> str:
+        return f"{self.prefix}call:{call_id}"
+
+    def _cid_key(self, sip_call_id: str) -> str:
+        if self._sealer is None:
+            return f"{self.prefix}cid:{sip_call_id}"
+        return f"{self.prefix}cid:{self._sealer.blind('call-id', sip_call_id)}"
+
+    def _seal(self, name: str, value: bytes) -> bytes:
+        return value if self._sealer is None else self._sealer.seal(name, value)
+
+    def _unseal(self, name: str, raw: object) -> bytes | None:
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        if self._sealer is None:
+            return data
+        try:
+            return self._sealer.unseal(name, data)
+        except ValueError:  # planted, altered, moved, or sealed under another key: absent
+            return None
 
     async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
         ms = max(1, int(ttl_s * 1000))
+        name, index = self._call_key(call_id), self._cid_key(sip_call_id)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self.prefix}call:{call_id}", json.dumps(record), px=ms)
-            pipe.set(f"{self.prefix}cid:{sip_call_id}", call_id, px=ms)
+            pipe.set(name, self._seal(name, json.dumps(record).encode()), px=ms)
+            pipe.set(index, self._seal(index, call_id.encode()), px=ms)
             await pipe.execute()
 
     async def get(self, call_id: str) -> dict[str, Any] | None:
-        raw = await self.client.get(f"{self.prefix}call:{call_id}")
+        name = self._call_key(call_id)
+        raw = await self.client.get(name)
         if raw is None:
             return None
+        data = self._unseal(name, raw)
+        if data is None:
+            return None
         try:
-            doc = json.loads(raw)
+            doc = json.loads(data)
         except ValueError:
             return None
-        return doc if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or (self._sealer is not None and doc.get("id") != call_id):
+            return None
+        return doc
 
     async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
-        call_id = await self.client.get(f"{self.prefix}cid:{sip_call_id}")
-        if call_id is None:
+        index = self._cid_key(sip_call_id)
+        raw = await self.client.get(index)
+        if raw is None:
             return None
-        return await self.get(call_id.decode() if isinstance(call_id, bytes) else str(call_id))
+        data = self._unseal(index, raw)
+        if data is None:
+            return None
+        try:
+            call_id = data.decode()
+        except UnicodeDecodeError:
+            return None
+        doc = await self.get(call_id)
+        if doc is None or (self._sealer is not None and doc.get("call_id") != sip_call_id):
+            return None
+        return doc
 
     async def delete(self, call_id: str, sip_call_id: str) -> None:
-        await self.client.delete(f"{self.prefix}call:{call_id}", f"{self.prefix}cid:{sip_call_id}")
+        await self.client.delete(self._call_key(call_id), self._cid_key(sip_call_id))
 
     async def aclose(self) -> None:
         await self.client.aclose()

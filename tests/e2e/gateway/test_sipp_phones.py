@@ -3,7 +3,8 @@
 alice's phone (a sipp UAC on 127.0.0.2) uses the atlanta gateway as its outbound proxy and
 calls bob@biloxi.com; bob's phone (a sipp UAS on 127.0.0.3, registered with the biloxi
 gateway by a sipp REGISTER) answers. Between the gateways every message is secured; the
-phones see plain SIP.
+phones see plain SIP. Each phone answers Digest challenges with the phone password its
+user's login returned (sipp answers MD5 challenges only, hence ``phone_digest=MD5``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ CALLS = 3
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+MD5 = {"phone_digest": "MD5"}  # sipp answers MD5 challenges only
+
+
 async def test_sipp_phones_call_through_both_gateways() -> None:
-    async with TwoDomains() as net:
-        await login(net.atlanta, "alice")
-        await login(net.biloxi, "bob")
+    async with TwoDomains(gateway_overrides={"atlanta.com": MD5, "biloxi.com": MD5}) as net:
+        alice_pw = (await login(net.atlanta, "alice"))["phone_password"]
+        bob_pw = (await login(net.biloxi, "bob"))["phone_password"]
         atlanta_plain = net.atlanta.gateway.plain_address
         biloxi_plain = net.biloxi.gateway.plain_address
         assert atlanta_plain is not None and biloxi_plain is not None
@@ -35,15 +39,17 @@ async def test_sipp_phones_call_through_both_gateways() -> None:
         try:
             register = Sipp(str(SCENARIOS / "phone_register.xml"), remote=biloxi_plain, local_host="127.0.0.3",
                             calls=1, timeout_s=15,
-                            extra_args=["-key", "user", "bob", "-key", "contact_port", str(uas.local_port)])
+                            extra_args=["-key", "user", "bob", "-key", "contact_port", str(uas.local_port),
+                                        "-au", "bob", "-ap", bob_pw])
             register.start()
             (await register.wait_async()).assert_ok(calls=1)
             assert net.biloxi.gateway.phones["sip:bob@biloxi.com"].peer.port == uas.local_port
 
             net.atlanta.tap.clear()
-            uac = Sipp(str(SCENARIOS / "phone_call.xml"), remote=atlanta_plain, local_host="127.0.0.2",
+            uac = Sipp(str(SCENARIOS / "phone_call_auth.xml"), remote=atlanta_plain, local_host="127.0.0.2",
                        calls=CALLS, rate=2, limit=1, timeout_s=40,
-                       extra_args=["-key", "user", "alice", "-key", "callee", "bob@biloxi.com"])
+                       extra_args=["-key", "user", "alice", "-key", "callee", "bob@biloxi.com",
+                                   "-au", "alice", "-ap", alice_pw])
             uac.start()
             (await uac.wait_async()).assert_ok(calls=CALLS)
             (await uas.wait_async()).assert_ok(calls=CALLS)
@@ -63,8 +69,7 @@ async def test_sipp_phones_call_through_both_gateways() -> None:
 
 
 async def test_sipp_phone_with_digest_credentials() -> None:
-    md5 = {"phone_digest": "MD5"}  # sipp answers MD5 challenges only
-    async with TwoDomains(gateway_overrides={"atlanta.com": md5}) as net:
+    async with TwoDomains(gateway_overrides={"atlanta.com": MD5}) as net:
         await login(net.atlanta, "alice", phone_password="phonepass7")
         await login(net.biloxi, "bob", auto_answer=True)
         atlanta_plain = net.atlanta.gateway.plain_address

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from sipsec.aio.endpoint import SipEndpoint
-from sipsec.aio.ua import CallState, UserAgent
 
 from tests.sipp import Sipp, SippResult
+from tests.sipua import CallState, UserAgent
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

@@ -8,8 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,48 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sipsec.ibc import Purpose
 from sipsec.pkgclient import PkgClient
 
+from tests.upctl import SIPSEC, UpProcess
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-SIPSEC = str(Path(sys.executable).parent / "sipsec")
-
-
-class Up:
-    """A running ``sipsec up``: its process and the lines it printed, read by threads."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([SIPSEC, "up", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env={k: v for k, v in os.environ.items() if k != "SIPSEC_REDIS_URL"})
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, b), daemon=True)
-                         for s, b in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _pump(stream: Any, sink: list[str]) -> None:
-        for line in stream:
-            sink.append(line)
-
-    def wait_for(self, text: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.err + self.out):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                pytest.fail(f"no {text!r} (exit {self.proc.returncode}):\n{''.join(self.out)}{''.join(self.err)}")
-            time.sleep(0.05)
-
-    def stop(self, sig: int) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        for t in self._threads:
-            t.join(5)
-        return code
 
 
 def processes_in(directory: Path) -> list[int]:
@@ -124,7 +83,7 @@ async def _federation_and_keys(rows: list[dict[str, Any]], state: Path) -> None:
 
 
 async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    up = Up("--json", "--grace", "8")
+    up = UpProcess("--json", "--grace", "8")
     up.wait_for("sipsec up: ready")
     doc = json.loads(up.out[0])
     state = Path(doc["state_dir"])
@@ -136,7 +95,8 @@ async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Pat
             for svc in ("redis", "pkg", "location", "proxy", "gateway"):
                 assert by[(d, svc)]["health"] == "healthy"
                 assert by[(d, svc)]["address"].startswith(host)
-            assert redis_ping(host, by[(d, "redis")]["ports"]["redis"]).startswith(b"+PONG")
+            # up, and refusing anonymous clients (services connect as their own ACL users)
+            assert redis_ping(host, by[(d, "redis")]["ports"]["redis"]).startswith(b"-NOAUTH")
             for svc in ("pkg", "location"):
                 assert grpc_serving(f"{host}:{by[(d, svc)]['ports']['grpc']}")
                 assert "sipsec_" in metrics(host, by[(d, svc)]["ports"]["metrics"])
@@ -145,6 +105,9 @@ async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Pat
                                         timeout=5) as resp:
                 health = json.loads(resp.read())
             assert (health["status"], health["domain"]) == ("ok", d)
+            # the gateway's metrics on their own port; its control API token in up's state directory
+            assert "sipsec_gateway_" in metrics(host, by[(d, "gateway")]["ports"]["metrics"])
+            assert (state / d / "gateway" / "api-token").stat().st_mode & 0o077 == 0
         assert grpc_serving(f"127.0.0.1:{by[('shared', 'worker')]['ports']['grpc']}")
         assert (state / "atlanta.com" / "kek").stat().st_mode & 0o077 == 0
         await _federation_and_keys(rows, state)
@@ -162,7 +125,7 @@ async def test_up_serves_every_service_and_ctrl_c_stops_everything(tmp_path: Pat
 
 def test_sigterm_stops_a_partial_topology_and_keeps_a_given_state_dir(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    up = Up("--only", "pkg", "--state-dir", str(state), "--grace", "8")
+    up = UpProcess("--only", "pkg", "--state-dir", str(state), "--grace", "8")
     up.wait_for("sipsec up: ready")
     assert processes_in(state)
     code = up.stop(signal.SIGTERM)
@@ -174,7 +137,7 @@ def test_sigterm_stops_a_partial_topology_and_keeps_a_given_state_dir(tmp_path: 
     assert "atlanta.com-location.log" not in logs
     # a kept state directory is reused: same material, same federation fingerprint
     params = json.loads((state / "biloxi.com" / "pkg" / "params.json").read_text())
-    again = Up("--only", "pkg", "--state-dir", str(state), "--grace", "8")
+    again = UpProcess("--only", "pkg", "--state-dir", str(state), "--grace", "8")
     again.wait_for("sipsec up: ready")
     assert again.stop(signal.SIGINT) == 0, "".join(again.err)
     assert json.loads((state / "biloxi.com" / "pkg" / "params.json").read_text()) == params
@@ -188,7 +151,7 @@ def test_unknown_service_name_is_refused() -> None:
 
 def test_a_service_that_is_not_healthy_in_time_fails_with_its_log(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    up = Up("--state-dir", str(state), "--start-timeout", "0.2", "--grace", "5")
+    up = UpProcess("--state-dir", str(state), "--start-timeout", "0.2", "--grace", "5")
     code = up.proc.wait(120)
     up.stop(signal.SIGTERM)  # joins the output readers
     err = "".join(up.err)
@@ -221,7 +184,7 @@ def test_calls_through_the_gateways_report_setup_time_bytes_and_crypto(tmp_path:
 
 def test_a_service_that_dies_stops_everything_with_its_log(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    up = Up("--only", "location", "--json", "--state-dir", str(state), "--grace", "5")
+    up = UpProcess("--only", "location", "--json", "--state-dir", str(state), "--grace", "5")
     up.wait_for("sipsec up: ready")
     rows = json.loads(up.out[0])["services"]
     victim = next(r for r in rows if r["domain"] == "biloxi.com" and r["service"] == "location")
@@ -239,7 +202,7 @@ def test_a_given_redis_is_shared_one_database_per_domain(tmp_path: Path, redis_u
     import redis
 
     state = tmp_path / "state"
-    up = Up("--redis", redis_url, "--only", "pkg", "--state-dir", str(state), "--grace", "5")
+    up = UpProcess("--redis", redis_url, "--only", "pkg", "--state-dir", str(state), "--grace", "5")
     up.wait_for("sipsec up: ready")
     try:
         base = redis_url.rsplit("/", 1)[0]
@@ -256,7 +219,7 @@ def test_a_given_redis_is_shared_one_database_per_domain(tmp_path: Path, redis_u
 def test_children_do_not_outlive_a_killed_sipsec_up(tmp_path: Path) -> None:
     """Even SIGKILL (no cleanup code runs): each child gets SIGTERM from the kernel (PDEATHSIG)."""
     state = tmp_path / "state"
-    up = Up("--only", "location", "--state-dir", str(state))
+    up = UpProcess("--only", "location", "--state-dir", str(state))
     up.wait_for("sipsec up: ready")
     assert processes_in(state)
     up.stop(signal.SIGKILL)

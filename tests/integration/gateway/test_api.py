@@ -1,4 +1,4 @@
-"""The control API: JSON errors with proper status codes, users, OpenAPI, health and metrics."""
+"""The control API: JSON errors with proper status codes, users, OpenAPI and health (authentication: test_api_auth.py)."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ async def test_api_errors_users_and_documents() -> None:
         assert net.atlanta.gateway.metrics.sample("sipsec_gateway_users_logged_in") == 1
 
         spec = (await api.get("/openapi.json")).json()
-        assert {"/v1/users", "/v1/users/{aor}", "/v1/calls", "/v1/calls/{call_id}", "/healthz",
-                "/metrics"} <= set(spec["paths"])
-        health = await api.get("/healthz")
-        assert health.status_code == 200 and health.json()["users"] == 1
+        assert {"/v1/users", "/v1/users/{aor}", "/v1/calls", "/v1/calls/{call_id}", "/v1/calls/{call_id}/wire",
+                "/healthz"} <= set(spec["paths"])
+        assert "/metrics" not in spec["paths"]  # metrics have a port of their own (test_api_auth.py)
+        health = await api.get("/healthz")  # up, and nothing more: the user count is in the metrics
+        assert health.status_code == 200 and health.json() == {"status": "ok", "domain": "atlanta.com"}
+        assert len((await api.get("/v1/users")).json()["users"]) == 1
 
         gone = await api.delete("/v1/users/sip:alice@atlanta.com")
         assert gone.status_code == 204

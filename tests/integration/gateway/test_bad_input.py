@@ -53,7 +53,7 @@ async def test_garbage_and_forged_envelopes_are_answered_and_counted() -> None:
             transport.sendto(_invite(target, port, 2, content_type=smime, body=bytes(range(256)) * 3), target)
             assert await _final(client) == 400
             transport.sendto(_invite(target, port, 3, content_type="application/sdp", body=b"v=0\r\n"), target)
-            assert await _final(client) == 606  # bob is secure-only
+            assert await _final(client) == 404  # bob is secure-only: answered as an unknown user
         finally:
             transport.close()
         assert gw.metrics.sample("sipsec_gateway_envelope_rejections_total", reason="malformed-cms") == 2

@@ -35,7 +35,9 @@ class FlipRelay(asyncio.DatagramProtocol):
             return
         self.client = addr
         if self.flip and data.startswith(b"INVITE ") and b"smime-type=authEnveloped-data" in data:
-            pos = len(data) - 20  # inside the AES-GCM ciphertext / tag at the end of the CMS
+            # inside the AES-GCM ciphertext: the CMS ends with the content-type authAttrs
+            # (28 bytes) and the 16-byte tag (18 with its DER header), after the ciphertext
+            pos = len(data) - 64
             data = data[:pos] + bytes([data[pos] ^ 0x01]) + data[pos + 1:]
             self.flipped += 1
         self.transport.sendto(data, self.target)
@@ -117,7 +119,7 @@ async def test_secure_only_callee_refuses_a_plain_call_and_plain_policy_is_honou
         await login(net.biloxi, "bob", auto_answer=True)
         refused = await call(net.atlanta, ALICE, BOB)
         assert refused["secure"] is False
-        assert refused["state"] == "failed" and refused["sip_status"] == 606, refused
+        assert refused["state"] == "failed" and refused["sip_status"] == 404, refused
         assert net.biloxi.gateway.metrics.sample("sipsec_gateway_envelope_rejections_total", reason="policy") == 1
         # bob accepts plain calls once his policy allows it
         await login(net.biloxi, "bob", auto_answer=True, policy="prefer-secure")

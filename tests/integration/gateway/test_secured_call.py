@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from tests.integration.gateway.harness import TwoDomains, call, login, wait_for
 
 ALICE = "sip:alice@atlanta.com"
@@ -72,7 +74,12 @@ async def test_secured_call_end_to_end_and_proxies_see_only_outer_messages() -> 
         assert "sip:anonymous@anonymous.invalid" in invite["outer"]
         assert "alice@atlanta.com" in invite["inner"] and "m=audio" in invite["inner"]
 
-        metrics = (await net.atlanta.client.get("/metrics")).text
+        server = net.atlanta.gateway.metrics.serve(0)  # the metrics port (never the control API's)
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                metrics = (await http.get(f"http://127.0.0.1:{server.server_port}/metrics")).text
+        finally:
+            server.shutdown()
         assert 'sipsec_gateway_call_setups_total{outcome="answered",secure="true"} 1.0' in metrics
         assert "sipsec_gateway_call_setup_duration_seconds_bucket" in metrics
         assert "sipsec_gateway_users_logged_in 1.0" in metrics

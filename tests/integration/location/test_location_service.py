@@ -166,10 +166,11 @@ async def test_health_and_metrics(loc: Running) -> None:
     port = loc.server.metrics_port  # type: ignore[attr-defined]
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    assert 'sipsec_location_operations_total{method="Bind",status="ok"} 1.0' in text
-    assert 'sipsec_location_operations_total{method="Bind",status="invalid_argument"} 1.0' in text
+    service = 'service="sipsec.location.v1.LocationService"'
+    assert f'sipsec_rpc_server_handled_total{{code="OK",method="Bind",{service}}} 1.0' in text
+    assert f'sipsec_rpc_server_handled_total{{code="INVALID_ARGUMENT",method="Bind",{service}}} 1.0' in text
     assert "sipsec_location_bindings 1.0" in text
-    assert 'sipsec_location_operation_duration_seconds_count{method="Bind"} 2.0' in text
+    assert f'sipsec_rpc_server_handling_seconds_count{{method="Bind",{service}}} 2.0' in text
     assert "alice" not in text  # never an AOR as a label
 
 
@@ -227,12 +228,12 @@ def test_config_env_and_flags() -> None:
 
 def test_console_script_help_and_sigterm_drain() -> None:
     exe = os.path.join(os.path.dirname(sys.executable), "sipsec-location")
-    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "SIPSEC_LOCATION_LISTEN" in out.stdout
     port = free_port()
     env = {**os.environ, "SIPSEC_LOCATION_LISTEN": f"127.0.0.1:{port}", "SIPSEC_LOCATION_METRICS_PORT": "-1",
            "SIPSEC_LOCATION_DRAIN_SECONDS": "1"}
-    proc = subprocess.Popen([exe], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -47,6 +48,7 @@ async def make_node(request: pytest.FixtureRequest, clock: ManualClock) -> Async
     nodes: list[PkgNode] = []
     stores: list[PkgStore] = []
     audits: list[AuditLog] = []
+    session_keys: dict[str, bytes] = {}  # one per domain, as nodes sharing a KEK derive it
 
     async def factory(
         material: DomainMaterial, *, store: str = "memory", audit_path: str | None = None, **overrides: Any
@@ -60,6 +62,9 @@ async def make_node(request: pytest.FixtureRequest, clock: ManualClock) -> Async
         audit = AuditLog(audit_path) if audit_path is not None else None
         if audit is not None:
             audits.append(audit)
+        settings.setdefault(
+            "session_key", session_keys.setdefault(material.params.domain, secrets.token_bytes(32))
+        )
         node = PkgNode.in_memory(material, clock=clock, store=shared, audit=audit, **settings)
         await node.start()
         nodes.append(node)

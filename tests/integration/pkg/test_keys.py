@@ -10,6 +10,7 @@ import pytest
 from sipsec.ibc import Purpose, decapsulate, encapsulate, sign, verify
 from sipsec.pkgclient import PkgRpcError
 from sipsec.rpc._gen.sipsec.pkg.v1 import pkg_pb2, pkg_pb2_grpc
+from sipsec_pkg.grpc_api import SERVICE_NAME
 
 from tests.integration.pkg.conftest import PASSWORD
 
@@ -82,7 +83,7 @@ async def test_keys_only_for_own_aor(atlanta, make_node, connect):
     with pytest.raises(grpc.aio.AioRpcError) as err:  # no token at all
         await stub.GetPrivateKey(pkg_pb2.GetPrivateKeyRequest(purpose=pkg_pb2.KEY_PURPOSE_ENC))
     assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    assert node.metrics.rpc_total.labels("GetPrivateKey", "PERMISSION_DENIED")._value.get() == 2
+    assert node.metrics.rpc.handled.labels(SERVICE_NAME, "GetPrivateKey", "PERMISSION_DENIED")._value.get() == 2
 
 
 async def test_every_extraction_is_audited_without_key_material(atlanta, make_node, connect, tmp_path, clock):
@@ -112,20 +113,20 @@ async def test_malformed_request_bytes_are_invalid_argument(atlanta, make_node, 
         await raw(b"\xff\xff\xff\xff")
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert dict(err.value.trailing_metadata())["sipsec-reason"] == "malformed_request"
-    assert node.metrics.rpc_total.labels("Login", "INVALID_ARGUMENT")._value.get() == 1
+    assert node.metrics.rpc.handled.labels(SERVICE_NAME, "Login", "INVALID_ARGUMENT")._value.get() == 1
     # the server is still fine
     assert (await client.get_system_params()).params.domain == "atlanta.com"
 
 
 async def test_no_secret_in_logs(atlanta, make_node, connect, caplog):
     caplog.set_level("DEBUG")
-    node, client = await _logged_in(make_node, connect, atlanta.material(), login_max_failures=1)
+    node, client = await _logged_in(make_node, connect, atlanta.material(), backoff_free_failures=0)
     key = await client.fetch_key(Purpose.SIG)
     with pytest.raises(PkgRpcError):
-        await connect(node).login("sip:bob@atlanta.com", "wrong")  # triggers a lockout warning
+        await connect(node).login("sip:bob@atlanta.com", "wrong")  # triggers a back-off warning
     text = caplog.text + repr(node.material) + repr(node.service.material)
     master = atlanta.master.to_bytes()
     for secret in (master.hex(), base64.b64encode(master).decode(), key.private_key.hex(), PASSWORD,
                    client.session.token):
         assert secret not in text
-    assert "lockout" in caplog.text
+    assert "back-off" in caplog.text

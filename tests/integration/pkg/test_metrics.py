@@ -31,13 +31,14 @@ async def test_metrics_endpoint(atlanta, make_node, connect):
     with pytest.raises(PkgRpcError):
         await client.get_domain_params("nowhere.example")
     text = await asyncio.to_thread(_scrape, node.metrics_port)
-    assert 'sipsec_pkg_rpc_requests_total{code="OK",method="Login"} 1.0' in text
-    assert 'sipsec_pkg_rpc_requests_total{code="UNAUTHENTICATED",method="Login"} 1.0' in text
-    assert 'sipsec_pkg_rpc_requests_total{code="NOT_FOUND",method="GetDomainParams"} 1.0' in text
-    assert 'sipsec_pkg_rpc_duration_seconds_count{method="GetPrivateKey"} 2.0' in text
+    service = 'service="sipsec.pkg.v1.KeyGeneratorService"'
+    assert f'sipsec_rpc_server_handled_total{{code="OK",method="Login",{service}}} 1.0' in text
+    assert f'sipsec_rpc_server_handled_total{{code="UNAUTHENTICATED",method="Login",{service}}} 1.0' in text
+    assert f'sipsec_rpc_server_handled_total{{code="NOT_FOUND",method="GetDomainParams",{service}}} 1.0' in text
+    assert f'sipsec_rpc_server_handling_seconds_count{{method="GetPrivateKey",{service}}} 2.0' in text
     assert 'sipsec_pkg_extractions_total{mode="full",purpose="enc"} 1.0' in text
     assert 'sipsec_pkg_login_failures_total{reason="bad_credentials"} 1.0' in text
     assert "sipsec_pkg_active_sessions 1.0" in text
     assert 'sipsec_pkg_federation_errors_total{reason="unknown_domain"} 1.0' in text
     assert "alice" not in text and session.token not in text and "nowhere" not in text
-    assert "sipsec_pkg_rpc_requests_total{" not in await asyncio.to_thread(_scrape, other.metrics_port)
+    assert "sipsec_rpc_server_handled_total{" not in await asyncio.to_thread(_scrape, other.metrics_port)

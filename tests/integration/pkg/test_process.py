@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from sipsec.ibc import Purpose
-from sipsec.pkgclient import PkgClient
+from sipsec.pkgclient import PkgClient, PkgRpcError
 
 from tests.conftest import free_port
 
@@ -46,12 +46,18 @@ async def test_serve_process_with_redis(tmp_path, redis_url):
                     raise
                 await asyncio.sleep(0.2)
         assert (await client.fetch_key(Purpose.SIG)).private_key
+        # a password change with the CLI revokes the running server's sessions (MAC under the KEK)
+        assert run("user", "add", "sip:alice@atlanta.com", "--password-stdin", input="new pw\n").returncode == 0
+        with pytest.raises(PkgRpcError) as err:
+            await client.fetch_key(Purpose.SIG)
+        assert err.value.reason == "session_revoked"
+        await client.login("sip:alice@atlanta.com", "new pw")
         await client.close()
         assert (tmp_path / "audit.jsonl").read_text().count('"event":"extract"') == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         _, err = proc.communicate(timeout=5)
-        assert "stopping" in err and "listening on port" in err
+        assert "draining" in err and "listening on port" in err
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,4 +1,4 @@
-"""Login, logout, idle expiry, wrong passwords and lockouts against a real gRPC PKG (memory and Redis)."""
+"""Login, logout, idle expiry, wrong passwords and back-off against a real gRPC PKG (memory and Redis)."""
 
 from __future__ import annotations
 
@@ -72,8 +72,11 @@ async def test_malformed_login_is_invalid_argument(atlanta, make_node, connect):
         assert err.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_user_lockout_after_repeated_failures_then_release(atlanta, make_node, connect, clock, store_kind):
-    node = await make_node(atlanta.material(), store=store_kind, login_max_failures=3, lockout_s=300)
+async def test_repeated_failures_back_off_that_client_then_release(atlanta, make_node, connect, clock, store_kind):
+    # was a hard per-user lockout; now the same client backs off (right password refused too) for a
+    # bounded, growing time, other users are unaffected, and the back-off ends by itself
+    node = await make_node(atlanta.material(), store=store_kind, backoff_free_failures=2, backoff_base_s=60,
+                           backoff_max_s=300)
     await node.add_user("sip:alice@atlanta.com", PASSWORD)
     await node.add_user("sip:carol@atlanta.com", PASSWORD)
     client = connect(node)
@@ -81,29 +84,39 @@ async def test_user_lockout_after_repeated_failures_then_release(atlanta, make_n
         with pytest.raises(PkgRpcError) as err:
             await client.login("sip:alice@atlanta.com", "guess")
         assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(PkgRpcError) as err:  # even the right password is refused now
+    with pytest.raises(PkgRpcError) as err:  # even the right password waits for the back-off from here
         await client.login("sip:alice@atlanta.com", PASSWORD)
     assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert err.value.reason == "locked_user"
-    assert 1 <= int(err.value.details["retry_after_s"]) <= 300
+    assert err.value.reason == "backoff" and err.value.details["scope"] == "account_client"
+    assert 1 <= int(err.value.details["retry_after_s"]) <= 60
     await client.login("sip:carol@atlanta.com", PASSWORD)  # other users are unaffected
-    assert node.metrics.lockouts.labels("user")._value.get() == 1
-    clock.advance(301)
+    assert node.metrics.login_backoffs.labels("account_client")._value.get() == 1
+    assert node.metrics.login_throttled.labels("account_client")._value.get() == 1
+    clock.advance(61)
     assert (await client.login("sip:alice@atlanta.com", PASSWORD)).aor == "sip:alice@atlanta.com"
 
 
-async def test_source_rate_limit_across_users(atlanta, make_node, connect, store_kind):
-    node = await make_node(atlanta.material(), store=store_kind, source_max_failures=4, login_max_failures=10)
+async def test_failures_across_users_slow_the_address_for_new_accounts(atlanta, make_node, connect, clock, store_kind):
+    # was a hard per-source lockout; now an address over its failure budget is slowed for accounts
+    # that never logged in from it, while those that did still log in
+    node = await make_node(atlanta.material(), store=store_kind, address_failure_budget=4, backoff_base_s=30,
+                           address_backoff_max_s=60)
     await node.add_user("sip:alice@atlanta.com", PASSWORD)
+    await node.add_user("sip:dave@atlanta.com", PASSWORD)
     client = connect(node)
-    for i in range(4):
+    await client.login("sip:alice@atlanta.com", PASSWORD)
+    for i in range(5):
         with pytest.raises(PkgRpcError):
             await client.login(f"sip:user{i}@atlanta.com", "guess")
     with pytest.raises(PkgRpcError) as err:
-        await client.login("sip:alice@atlanta.com", PASSWORD)
+        await client.login("sip:dave@atlanta.com", PASSWORD)
     assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert err.value.reason == "locked_source"
-    assert node.metrics.lockouts.labels("source")._value.get() == 1
+    assert err.value.reason == "backoff" and err.value.details["scope"] == "client_address"
+    assert 1 <= int(err.value.details["retry_after_s"]) <= 30
+    assert node.metrics.login_backoffs.labels("client_address")._value.get() == 1
+    assert (await client.login("sip:alice@atlanta.com", PASSWORD)).aor == "sip:alice@atlanta.com"
+    clock.advance(31)
+    assert (await client.login("sip:dave@atlanta.com", PASSWORD)).aor == "sip:dave@atlanta.com"
 
 
 async def test_removed_user_session_stops_working(atlanta, make_node, connect, store_kind):

@@ -85,7 +85,7 @@ async def test_one_lying_node_is_named_and_outvoted(chicago, make_node):
         assert [(b.index, b.target) for b in tk.bad_nodes] == [(4, targets[3])]
         assert 4 not in tk.used_nodes and len(tk.used_nodes) == 3
         await _check(params, tk)
-        assert metrics.bad_shares.labels("4")._value.get() == 1
+        assert metrics.bad_shares.labels(targets[3])._value.get() == 1  # named by its connection
     finally:
         await client.close()
 
@@ -134,3 +134,78 @@ async def test_nodes_share_sessions_through_redis(chicago, make_node, redis_url,
         await ca.close()
         await cb.close()
     assert isinstance(a.store, RedisPkgStore)
+
+
+async def _nodes(make_node, materials):
+    """One node per material, in order; carol provisioned on each; returns their targets."""
+    targets = []
+    for material in materials:
+        node: PkgNode = await make_node(material)
+        await node.add_user("sip:carol@chicago.com", PASSWORD)
+        targets.append(f"127.0.0.1:{node.port}")
+    return targets
+
+
+def _shares(registry: CollectorRegistry) -> dict[str, float]:
+    return {s.labels["node"]: s.value for m in registry.collect() for s in m.samples
+            if s.name == "sipsec_pkgclient_bad_threshold_shares_total"}
+
+
+async def test_a_liar_claiming_another_index_is_blamed_by_its_connection(chicago, make_node):
+    impostor = init_domain("chicago.com", threshold=3, nodes=5)
+    materials = [chicago.material(i) for i in range(1, 6)]
+    # the node asked through connection 4 answers with junk it claims is node 2's
+    materials[3] = DomainMaterial(chicago.params, chicago.signed, share=impostor.material(2).share)
+    targets = await _nodes(make_node, materials)
+    registry = CollectorRegistry()
+    client = _client(targets, PkgClientMetrics(registry))
+    try:
+        await client.login("sip:carol@chicago.com", PASSWORD)
+        params = await client.get_system_params()
+        tk = await client.get_private_key(params, Purpose.SIG)
+        assert [(b.target, b.index, b.reason) for b in tk.bad_nodes] == [(targets[3], 2, "bad_partial")]
+        assert tk.used_nodes == (1, 2, 3)  # the honest node 2 was used, not blamed
+        await _check(params, tk)
+        assert _shares(registry) == {targets[3]: 1.0}
+    finally:
+        await client.close()
+
+
+async def test_a_partial_for_another_index_than_the_connection_serves_is_invalid(chicago, make_node):
+    materials = [chicago.material(i) for i in range(1, 6)]
+    materials[3] = chicago.material(2)  # connection 4 answers with node 2's genuine partial
+    targets = await _nodes(make_node, materials)
+    registry = CollectorRegistry()
+    clients = [PkgClient(t, plaintext=True, timeout_s=2, node_index=i) for i, t in enumerate(targets, 1)]
+    client = ThresholdPkgClient(clients, metrics=PkgClientMetrics(registry))
+    try:
+        await client.login("sip:carol@chicago.com", PASSWORD)
+        params = await client.get_system_params()
+        tk = await client.get_private_key(params, Purpose.ENC)
+        assert [(b.target, b.index, b.reason) for b in tk.bad_nodes] == [(targets[3], 2, "index_mismatch")]
+        assert _shares(registry) == {targets[3]: 1.0}
+        await _check(params, tk)
+    finally:
+        await client.close()
+
+
+async def test_claimed_indexes_never_become_metric_labels(chicago, make_node):
+    from sipsec.ibc import MasterShare
+
+    materials = [chicago.material(i) for i in range(1, 6)]
+    for pos, claimed in ((3, 1000), (4, 0xFFFF)):  # out-of-range claims, each fetch a new label before
+        materials[pos] = DomainMaterial(chicago.params, chicago.signed, share=MasterShare(claimed, 12345 + pos))
+    targets = await _nodes(make_node, materials)
+    registry = CollectorRegistry()
+    client = _client(targets, PkgClientMetrics(registry))
+    try:
+        await client.login("sip:carol@chicago.com", PASSWORD)
+        params = await client.get_system_params()
+        for purpose in (Purpose.SIG, Purpose.ENC, Purpose.SIG):
+            tk = await client.get_private_key(params, purpose)
+            assert {b.target for b in tk.bad_nodes} == {targets[3], targets[4]}
+        labels = _shares(registry)
+        assert set(labels) <= set(targets)
+        assert labels == {targets[3]: 3.0, targets[4]: 3.0}
+    finally:
+        await client.close()

@@ -24,6 +24,8 @@ started = core.started  # the proxy helpers' fixtures: servers stopped after the
 client = core.client
 
 Records = dict[tuple[str, str], tuple[int, list[str]]]
+#: The test hops live on loopback, which DNS answers may only name where explicitly allowed.
+LAB = "127.0.0.0/8"
 
 
 class FakeDns(asyncio.DatagramProtocol):
@@ -143,7 +145,7 @@ async def test_srv_priority_target_gets_the_request_and_answers_are_cached(
     best, backup = Hop("127.0.0.2"), Hop("127.0.0.3")
     hops += [best, backup]
     fake, server = await _start_dns(dns_started, _srv_records(best, backup))
-    proxy = await _proxy(started, auth="none", dns=server)
+    proxy = await _proxy(started, auth="none", allow_networks=LAB, dns=server)
     for n in range(2):  # (e) the second request is answered from the TTL cache
         await _message(proxy, client, "sip:carol@biloxi.test", f"srv-{n}")
         got = await best.answer()
@@ -182,7 +184,7 @@ async def test_no_srv_falls_back_to_a_record(started: list[ProxyServer], client:
     hops.append(hop)
     records: Records = {("plain.test.", "A"): (60, ["127.0.0.4"])}
     fake, server = await _start_dns(dns_started, records)
-    proxy = await _proxy(started, auth="none", dns=server)
+    proxy = await _proxy(started, auth="none", allow_networks=LAB, dns=server)
     await _message(proxy, client, f"sip:dave@plain.test:{hop.port}", "a-1")
     got = await hop.answer()
     assert str(got.uri) == f"sip:dave@plain.test:{hop.port}"
@@ -201,7 +203,7 @@ async def test_no_srv_falls_back_to_a_record(started: list[ProxyServer], client:
 async def test_nxdomain_is_404_and_timeout_is_503(started: list[ProxyServer], client: Peer,
                                                   dns_started: list[asyncio.DatagramTransport]) -> None:
     fake, server = await _start_dns(dns_started, {}, drop=frozenset({"slow.test."}))
-    proxy = await _proxy(started, auth="none", dns=server, dns_timeout_s=0.3)
+    proxy = await _proxy(started, auth="none", allow_networks=LAB, dns=server, dns_timeout_s=0.3)
     await _message(proxy, client, "sip:erin@nowhere.test", "nx-1")
     resp = await client.final()
     assert resp.status == 404 and resp.reason == "No Route"
@@ -221,7 +223,7 @@ async def test_route_table_wins_over_dns(started: list[ProxyServer], client: Pee
     best, backup, routed = Hop("127.0.0.2"), Hop("127.0.0.3"), Hop("127.0.0.5")
     hops += [best, backup, routed]
     fake, server = await _start_dns(dns_started, _srv_records(best, backup))
-    proxy = await _proxy(started, auth="none", dns=server, routes=f"biloxi.test={routed.host}:{routed.port}")
+    proxy = await _proxy(started, auth="none", allow_networks=LAB, dns=server, routes=f"biloxi.test={routed.host}:{routed.port}")
     await _message(proxy, client, "sip:carol@biloxi.test", "rt-1")
     got = await routed.answer()
     assert str(got.uri) == "sip:carol@biloxi.test"
@@ -258,7 +260,7 @@ async def test_stateless_cancel_is_routed_through_dns(started: list[ProxyServer]
     best, backup = Hop("127.0.0.2"), Hop("127.0.0.3")
     hops += [best, backup]
     fake, server = await _start_dns(dns_started, _srv_records(best, backup))
-    proxy = await _proxy(started, auth="none", dns=server)
+    proxy = await _proxy(started, auth="none", allow_networks=LAB, dns=server)
     # a CANCEL matching no INVITE here is forwarded statelessly (§16.10), located like a request
     client.send(request("CANCEL", "sip:carol@biloxi.test", client, to="sip:carol@biloxi.test",
                         call_id="cancel-1"), proxy.udp_address)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sipsec.aio.transport import Peer as TransportPeer
 from sipsec.sip import Response, parse_message
 from sipsec.sip.digest import DigestChallenge, DigestClient
 from sipsec_proxy.config import ProxyConfig
@@ -388,9 +389,9 @@ async def test_timer_c_cancels_a_ringing_branch(started: list[ProxyServer], clie
 
 async def test_loose_and_strict_routing(started: list[ProxyServer], client: Peer) -> None:
     """§16.4: our own Route entry is removed (loose); a Request-URI naming us is restored (strict)."""
-    proxy = await _proxy(started, auth="none")
+    callee = Peer()  # named by the requests' Route / Request-URI: a configured peer (no open relay)
+    proxy = await _proxy(started, auth="none", peers=f"127.0.0.1:{callee.port}")
     me = f"sip:127.0.0.1:{proxy.udp_address[1]}"
-    callee = Peer()
     try:
         # loose: Route: <us;lr>, <callee;lr> -> forwarded to the callee, R-URI unchanged
         client.send(request("OPTIONS", "sip:carol@chicago.com", client, to="sip:carol@chicago.com",
@@ -422,8 +423,14 @@ async def test_tcp_to_udp_double_record_route(started: list[ProxyServer]) -> Non
         assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)).startswith(b"SIP/2.0 100 Trying")
         fwd = await callee.recv()
         udp_port, tcp_port = proxy.udp_address[1], proxy.address("TCP")[1]
+        # both entries carry the marks of the dialog's two hops: the caller's TCP contact
+        # (the host it came from) and the callee's binding (routing.decide, in-dialog requests)
+        assert proxy.core is not None
+        policy = proxy.core.policy
+        marks = (f";sps={policy.mark(TransportPeer('TCP', '127.0.0.1', lport))}"
+                 f".{policy.mark(TransportPeer('UDP', '127.0.0.1', callee.port))}")
         assert fwd.headers.get_all("Record-Route") == [
-            f"<sip:127.0.0.1:{udp_port};lr>", f"<sip:127.0.0.1:{tcp_port};transport=tcp;lr>"]
+            f"<sip:127.0.0.1:{udp_port};lr{marks}>", f"<sip:127.0.0.1:{tcp_port};transport=tcp;lr{marks}>"]
         assert fwd.via[0].transport == "UDP" and fwd.via[1].transport == "TCP"
         writer.close()
         await writer.wait_closed()
@@ -476,11 +483,11 @@ async def test_bad_route_header_answered_in_transaction(started: list[ProxyServe
 async def test_cancel_without_transaction_is_forwarded_statelessly(started: list[ProxyServer],
                                                                   client: Peer) -> None:
     """§16.10: no response context -> the CANCEL is routed like a request; its answer comes back."""
-    proxy = await _proxy(started, auth="none")
-    callee = Peer()
+    callee = Peer()  # named by an IP-literal Request-URI below: a configured peer (no open relay)
+    proxy = await _proxy(started, auth="none", peers=f"127.0.0.1:{callee.port}")
     try:
         await proxy.locator.bind("sip:bob@atlanta.com", BindRequest(f"sip:bob@127.0.0.1:{callee.port}", 600), "c", 1, "")
-        # foreign domain through the route table's IP literal: the Request-URI itself
+        # foreign domain through a configured peer's IP literal: the Request-URI itself
         client.send(request("CANCEL", f"sip:carol@127.0.0.1:{callee.port}", client, to="sip:carol@chicago.com",
                             call_id="cx-1", branch="z9hG4bKorphan1"), proxy.udp_address)
         fwd = await callee.recv()

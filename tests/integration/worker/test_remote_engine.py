@@ -12,6 +12,7 @@ from sipsec import ibc
 from sipsec.engine import EngineMetrics, EngineUnavailable, InProcessEngine, RemoteEngine
 from sipsec.engine.wire import identity_to_proto
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
+from sipsec_worker.server import SERVICE_NAME as WORKER_SERVICE
 
 from tests.conftest import free_port
 from tests.integration.worker._certs import self_signed
@@ -144,7 +145,8 @@ async def test_overloaded_worker_rejects_at_once_and_engine_retries_elsewhere(
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert ("sipsec-reason", "queue-full") in tuple(err.trailing_metadata() or ())
     assert busy.sample("sipsec_worker_rejections_total", reason="queue_full") == 12
-    assert await busy.settled("sipsec_worker_requests_total", 12, rpc="Verify", code="RESOURCE_EXHAUSTED") == 12
+    assert await busy.settled("sipsec_rpc_server_handled_total", 12, service=WORKER_SERVICE, method="Verify",
+                              code="RESOURCE_EXHAUSTED") == 12
 
     # the engine, busy worker first in its round-robin: rejected there, retried on the spare
     metrics = EngineMetrics()

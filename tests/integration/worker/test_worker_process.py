@@ -81,7 +81,7 @@ async def test_console_script_serves_and_drains_on_sigterm(material: Material) -
     m = material
     env = {**os.environ, "SIPSEC_WORKER_PLAINTEXT": "true", "SIPSEC_WORKER_PROCESSES": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipsec_worker", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+        [sys.executable, "-m", "sipsec_worker", "serve", "--listen", "127.0.0.1:0", "--metrics-port", "0",
          "--metrics-host", "127.0.0.1", "--drain-seconds", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )

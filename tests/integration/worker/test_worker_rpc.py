@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sipsec import ibc
 from sipsec.engine.wire import identity_to_proto
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
+from sipsec_worker.server import SERVICE_NAME as WORKER_SERVICE
 
 from tests.integration.worker.conftest import Material, StartWorker
 
@@ -80,8 +81,8 @@ async def test_single_rpcs_agree_with_in_process(start_worker: StartWorker, mate
 
     assert w.sample("sipsec_worker_operations_total", kind="encapsulate", outcome="ok") == 1
     assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 2
-    assert w.sample("sipsec_worker_requests_total", rpc="Sign", code="OK") == 1
-    assert w.sample("sipsec_worker_request_duration_seconds_count", rpc="Decapsulate") == 1
+    assert w.sample("sipsec_rpc_server_handled_total", service=WORKER_SERVICE, method="Sign", code="OK") == 1
+    assert w.sample("sipsec_rpc_server_handling_seconds_count", service=WORKER_SERVICE, method="Decapsulate") == 1
 
     # the metrics endpoint serves the same registry over HTTP
     async with httpx.AsyncClient() as http:
@@ -118,7 +119,7 @@ async def test_tampering_is_invalid_argument_with_reason(start_worker: StartWork
 
     assert w.sample("sipsec_worker_operations_total", kind="decapsulate", outcome="invalid_ciphertext") == 2
     assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="invalid_signature") == 2
-    assert await w.settled("sipsec_worker_requests_total", 2, rpc="Verify", code="INVALID_ARGUMENT") == 2
+    assert await w.settled("sipsec_rpc_server_handled_total", 2, service=WORKER_SERVICE, method="Verify", code="INVALID_ARGUMENT") == 2
 
 
 async def test_malformed_requests_name_reason_and_field(start_worker: StartWorker, material: Material) -> None:

@@ -158,6 +158,23 @@ async def test_udp_garbage_is_dropped_and_counted_without_answer(udp) -> None:
     assert client.received.empty()  # nothing was answered
 
 
+@pytest.mark.parametrize(
+    "start",
+    ["INV@ITE sip:bob@127.0.0.1 SIP/2.0", "OPTIONS sip:bob@127.0.0.1", "\x01\x02 not a start line"],
+)
+async def test_udp_request_with_a_broken_start_line_but_readable_via_gets_400(udp, start: str) -> None:
+    """The README's promise: any request whose Via can be read is answered, to its source."""
+    transport, client, queue = udp
+    answered = metric("sipsec_sip_bad_requests_answered_total", transport="UDP", status="400")
+    data = options(branch="z9hG4bK-broken", host="192.0.2.99").replace(
+        b"OPTIONS sip:bob@127.0.0.1 SIP/2.0", start.encode())
+    sendto(client, data, transport)
+    reply = await asyncio.wait_for(client.received.get(), TIMEOUT)  # to the source, not 192.0.2.99
+    assert reply.startswith(b"SIP/2.0 400 Bad Request\r\n") and b"branch=z9hG4bK-broken" in reply
+    assert metric("sipsec_sip_bad_requests_answered_total", transport="UDP", status="400") == answered + 1
+    assert queue.qsize() == 0
+
+
 def _total_dropped(transport: str) -> float:
     total = 0.0
     for family in REGISTRY.collect():

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sipsec.aio.endpoint import SipEndpoint
 from sipsec.aio.transport import Peer
-from sipsec.aio.ua import CallFailed, CallState, UserAgent
 from sipsec.sip.core import SipCore
 from sipsec.sip.message import Request, Response
 from sipsec.sip.parser import parse_message
 from sipsec.sip.timers import TimerSettings
 
+from tests.sipua import CallFailed, CallState, UserAgent
 from tests.unit.aio._certs import make_certificate
 
 pytestmark = pytest.mark.timeout(30)
@@ -262,8 +262,8 @@ async def test_endpoint_counts_handler_errors_and_keeps_running() -> None:
 
 
 def test_peer_for_uri() -> None:
-    from sipsec.aio.ua import peer_for_uri
     from sipsec.sip.uri import parse_uri
+    from sipsec_gateway.routing import peer_for_uri
 
     assert peer_for_uri(parse_uri("sip:a@127.0.0.2")) == Peer("UDP", "127.0.0.2", 5060)
     assert peer_for_uri(parse_uri("sip:a@127.0.0.2:7;transport=tcp")) == Peer("TCP", "127.0.0.2", 7)

@@ -55,9 +55,9 @@ class Service:
 
 SERVICES: dict[str, Service] = {
     "pkg": Service("pkg", "sipsec-pkg", "sipsec_pkg.config:PkgConfig", has_subcommands=True),
-    "location": Service("location", "sipsec-location", "sipsec_location.config:LocationConfig"),
-    "worker": Service("crypto-worker", "sipsec-worker", "sipsec_worker.config:WorkerConfig"),
-    "proxy": Service("proxy", "sipsec-proxy", "sipsec_proxy.config:ProxyConfig"),
+    "location": Service("location", "sipsec-location", "sipsec_location.config:LocationConfig", has_subcommands=True),
+    "worker": Service("crypto-worker", "sipsec-worker", "sipsec_worker.config:WorkerConfig", has_subcommands=True),
+    "proxy": Service("proxy", "sipsec-proxy", "sipsec_proxy.config:ProxyConfig", has_subcommands=True),
     "gateway": Service("ua-gateway", "sipsec-gateway", "sipsec_gateway.config:GatewayConfig",
                        has_subcommands=True),
 }

@@ -71,7 +71,7 @@ def test_topology_matches_sipsec_up(compose: dict[str, Any]) -> None:
             assert f"{base}-{short}" in names
         env = _env(compose["services"][f"pkg-{short}"])
         assert env["SIPSEC_PKG_DOMAIN"] == d.name
-        assert env["SIPSEC_REDIS_URL"] == f"redis://redis-{short}:6379/0"
+        assert env["SIPSEC_REDIS_URL"] == f"redis://pkg@redis-{short}:6379/0"  # its own ACL user
         for peer in DOMAINS:
             if peer is not d:
                 assert f"{peer.name},pkg-{peer.name.split('.')[0]}:50051," in env["SIPSEC_PKG_PEERS"]

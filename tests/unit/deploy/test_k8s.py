@@ -1,8 +1,9 @@
 """k8s/: kustomize builds, schema validation (kubernetes-validate, offline), hardening, probes,
-configuration against the services' READMEs, and the network policies against DESIGN §3's flows."""
+configuration against the services' READMEs, and the network policies against the flows of docs/architecture.md#services-and-flows."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,8 @@ K8S_VERSION = "1.32.0"
 OVERLAYS = [d.name.split(".")[0] for d in DOMAINS]
 GRPC_SERVICES = {"pkg", "location", "worker"}
 SECRET_STANDIN = "00" * 32
+PINS = "sipsec-pins"  #: the provider's ConfigMap of pinned fingerprints (k8s/README.md, Pins)
+PIN_STANDIN = "sha256:" + "ab" * 32
 
 
 @cache
@@ -61,6 +64,8 @@ def test_base_builds_on_its_own() -> None:
 def test_every_object_passes_schema_validation(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
     for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # Prometheus Operator kinds: tests/unit/observability/test_k8s_monitoring.py
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -88,10 +93,12 @@ def test_overlay_sets_namespace_and_domain(overlay: tuple[str, tuple[dict[str, A
     cms = {c["metadata"]["name"].rsplit("-", 1)[0]: c["data"] for c in kinds(docs, "ConfigMap")}
     assert cms["pkg-env"]["SIPSEC_PKG_DOMAIN"] == domain
     assert cms["proxy-env"]["SIPSEC_PROXY_DOMAINS"] == domain
+    pkg = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "pkg")
+    pkg_env = _container_env(pkg["spec"]["template"]["spec"]["containers"][0], _cm_data(docs))
     for peer in DOMAINS:
         if peer.name != domain:
             short = peer.name.split(".")[0]
-            assert cms["pkg-env"]["SIPSEC_PKG_PEERS"].startswith(
+            assert pkg_env["SIPSEC_PKG_PEERS"].startswith(
                 f"{peer.name},pkg.sipsec-{short}.svc.cluster.local:50051,sha256:")
             assert f"{peer.name}=proxy.sipsec-{short}.svc.cluster.local:5060" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
 
@@ -151,12 +158,38 @@ def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]]) -> d
         assert ref in cms, f"envFrom names a missing ConfigMap {ref}"
         env.update(cms[ref])
     for item in c.get("env", []):
-        if "valueFrom" in item:  # a Secret's value: stands in as a well-formed hex key
-            assert set(item["valueFrom"]) == {"secretKeyRef"}, item
+        if "valueFrom" in item:
+            if set(item["valueFrom"]) == {"configMapKeyRef"}:  # a pin the provider sets: a well-formed one
+                ref = item["valueFrom"]["configMapKeyRef"]
+                assert ref["name"] == PINS and not ref.get("optional"), item
+                env[item["name"]] = PIN_STANDIN
+                continue
+            assert set(item["valueFrom"]) == {"secretKeyRef"}, item  # a Secret's value: a well-formed hex key
             env[item["name"]] = SECRET_STANDIN
-        else:
-            env[item["name"]] = item.get("value", "")
+        else:  # $(VAR) refers to a variable set before it (Kubernetes' dependent variables)
+            env[item["name"]] = re.sub(r"\$\(([A-Za-z0-9_]+)\)", lambda m: env[m.group(1)], item.get("value", ""))
     return env
+
+
+def test_pins_are_required_values_not_placeholders(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    """No fingerprint ships in the manifests (no all-zero placeholder): the gateway's and the
+    proxy's pin of their PKG and the PKG's pin of its federation peer come from the provider's
+    required (non-optional) sipsec-pins ConfigMap keys, which the overlays do not generate."""
+    _, docs = overlay
+    text = yaml.safe_dump_all(list(docs))
+    assert not re.search(r"sha256:0{16,}", text) and not re.search(r"sha256:[0-9a-f]{64}", text)
+    assert PINS not in {c["metadata"]["name"].rsplit("-", 1)[0] for c in kinds(docs, "ConfigMap")}
+    wanted = {"gateway": "SIPSEC_GATEWAY_PKG_FINGERPRINT", "proxy": "SIPSEC_PROXY_PKG_FINGERPRINT",
+              "pkg": "PEER_FINGERPRINT"}
+    for dep in kinds(docs, "Deployment"):
+        name = dep["metadata"]["name"]
+        if name not in wanted:
+            continue
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+        ref = env[wanted[name]]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == PINS and ref.get("optional") is not True, name
+        for cm in kinds(docs, "ConfigMap"):
+            assert not cm["data"].get(wanted[name]), (name, cm["metadata"]["name"])  # not shadowed by a default
 
 
 def test_configuration_is_documented_parses_and_files_are_mounted(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
@@ -171,7 +204,8 @@ def test_configuration_is_documented_parses_and_files_are_mounted(overlay: tuple
             if svc is None:
                 continue
             env = _container_env(c, cms)
-            undocumented = [v for v in env if not svc.documented(v)]
+            # every setting (SIPSEC_*) documented; others are helpers of $(VAR) references
+            undocumented = [v for v in env if v.startswith("SIPSEC_") and not svc.documented(v)]
             assert not undocumented, f"{dep['metadata']['name']}: {undocumented} not in {svc.readme.relative_to(ROOT)}"
             svc.parse_env(env)
             mounts = [(m["mountPath"], m) for m in c.get("volumeMounts", [])]
@@ -308,7 +342,7 @@ def test_default_deny_selects_every_pod_both_ways(fleet: tuple[list[dict[str, An
         assert not deny[0]["spec"].get("ingress") and not deny[0]["spec"].get("egress")
 
 
-# DESIGN §3: (from, to, port, protocol, across domains?)
+# docs/architecture.md#services-and-flows: (from, to, port, protocol, across domains?)
 FLOWS = [
     ("pkg", "redis", 6379, "TCP", False),
     ("location", "redis", 6379, "TCP", False),
@@ -362,3 +396,14 @@ def test_every_pod_may_resolve_names(fleet: tuple[list[dict[str, Any]], dict[str
     for name in OVERLAYS:
         for pod in pods[name].values():
             assert _allowed(policies, pod, dns, 53, "UDP", "out")
+
+
+def test_no_placeholder_pin_ships_in_any_deployment_file() -> None:
+    """Neither k8s/ nor docker-compose.yml carries a fingerprint of its own (an all-zero
+    placeholder, or any literal one): pins come from the PKGs' own output at deployment."""
+    files = [*sorted((ROOT / "k8s").rglob("*.yaml")), *sorted((ROOT / "k8s").rglob("*.env")),
+             ROOT / "docker-compose.yml"]
+    assert len(files) > 10
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"sha256:[0-9a-fA-F]{16,}", text), path

@@ -11,6 +11,8 @@ from sipsec_cli.__main__ import build_parser
 from sipsec_cli.up import (
     DOMAINS,
     SERVICES,
+    Health,
+    ServiceSpec,
     Supervisor,
     Topology,
     UpError,
@@ -81,12 +83,19 @@ def test_instances_point_at_each_other(tmp_path: Path) -> None:
     assert env["SIPSEC_PKG_PEERS"] == f"biloxi.com,{pkg_b.addr('grpc')},{FINGERPRINT}"
     assert env["SIPSEC_PKG_LISTEN"].startswith("127.0.0.2:")
     env = proxy_a.spec.env(topo, proxy_a)
-    assert env["SIPSEC_PROXY_ROUTES"] == f"biloxi.com={proxy_b.addr('sip')};transport=tcp"
+    # proxy to proxy and gateway to proxy over TLS, verified against the run's CA
+    assert env["SIPSEC_PROXY_ROUTES"] == f"biloxi.com={proxy_b.addr('tls')};transport=tls"
+    assert env["SIPSEC_PROXY_TLS_LISTEN"] == proxy_a.addr("tls")
+    tls = tmp_path / "tls"
+    assert (env["SIPSEC_PROXY_TLS_CERT"], env["SIPSEC_PROXY_TLS_KEY"], env["SIPSEC_PROXY_TLS_CA"]) == (
+        str(tls / "proxy-atlanta.com.pem"), str(tls / "proxy-atlanta.com.key"), str(tls / "ca.pem"))
     assert (env["SIPSEC_PROXY_PKG_TARGET"], env["SIPSEC_PROXY_PKG_FINGERPRINT"]) == (pkg_a.addr("grpc"), FINGERPRINT)
     assert env["SIPSEC_PROXY_LOCATION"] == topo.get(atl, "location").addr("grpc")  # type: ignore[union-attr]
     env = gw_a.spec.env(topo, gw_a)
     assert env["SIPSEC_GATEWAY_PKG"] == pkg_a.addr("grpc")
-    assert env["SIPSEC_GATEWAY_PROXY"] == proxy_a.addr("sip")
+    assert env["SIPSEC_GATEWAY_PROXY"] == proxy_a.addr("tls") and env["SIPSEC_GATEWAY_TRANSPORT"] == "tls"
+    assert (env["SIPSEC_GATEWAY_TLS_CERT"], env["SIPSEC_GATEWAY_TLS_KEY"], env["SIPSEC_GATEWAY_TLS_CA"]) == (
+        str(tls / "gateway-atlanta.com.pem"), str(tls / "gateway-atlanta.com.key"), str(tls / "ca.pem"))
     assert env["SIPSEC_GATEWAY_WORKERS"] == topo.get(None, "worker").addr("grpc")  # type: ignore[union-attr]
 
 
@@ -156,3 +165,19 @@ def test_shared_redis_gives_each_domain_its_own_database() -> None:
         redis_db_url("http://r/0", 0)
     with pytest.raises(UpError):
         redis_db_url("redis://r/x", 0)
+
+
+def test_a_missing_service_command_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service whose console script is not installed stops ``sipsec up`` before anything starts."""
+    import io
+
+    import sipsec_cli.up as up
+
+    ghost = ServiceSpec("ghost", "sipsec-ghost-not-installed", ("serve",), True, ("grpc",),
+                        Health("grpc", "grpc"), lambda topo, inst: {})
+    monkeypatch.setattr(up, "SERVICES", (*SERVICES, ghost))
+    state = tmp_path / "state"
+    out, err = io.StringIO(), io.StringIO()
+    assert up.run_up(UpOptions(state_dir=str(state)), out, err) == 1
+    assert "sipsec-ghost-not-installed" in err.getvalue() and "not installed" in err.getvalue()
+    assert not state.exists()  # nothing was started, not even the state directory

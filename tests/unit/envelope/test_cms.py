@@ -48,6 +48,28 @@ def _openssl(*args: str, data: bytes, tmp_path: Path) -> str:
     return proc.stdout
 
 
+def _openssl_cms_print(body: bytes, tmp_path: Path) -> str:
+    """``openssl cms -cmsout -print`` of an AuthEnvelopedData body.
+
+    OpenSSL releases before the fix of openssl/openssl#26101 (PR #31695, 2026) read
+    authAttrs as [2] instead of RFC 5083's [1] and fail on a conforming body with a wrong
+    tag at the mac. On those the failure must be exactly that, and the same body with its
+    authAttrs tagged [2] (all they get wrong) must print.
+    """
+    path = tmp_path / f"body-{os.urandom(4).hex()}.der"
+    path.write_bytes(body)
+    proc = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode == 0:
+        return proc.stdout
+    assert "wrong tag" in proc.stderr and "Field=mac, Type=CMS_AuthEnvelopedData" in proc.stderr, proc.stderr
+    attrs = b"\xa1" + cms.auth_attributes(cms.parse_auth_enveloped(body).content_type)[1:]
+    mac = 2 + cms.GCM_TAG_BYTES
+    assert body[-mac - len(attrs) : -mac] == attrs
+    return _openssl("cms", "-cmsout", "-print",
+                    data=body[: -mac - len(attrs)] + b"\xa2" + attrs[1:] + body[-mac:], tmp_path=tmp_path)
+
+
 def test_rfc3394_wrap_known_answer() -> None:
     # RFC 3394 §4.6: wrap 256 bits of key data with a 256-bit KEK
     kek = bytes.fromhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
@@ -150,12 +172,54 @@ def test_gcm_parameters_and_versions(pki: Pki) -> None:
     assert alg["algorithm"].dotted == oids.ID_AES256_GCM
     assert isinstance(alg["parameters"], asn1.GCMParameters)
     assert len(alg["parameters"]["aes_nonce"].native) == 12
-    assert alg["parameters"]["aes_icvlen"].native == 16
-    assert len(aed["mac"].native) == 16
+    # RFC 5084 §3.2: aes-ICVlen DEFAULT 12 — a 12-byte tag, the field absent as DER requires
+    assert alg["parameters"]["aes_icvlen"].native == 12 == cms.GCM_TAG_BYTES
+    assert alg["parameters"].dump() == cms.der.seq(cms.der.octets(alg["parameters"]["aes_nonce"].native))
+    assert len(aed["mac"].native) == 12
     assert aed["version"].native == "v0"
     kekri = aed["recipient_infos"][0].chosen
     assert kekri["version"].native == "v4"
     assert kekri["key_encryption_algorithm"]["algorithm"].dotted == oids.ID_AES256_WRAP
+
+
+def test_only_the_default_12_byte_gcm_tag_is_accepted() -> None:
+    der = cms.der
+    cek, kek = os.urandom(32), os.urandom(32)
+    body = cms.build_auth_enveloped(cms.kek_recipient_info(b"12345678", kek, cek), oids.ID_DATA, b"x", cek)
+    env = cms.parse_auth_enveloped(body)
+    assert isinstance(env.recipient, cms.KekRecipient) and len(env.mac) == 12
+
+    def variant(gcm_params: bytes, mac: bytes) -> bytes:
+        """The same AuthEnvelopedData with other GCMParameters and mac (everything else as written)."""
+        eci = der.seq(der.oid(env.content_type), der.seq(der.oid(oids.ID_AES256_GCM), gcm_params),
+                      der.ctx(0, env.ciphertext, constructed=False))
+        assert isinstance(env.recipient, cms.KekRecipient)
+        aed = der.seq(der.integer(0), der.set_of(cms._kek_ri(env.recipient.key_id, env.recipient.encrypted_key)),
+                      eci, b"\xa1" + cms.auth_attributes(env.content_type)[1:], der.octets(mac))
+        return der.seq(der.oid(oids.ID_CT_AUTH_ENVELOPED_DATA), der.ctx(0, aed))
+
+    params = der.seq(der.octets(env.nonce))
+    assert variant(params, env.mac) == body  # the helper writes exactly what sipsec writes
+    full_tag = env.mac + os.urandom(4)
+    cases = [
+        (der.seq(der.octets(env.nonce), der.integer(16)), full_tag, "unsupported-algorithm"),
+        (der.seq(der.octets(env.nonce), der.integer(8)), env.mac[:8], "unsupported-algorithm"),
+        (der.seq(der.octets(env.nonce), der.integer(12)), env.mac, "malformed-cms"),  # the DEFAULT, encoded
+        (params, full_tag, "malformed-cms"),  # a 16-byte mac under the default ICV length
+        (params, env.mac[:8], "malformed-cms"),
+    ]
+    for gcm_params, mac, reason in cases:
+        bad = variant(gcm_params, mac)
+        assert asn1_cms.ContentInfo.load(bad)["content"]["mac"].native == mac  # well-formed CMS...
+        with pytest.raises(MalformedEnvelope) as info:  # ...that sipsec refuses
+            cms.parse_auth_enveloped(bad)
+        assert info.value.reason == reason, (gcm_params.hex(), len(mac))
+    # and a tag of another length never reaches GCM, even if handed over directly
+    for mac in (full_tag, env.mac[:8]):
+        with pytest.raises(Undecipherable):
+            cms.decrypt_content(cms.AuthEnveloped(env.recipient, env.content_type, env.nonce, env.ciphertext,
+                                                  mac), cek)
+    assert cms.decrypt_content(env, cek) == b"x"
 
 
 def test_private_oids_live_under_one_arc() -> None:
@@ -169,15 +233,19 @@ async def test_openssl_parses_real_bodies(tmp_path: Path, pki: Pki) -> None:
     alice = Party(pki.keyring(ALICE))
     first = seal(invite(), alice.keys, BOB)
     later = seal(ack(), alice.keys, first.dialog, SigningPolicy.EVERY_MESSAGE)
-    kem_print = _openssl("cms", "-cmsout", "-print", data=first.message.body, tmp_path=tmp_path)
+    kem_print = _openssl_cms_print(first.message.body, tmp_path)
     assert "id-smime-ct-authEnvelopedData" in kem_print
     assert "d.ori" in kem_print and "1.2.840.113549.1.9.16.13.3" in kem_print
     assert "aes-256-gcm" in kem_print
-    kek_print = _openssl("cms", "-cmsout", "-print", data=later.message.body, tmp_path=tmp_path)
+    kek_print = _openssl_cms_print(later.message.body, tmp_path)
     assert "d.kekri" in kek_print and "id-aes256-wrap" in kek_print
+    for printed in (kem_print, kek_print):  # authAttrs: the content-type attribute (RFC 5083 §2.1)
+        assert "authAttrs" in printed and "contentType" in printed, printed
     for body in (first.message.body, later.message.body):
         parsed = _openssl("asn1parse", data=body, tmp_path=tmp_path)
         assert "id-smime-ct-authEnvelopedData" in parsed and "error" not in parsed.lower()
+        # [1] IMPLICIT authAttrs: SET OF { SEQUENCE { contentType, SET { id-smime-ct-compressedData } } }
+        assert "cont [ 1 ]" in parsed and ":contentType" in parsed, parsed
     # the inner SignedData (what the recipient decrypts), as a ContentInfo
     env = cms.parse_auth_enveloped(later.message.body)
     assert isinstance(env.recipient, cms.KekRecipient)
@@ -188,7 +256,7 @@ async def test_openssl_parses_real_bodies(tmp_path: Path, pki: Pki) -> None:
                                     "content": asn1_cms.CompressedData.load(compressed)})
     cd_print = _openssl("cms", "-cmsout", "-print", data=cd_info.dump(), tmp_path=tmp_path)
     assert "id-smime-ct-compressedData" in cd_print
-    assert oids.ID_SIPSEC_ALG_ZLIB_SIPDICT_DIALOG_V1 in cd_print and "pkcs7-signedData" in cd_print
+    assert oids.ID_SIPSEC_ALG_DEFLATE_SIPDICT_DIALOG_V2 in cd_print and "pkcs7-signedData" in cd_print
     _openssl("asn1parse", data=cd_info.dump(), tmp_path=tmp_path)
     content_type, signed = cms.parse_compressed_data(compressed, primer=first.dialog.primer)
     assert content_type == oids.ID_SIGNED_DATA

@@ -87,7 +87,7 @@ def test_mutated_signed_data_inside_a_valid_encryption_is_rejected_cleanly(edits
 @FUZZ
 @given(edits=mutations)
 def test_mutated_compressed_data_inside_a_valid_encryption_is_rejected_cleanly(edits: list[tuple[int, int]]) -> None:
-    # a damaged CompressedData (framing or zlib stream) under a valid dialog-key encryption
+    # a damaged CompressedData (framing or DEFLATE stream) under a valid dialog-key encryption
     content = _mutate(_COMPRESSED, edits)
     assume(content != _COMPRESSED)
     cek = os.urandom(32)

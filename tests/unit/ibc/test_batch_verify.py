@@ -62,15 +62,21 @@ def _with_v(signature: bytes, v: bk.G1Point) -> bytes:
 
 @pytest.fixture
 def pairings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Number of pairing checks run (a list of pair counts), to see the batch at work."""
+    """Number of pairing checks and multi-pairings run (a list of pair counts), to see the batch at work."""
     calls: list[int] = []
     real: Callable[[Sequence[bk.G1Point], Sequence[bk.G2Point]], bool] = bk.pairing_check
+    real_multi: Callable[[Sequence[bk.G1Point], Sequence[bk.G2Point]], bk.GT] = bk.multi_pairing
 
     def counting(g1s: Sequence[bk.G1Point], g2s: Sequence[bk.G2Point]) -> bool:
         calls.append(len(g1s))
         return real(g1s, g2s)
 
+    def counting_multi(g1s: Sequence[bk.G1Point], g2s: Sequence[bk.G2Point]) -> bk.GT:
+        calls.append(len(g1s))
+        return real_multi(g1s, g2s)
+
     monkeypatch.setattr(bk, "pairing_check", counting)
+    monkeypatch.setattr(bk, "multi_pairing", counting_multi)
     return calls
 
 
@@ -101,7 +107,9 @@ def test_one_forgery_among_many_is_flagged_alone(pairings: list[int]) -> None:
     results = _check(items)
     assert _flagged(results) == [6]
     assert type(results[6]) is ibc.InvalidSignature
-    assert pairings[0] == 2 and len(pairings) == 1 + 10 + 10  # batch, then alone; then _check
+    # the batch (as a GT value), then one multi-pairing per halving: [0..4] valid, [5, 6] not,
+    # [5] valid, so [6] is the forgery (not 10 single checks); then _check's 10 single checks
+    assert pairings[0] == 2 and len(pairings) == 1 + 3 + 10
 
 
 def test_malformed_and_wrong_purpose_items() -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from sipsec_pkg.config import ENV_DEFAULTS, ConfigError, PkgConfig, parse_peers
+from sipsec_pkg.config import ENV, ConfigError, PkgConfig, parse_peers
 
 FP = "sha256:" + "ab" * 32
 
 
 def test_defaults_match_the_documented_table():
     c = PkgConfig.from_env({})
-    assert c.listen == ENV_DEFAULTS["SIPSEC_PKG_LISTEN"] == "0.0.0.0:50051"
+    assert c.listen == ENV["listen"][1] == "0.0.0.0:50051" and ENV["listen"][0] == "SIPSEC_PKG_LISTEN"
     assert c.store == "memory" and c.idle_timeout_s == 900 and not c.plaintext
     assert c.scrypt.n == 2**15 and c.metrics_port == 9464
     assert c.audit_path == "/var/lib/sipsec-pkg/audit.jsonl"

@@ -87,3 +87,11 @@ def test_open_pkg_store_choices():
         open_pkg_store("redis", domain="a")
     with pytest.raises(ValueError):
         open_pkg_store("etcd", domain="a")
+
+
+async def test_epoch_and_mac_are_stored(store):
+    await store.put_user(UserRecord("sip:a@atlanta.com", "h", 1.0, "epoch-1"))
+    assert (await store.get_user("sip:a@atlanta.com")).epoch == "epoch-1"
+    record = SessionRecord("sip:a@atlanta.com", 1000.125, 1000.5, "epoch-1", b"\x00mac\xff")
+    await store.put_session("t", record, 60)
+    assert await store.get_session("t") == record

@@ -384,7 +384,7 @@ def test_name_addr_serialisation_quotes_when_needed() -> None:
 
 
 def test_sans_io_imports() -> None:
-    """sipsec.sip imports no asyncio, socket, grpc or redis (DESIGN §7 import rule)."""
+    """sipsec.sip imports no asyncio, socket, grpc or redis (import rule, docs/architecture.md#layers)."""
     code = (
         "import sys, sipsec.sip\n"
         "bad = [m for m in ('asyncio', 'socket', 'grpc', 'redis') if m in sys.modules]\n"

@@ -105,7 +105,10 @@ def test_provisional_stops_retransmission_and_timer_b() -> None:
     tx.datagrams_to_send()
     tx.receive_response(make_response(req, 180, to_tag="bobtag"), 0.2)
     assert tx.state is S.PROCEEDING
-    assert tx.get_timer() is None
+    # neither A (0.5 s) nor B (32 s) runs on; only Timer C, the Proceeding bound
+    assert tx.get_timer() == 0.2 + TimerSettings().timer_c
+    tx.handle_timer(33.0)
+    assert tx.datagrams_to_send() == [] and tx.state is S.PROCEEDING
     ev = drain_events(tx)
     assert isinstance(ev[0], ResponseReceived) and ev[0].response.status == 180
 
@@ -369,7 +372,41 @@ def test_client_transaction_cancel_uses_its_request() -> None:
 def test_terminate_by_tu() -> None:
     tx = ClientTransaction(request(), reliable=False, now=0.0)
     tx.receive_response(make_response(tx.request, 100), 0.1)
-    assert tx.get_timer() is None  # §17.1.1.2: nothing bounds Proceeding but the TU
+    # Figure 5 leaves Proceeding to the TU; only the Timer C backstop bounds it here
+    assert tx.get_timer() == 0.1 + TimerSettings().timer_c
     tx.terminate()
-    assert tx.state is S.TERMINATED
+    assert tx.state is S.TERMINATED and tx.get_timer() is None
     assert isinstance(drain_events(tx)[-1], TransactionTerminated)
+
+
+def test_timer_c_bounds_an_invite_left_in_proceeding() -> None:
+    """Figure 5 gives Proceeding no timer: Timer C (restarted by each provisional) tells the
+    TU to cancel (§9.1, §16.8), and 64*T1 later the transaction is destroyed (§9.1)."""
+    timers = TimerSettings(timer_c=100.0)
+    req = request()
+    tx = ClientTransaction(req, reliable=True, now=0.0, timers=timers)
+    tx.receive_response(make_response(req, 180, to_tag="b"), 1.0)
+    tx.receive_response(make_response(req, 183, to_tag="b"), 50.0)  # restarts Timer C
+    assert tx.get_timer() == 150.0
+    drain_events(tx)
+    tx.handle_timer(150.0)
+    assert tx.state is S.PROCEEDING
+    (timeout,) = drain_events(tx)
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "C"
+    assert timeout.as_response().status == 408
+    assert tx.get_timer() == 150.0 + 64 * timers.t1
+    tx.handle_timer(150.0 + 64 * timers.t1)
+    assert tx.state is S.TERMINATED
+    assert [type(e) for e in drain_events(tx)] == [TransactionTerminated]
+
+
+def test_a_final_response_after_timer_c_still_completes_the_invite() -> None:
+    timers = TimerSettings(timer_c=10.0)
+    req = request()
+    tx = ClientTransaction(req, reliable=False, now=0.0, timers=timers)
+    tx.receive_response(make_response(req, 180, to_tag="b"), 0.1)
+    tx.handle_timer(10.1)  # Timer C: the TU cancels; the 487 comes within 64*T1
+    tx.datagrams_to_send()
+    tx.receive_response(make_response(req, 487, to_tag="b"), 12.0)
+    assert tx.state is S.COMPLETED and len(tx.datagrams_to_send()) == 1  # the ACK (§17.1.1.3)
+    assert tx.get_timer() == 12.0 + timers.timer_d_unreliable

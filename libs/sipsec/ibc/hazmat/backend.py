@@ -67,6 +67,7 @@ __all__ = [
     "g2_to_bytes",
     "gt_to_bytes",
     "hash_to_g1",
+    "multi_pairing",
     "pairing",
     "pairing_check",
     "random_scalar",
@@ -450,6 +451,11 @@ def pairing(a: G1Point, b: G2Point) -> GT:
 def pairing_check(g1s: Sequence[G1Point], g2s: Sequence[G2Point]) -> bool:
     """True iff prod e(g1s[i], g2s[i]) == 1, computed as one multi-pairing."""
     return GT.pairing_check(list(g1s), list(g2s))
+
+
+def multi_pairing(g1s: Sequence[G1Point], g2s: Sequence[G2Point]) -> GT:
+    """prod e(g1s[i], g2s[i]) as a GT value (one Miller loop per pair, one final exponentiation)."""
+    return GT.multi_pairing(list(g1s), list(g2s))
 
 
 def gt_to_bytes(value: GT) -> bytes:

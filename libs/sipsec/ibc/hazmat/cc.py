@@ -28,10 +28,18 @@ invalid signatures cannot be made to cancel (V1 + D and V2 - D pass an unweighte
 The sums are merged: sum rho_i V_i and, per P_pub, sum rho_i U_i are multi-scalar
 multiplications with 64-bit scalars, and the Q terms become one (sum rho_i h_i) Q_ID per
 distinct (P_pub, Q_ID), by the identity's cached table when it has one (else one
-multi-scalar multiplication over the rest). When the batch fails, every parsed item is
-checked on its own, so exactly the bad ones are flagged: a forger costs the verifier one
-wasted batch check plus one single check per item of the batch (callers bound the batch
-size).
+multi-scalar multiplication over the rest). The batch is computed as a GT value A_B (a
+multi-pairing costs what the check does) and holds iff A_B = 1. When it does not, the bad
+items are found by halving with the same weights (Law and Matt, "Finding invalid
+signatures in pairing-based batches", IMA Cryptography and Coding 2007, divide and
+conquer): write A_S = prod_{i in S} x_i^rho_i; for a set S with known A_S only its left
+half L is paired (one multi-pairing over L's sums) and A_R = A_S / A_L follows by one
+multiplication in GT (the division is a pairing of L's negated sums, so no GT inverse is
+needed). A half with value 1 is valid (the same 2^-64 bound); a single item's value is 1
+iff its signature is valid (rho_i is invertible mod R), so a bad item is flagged exactly,
+without a separate check. One forged signature in a batch of n costs log2(n) more
+multi-pairings over ever smaller halves, instead of n single checks (n = 32: about 2x a
+valid batch, where checking each item alone cost ~6x).
 """
 
 from __future__ import annotations
@@ -153,9 +161,13 @@ class _Domain(NamedTuple):
     q_coefficients: dict[bk.G1Point, int]
 
 
-def _batch_holds(items: Sequence[_Parsed]) -> bool:
-    """The small-exponent test over ``items``, with fresh weights (module docstring)."""
-    weights = [secrets.randbelow(_WEIGHTS) + 1 for _ in items]
+def _weights(count: int) -> list[int]:
+    """Fresh secret weights rho_i in [1, 2^64) (module docstring)."""
+    return [secrets.randbelow(_WEIGHTS) + 1 for _ in range(count)]
+
+
+def _terms(items: Sequence[_Parsed], weights: Sequence[int]) -> tuple[list[bk.G1Point], list[bk.G2Point]]:
+    """The pairs whose product is A = prod x_i^rho_i over ``items``: (G1 sums, their G2 points)."""
     domains: dict[bk.G2Point, _Domain] = {}
     for item, rho in zip(items, weights, strict=True):
         domain = domains.setdefault(item.p_pub, _Domain([], [], {}))
@@ -180,7 +192,28 @@ def _batch_holds(items: Sequence[_Parsed]) -> bool:
             lhs = lhs + bk.g1_multiexp(q_points, q_scalars)
         g1s.append(-lhs)
         g2s.append(p_pub)
-    return bk.pairing_check(g1s, g2s)
+    return g1s, g2s
+
+
+def _isolate(items: Sequence[_Parsed], weights: Sequence[int], value: bk.GT, inverted: bool,
+             bad: list[int]) -> None:
+    """Append to ``bad`` the positions of the invalid items of ``items``.
+
+    ``value`` is A_S of ``items`` under ``weights`` (or its inverse when ``inverted``): only
+    the left half is paired, the right half's value follows by one GT multiplication.
+    """
+    if value == bk.GT.one():
+        return
+    if len(items) == 1:
+        bad.append(items[0].position)
+        return
+    half = len(items) // 2
+    g1s, g2s = _terms(items[:half], weights[:half])
+    if not inverted:
+        g1s = [-point for point in g1s]
+    left = bk.multi_pairing(g1s, g2s)  # A_L, of the sign opposite to ``value``
+    _isolate(items[:half], weights[:half], left, not inverted, bad)
+    _isolate(items[half:], weights[half:], value * left, inverted, bad)
 
 
 def cc_verify_batch(
@@ -201,9 +234,16 @@ def cc_verify_batch(
             results[index] = exc
             continue
         parsed.append(_Parsed(index, q_id, p_pub, H(message, u_bytes), u, v))
-    if len(parsed) > 1 and _batch_holds(parsed):
-        return results
-    for item in parsed:  # a batch of one, or a failed batch: find exactly the bad items
+    if len(parsed) == 1:
+        item = parsed[0]
         if not _holds(item.q_id, item.p_pub, item.h, item.u, item.v):
             results[item.position] = InvalidSignature(_FAILED)
+        return results
+    if not parsed:
+        return results
+    weights = _weights(len(parsed))
+    bad: list[int] = []  # the batch as a GT value (as costly as the check); if not 1, find exactly
+    _isolate(parsed, weights, bk.multi_pairing(*_terms(parsed, weights)), False, bad)  # the bad items
+    for position in bad:
+        results[position] = InvalidSignature(_FAILED)
     return results

@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sipsec/pkg/v1/pkg.proto\x12\rsipsec.pkg.v1\"s\n\x12SignedDomainParams\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11signer_public_key\x18\x04 \x01(\x0c\x12\x0f\n\x07version\x18\x05 \x01(\r\"-\n\x0cLoginRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"K\n\rLoginResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x0b\n\x03\x61or\x18\x02 \x01(\t\x12\x16\n\x0eidle_timeout_s\x18\x03 \x01(\r\"&\n\rLogoutRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x18\n\x16GetSystemParamsRequest\"`\n\x17GetSystemParamsResponse\x12\x31\n\x06params\x18\x01 \x01(\x0b\x32!.sipsec.pkg.v1.SignedDomainParams\x12\x12\n\nnode_index\x18\x02 \x01(\r\"(\n\x16GetDomainParamsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"u\n\x17GetDomainParamsResponse\x12\x31\n\x06params\x18\x01 \x01(\x0b\x32!.sipsec.pkg.v1.SignedDomainParams\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x01\"\xb9\x01\n\x14GetPrivateKeyRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.sipsec.pkg.v1.KeyPurpose\x12\x31\n\x0fperiod_selector\x18\x03 \x01(\x0e\x32\x18.sipsec.pkg.v1.KeyPeriod\x12\x13\n\x06period\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0b\n\x03\x61or\x18\x05 \x01(\tB\t\n\x07_period\"/\n\nPartialKey\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x9b\x02\n\x15GetPrivateKeyResponse\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.sipsec.pkg.v1.KeyPurpose\x12\x0e\n\x06period\x18\x03 \x01(\x04\x12\x17\n\x0fperiod_length_s\x18\x04 \x01(\r\x12\x12\n\nnot_before\x18\x05 \x01(\x01\x12\x11\n\tnot_after\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\r\x12\x16\n\x0eparams_version\x18\x08 \x01(\r\x12\x15\n\x0bprivate_key\x18\t \x01(\x0cH\x00\x12\x30\n\x0bpartial_key\x18\n \x01(\x0b\x32\x19.sipsec.pkg.v1.PartialKeyH\x00\x42\x05\n\x03key*S\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x13\n\x0fKEY_PURPOSE_ENC\x10\x01\x12\x13\n\x0fKEY_PURPOSE_SIG\x10\x02*T\n\tKeyPeriod\x12\x1a\n\x16KEY_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12KEY_PERIOD_CURRENT\x10\x01\x12\x13\n\x0fKEY_PERIOD_NEXT\x10\x02\x32\xc0\x03\n\x13KeyGeneratorService\x12\x42\n\x05Login\x12\x1b.sipsec.pkg.v1.LoginRequest\x1a\x1c.sipsec.pkg.v1.LoginResponse\x12\x45\n\x06Logout\x12\x1c.sipsec.pkg.v1.LogoutRequest\x1a\x1d.sipsec.pkg.v1.LogoutResponse\x12`\n\x0fGetSystemParams\x12%.sipsec.pkg.v1.GetSystemParamsRequest\x1a&.sipsec.pkg.v1.GetSystemParamsResponse\x12`\n\x0fGetDomainParams\x12%.sipsec.pkg.v1.GetDomainParamsRequest\x1a&.sipsec.pkg.v1.GetDomainParamsResponse\x12Z\n\rGetPrivateKey\x12#.sipsec.pkg.v1.GetPrivateKeyRequest\x1a$.sipsec.pkg.v1.GetPrivateKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sipsec/pkg/v1/pkg.proto\x12\rsipsec.pkg.v1\"s\n\x12SignedDomainParams\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x19\n\x11signer_public_key\x18\x04 \x01(\x0c\x12\x0f\n\x07version\x18\x05 \x01(\r\"E\n\x0cLoginRequest\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x03 \x01(\t\"c\n\rLoginResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12\x0b\n\x03\x61or\x18\x02 \x01(\t\x12\x16\n\x0eidle_timeout_s\x18\x03 \x01(\r\x12\x16\n\x0emax_lifetime_s\x18\x04 \x01(\r\"&\n\rLogoutRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\x18\n\x16GetSystemParamsRequest\"`\n\x17GetSystemParamsResponse\x12\x31\n\x06params\x18\x01 \x01(\x0b\x32!.sipsec.pkg.v1.SignedDomainParams\x12\x12\n\nnode_index\x18\x02 \x01(\r\"(\n\x16GetDomainParamsRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"u\n\x17GetDomainParamsResponse\x12\x31\n\x06params\x18\x01 \x01(\x0b\x32!.sipsec.pkg.v1.SignedDomainParams\x12\x12\n\nfrom_cache\x18\x02 \x01(\x08\x12\x13\n\x0bvalid_until\x18\x03 \x01(\x01\"\xb9\x01\n\x14GetPrivateKeyRequest\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.sipsec.pkg.v1.KeyPurpose\x12\x31\n\x0fperiod_selector\x18\x03 \x01(\x0e\x32\x18.sipsec.pkg.v1.KeyPeriod\x12\x13\n\x06period\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x0b\n\x03\x61or\x18\x05 \x01(\tB\t\n\x07_period\"/\n\nPartialKey\x12\x12\n\nnode_index\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x0c\"\x9b\x02\n\x15GetPrivateKeyResponse\x12\x0b\n\x03\x61or\x18\x01 \x01(\t\x12*\n\x07purpose\x18\x02 \x01(\x0e\x32\x19.sipsec.pkg.v1.KeyPurpose\x12\x0e\n\x06period\x18\x03 \x01(\x04\x12\x17\n\x0fperiod_length_s\x18\x04 \x01(\r\x12\x12\n\nnot_before\x18\x05 \x01(\x01\x12\x11\n\tnot_after\x18\x06 \x01(\x01\x12\x11\n\tthreshold\x18\x07 \x01(\r\x12\x16\n\x0eparams_version\x18\x08 \x01(\r\x12\x15\n\x0bprivate_key\x18\t \x01(\x0cH\x00\x12\x30\n\x0bpartial_key\x18\n \x01(\x0b\x32\x19.sipsec.pkg.v1.PartialKeyH\x00\x42\x05\n\x03key*S\n\nKeyPurpose\x12\x1b\n\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x13\n\x0fKEY_PURPOSE_ENC\x10\x01\x12\x13\n\x0fKEY_PURPOSE_SIG\x10\x02*T\n\tKeyPeriod\x12\x1a\n\x16KEY_PERIOD_UNSPECIFIED\x10\x00\x12\x16\n\x12KEY_PERIOD_CURRENT\x10\x01\x12\x13\n\x0fKEY_PERIOD_NEXT\x10\x02\x32\xc0\x03\n\x13KeyGeneratorService\x12\x42\n\x05Login\x12\x1b.sipsec.pkg.v1.LoginRequest\x1a\x1c.sipsec.pkg.v1.LoginResponse\x12\x45\n\x06Logout\x12\x1c.sipsec.pkg.v1.LogoutRequest\x1a\x1d.sipsec.pkg.v1.LogoutResponse\x12`\n\x0fGetSystemParams\x12%.sipsec.pkg.v1.GetSystemParamsRequest\x1a&.sipsec.pkg.v1.GetSystemParamsResponse\x12`\n\x0fGetDomainParams\x12%.sipsec.pkg.v1.GetDomainParamsRequest\x1a&.sipsec.pkg.v1.GetDomainParamsResponse\x12Z\n\rGetPrivateKey\x12#.sipsec.pkg.v1.GetPrivateKeyRequest\x1a$.sipsec.pkg.v1.GetPrivateKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sipsec.pkg.v1.pkg_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KEYPURPOSE']._serialized_start=1149
-  _globals['_KEYPURPOSE']._serialized_end=1232
-  _globals['_KEYPERIOD']._serialized_start=1234
-  _globals['_KEYPERIOD']._serialized_end=1318
+  _globals['_KEYPURPOSE']._serialized_start=1197
+  _globals['_KEYPURPOSE']._serialized_end=1280
+  _globals['_KEYPERIOD']._serialized_start=1282
+  _globals['_KEYPERIOD']._serialized_end=1366
   _globals['_SIGNEDDOMAINPARAMS']._serialized_start=42
   _globals['_SIGNEDDOMAINPARAMS']._serialized_end=157
   _globals['_LOGINREQUEST']._serialized_start=159
-  _globals['_LOGINREQUEST']._serialized_end=204
-  _globals['_LOGINRESPONSE']._serialized_start=206
-  _globals['_LOGINRESPONSE']._serialized_end=281
-  _globals['_LOGOUTREQUEST']._serialized_start=283
-  _globals['_LOGOUTREQUEST']._serialized_end=321
-  _globals['_LOGOUTRESPONSE']._serialized_start=323
-  _globals['_LOGOUTRESPONSE']._serialized_end=339
-  _globals['_GETSYSTEMPARAMSREQUEST']._serialized_start=341
-  _globals['_GETSYSTEMPARAMSREQUEST']._serialized_end=365
-  _globals['_GETSYSTEMPARAMSRESPONSE']._serialized_start=367
-  _globals['_GETSYSTEMPARAMSRESPONSE']._serialized_end=463
-  _globals['_GETDOMAINPARAMSREQUEST']._serialized_start=465
-  _globals['_GETDOMAINPARAMSREQUEST']._serialized_end=505
-  _globals['_GETDOMAINPARAMSRESPONSE']._serialized_start=507
-  _globals['_GETDOMAINPARAMSRESPONSE']._serialized_end=624
-  _globals['_GETPRIVATEKEYREQUEST']._serialized_start=627
-  _globals['_GETPRIVATEKEYREQUEST']._serialized_end=812
-  _globals['_PARTIALKEY']._serialized_start=814
-  _globals['_PARTIALKEY']._serialized_end=861
-  _globals['_GETPRIVATEKEYRESPONSE']._serialized_start=864
-  _globals['_GETPRIVATEKEYRESPONSE']._serialized_end=1147
-  _globals['_KEYGENERATORSERVICE']._serialized_start=1321
-  _globals['_KEYGENERATORSERVICE']._serialized_end=1769
+  _globals['_LOGINREQUEST']._serialized_end=228
+  _globals['_LOGINRESPONSE']._serialized_start=230
+  _globals['_LOGINRESPONSE']._serialized_end=329
+  _globals['_LOGOUTREQUEST']._serialized_start=331
+  _globals['_LOGOUTREQUEST']._serialized_end=369
+  _globals['_LOGOUTRESPONSE']._serialized_start=371
+  _globals['_LOGOUTRESPONSE']._serialized_end=387
+  _globals['_GETSYSTEMPARAMSREQUEST']._serialized_start=389
+  _globals['_GETSYSTEMPARAMSREQUEST']._serialized_end=413
+  _globals['_GETSYSTEMPARAMSRESPONSE']._serialized_start=415
+  _globals['_GETSYSTEMPARAMSRESPONSE']._serialized_end=511
+  _globals['_GETDOMAINPARAMSREQUEST']._serialized_start=513
+  _globals['_GETDOMAINPARAMSREQUEST']._serialized_end=553
+  _globals['_GETDOMAINPARAMSRESPONSE']._serialized_start=555
+  _globals['_GETDOMAINPARAMSRESPONSE']._serialized_end=672
+  _globals['_GETPRIVATEKEYREQUEST']._serialized_start=675
+  _globals['_GETPRIVATEKEYREQUEST']._serialized_end=860
+  _globals['_PARTIALKEY']._serialized_start=862
+  _globals['_PARTIALKEY']._serialized_end=909
+  _globals['_GETPRIVATEKEYRESPONSE']._serialized_start=912
+  _globals['_GETPRIVATEKEYRESPONSE']._serialized_end=1195
+  _globals['_KEYGENERATORSERVICE']._serialized_start=1369
+  _globals['_KEYGENERATORSERVICE']._serialized_end=1817
 # @@protoc_insertion_point(module_scope)

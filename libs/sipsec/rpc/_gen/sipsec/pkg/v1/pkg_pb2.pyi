@@ -39,22 +39,26 @@ class SignedDomainParams(_message.Message):
     def __init__(self, domain: _Optional[str] = ..., params: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., signer_public_key: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LoginRequest(_message.Message):
-    __slots__ = ("aor", "password")
+    __slots__ = ("aor", "password", "client_address")
     AOR_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     aor: str
     password: str
-    def __init__(self, aor: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+    client_address: str
+    def __init__(self, aor: _Optional[str] = ..., password: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
-    __slots__ = ("session_token", "aor", "idle_timeout_s")
+    __slots__ = ("session_token", "aor", "idle_timeout_s", "max_lifetime_s")
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     AOR_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIFETIME_S_FIELD_NUMBER: _ClassVar[int]
     session_token: str
     aor: str
     idle_timeout_s: int
-    def __init__(self, session_token: _Optional[str] = ..., aor: _Optional[str] = ..., idle_timeout_s: _Optional[int] = ...) -> None: ...
+    max_lifetime_s: int
+    def __init__(self, session_token: _Optional[str] = ..., aor: _Optional[str] = ..., idle_timeout_s: _Optional[int] = ..., max_lifetime_s: _Optional[int] = ...) -> None: ...
 
 class LogoutRequest(_message.Message):
     __slots__ = ("session_token",)

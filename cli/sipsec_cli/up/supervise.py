@@ -1,0 +1,263 @@
+"""``sipsec up``'s supervision: the state directory, the child processes' start (Redis, ``sipsec-pkg
+init`` and ``user add``, every service) and their stop, whatever happened.
+
+Every child leads its own session and gets SIGTERM from the kernel when ``sipsec up`` dies
+(``PR_SET_PDEATHSIG``), so nothing outlives it; stopping sends SIGTERM, waits the grace
+period, then SIGKILLs what is left, including pool processes of a child's process group.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sipsec.stores.access import REDIS_USERS, acl_file, generate_password
+
+from sipsec_cli.up.environment import (
+    DOMAINS,
+    SERVICES,
+    SHARED,
+    STEP_TIMEOUT_S,
+    Instance,
+    Topology,
+    UpError,
+    UpOptions,
+    free_port,
+    pkg_admin_env,
+    plan_instances,
+    redis_db_url,
+    script_path,
+    sealing_key_file,
+    tls_dir,
+    tls_parties,
+)
+from sipsec_cli.up.health import redis_ping, tail, wait_healthy
+from sipsec_cli.up.tls import make_pki
+
+__all__ = ["Supervisor", "terminate"]
+
+
+def _set_pdeathsig() -> None:
+    """In the child: get SIGTERM when ``sipsec up`` dies, so nothing outlives it (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIPSEC_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def terminate(procs: list[tuple[str, subprocess.Popen[bytes]]], grace_s: float) -> list[str]:
+    """SIGTERM each process, wait up to ``grace_s`` in all, SIGKILL the rest; then SIGKILL what
+    is left of each one's process group (pool processes a service leaves behind when it dies
+    before its own shutdown code runs). Returns the labels that had to be killed."""
+    for _, proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+    deadline = time.monotonic() + grace_s
+    killed: list[str] = []
+    for label, proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+            killed.append(label)
+        # every child leads its own session (start_new_session), so its group id is its pid
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return killed
+
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret: the file (re)created with mode 0600 before any byte is written."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+class Supervisor:
+    """Starts the topology's processes and stops every one of them, whatever happened."""
+
+    def __init__(self, options: UpOptions, stop: threading.Event | None = None) -> None:
+        self.options = options
+        self.stop_requested = stop or threading.Event()
+        self.own_state = options.state_dir is None
+        base = Path(options.state_dir) if options.state_dir else Path(tempfile.mkdtemp(prefix="sipsec-up-"))
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o700)
+        (base / "logs").mkdir(exist_ok=True)
+        self.topo = Topology(state_dir=base, worker_processes=options.worker_processes)
+        self.redis: dict[str, tuple[subprocess.Popen[bytes], Path, int]] = {}
+
+    # -- helpers
+    def _popen(self, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                argv, env=_child_env(env), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_set_pdeathsig,
+                cwd=self.topo.state_dir,
+            )
+
+    def _run(self, argv: list[str], env: dict[str, str], what: str, stdin: bytes = b"") -> str:
+        try:
+            res = subprocess.run(argv, env=_child_env(env), input=stdin, capture_output=True,
+                                 timeout=STEP_TIMEOUT_S, cwd=self.topo.state_dir, check=False)
+        except subprocess.TimeoutExpired:
+            raise UpError(f"{what} did not finish in {STEP_TIMEOUT_S:.0f} s") from None
+        if res.returncode != 0:
+            raise UpError(f"{what} failed (exit {res.returncode}):\n"
+                          + res.stderr.decode(errors="replace")[-2000:])
+        return res.stdout.decode()
+
+    # -- phases
+    def start_redis(self) -> None:
+        """Each domain's redis-server, as a deployment runs it: ``--aclfile`` with one user per
+        service (random passwords, 0600 files in the state directory), the ``default`` user off,
+        protected mode on; and each domain's gateway sealing key. A Redis given with ``--redis``
+        is used as given (one database per domain)."""
+        for d in DOMAINS:
+            _write_private(sealing_key_file(self.topo, d), os.urandom(32))
+        # the run's CA and a certificate per proxy and gateway: SIP over TLS between them
+        make_pki(tls_dir(self.topo), tls_parties(self.topo))
+        if self.options.redis_url:
+            for i, d in enumerate(DOMAINS):
+                self.topo.redis_urls[d.name] = redis_db_url(self.options.redis_url, i)
+            return
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise UpError("redis-server is not installed; install it or pass --redis URL")
+        for d in DOMAINS:
+            port = free_port(d.host)
+            rdir = self.topo.state_dir / d.name / "redis"
+            rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            passwords = {user: generate_password() for user in REDIS_USERS}
+            files: dict[str, Path] = {}
+            for user, password in passwords.items():
+                files[user] = rdir / f"{user}.password"
+                _write_private(files[user], password.encode() + b"\n")
+            acl_path = rdir / "users.acl"
+            _write_private(acl_path, acl_file(passwords).encode())
+            self.topo.redis_password_files[d.name] = files
+            log_path = self.topo.state_dir / "logs" / f"{d.name}-redis.log"
+            proc = self._popen([exe, "--bind", d.host, "--port", str(port), "--save", "",
+                                "--appendonly", "no", "--dir", str(rdir), "--daemonize", "no",
+                                "--protected-mode", "yes", "--aclfile", str(acl_path)], {}, log_path)
+            self.redis[d.name] = (proc, log_path, port)
+            self.topo.redis_urls[d.name] = f"redis://{d.host}:{port}/0"
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        for d in DOMAINS:
+            proc, log_path, port = self.redis[d.name]
+            probe = ("pkg", self.topo.redis_password_files[d.name]["pkg"].read_text().strip())
+            while not redis_ping(d.host, port, probe):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise UpError(f"{d.name}/redis did not start (exit {proc.poll()}); log tail:\n"
+                                  + tail(log_path))
+                time.sleep(0.05)
+
+    def init_pkg(self) -> None:
+        pkg = script_path("sipsec-pkg")
+        for d in DOMAINS:
+            ddir = self.topo.state_dir / d.name
+            pkg_dir = ddir / "pkg"
+            pkg_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kek_file = ddir / "kek"
+            self.topo.pkg_dirs[d.name] = pkg_dir
+            self.topo.kek_files[d.name] = kek_file
+            env = pkg_admin_env(self.topo, d)
+            if (pkg_dir / "params.json").exists() and kek_file.exists():
+                # a kept --state-dir: reuse the domain's material and its KEK
+                fp = self._run([str(pkg), "fingerprint"], env, f"sipsec-pkg fingerprint ({d.name})").strip()
+                out = json.dumps({"fingerprint": fp})
+            else:
+                fd = os.open(kek_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(base64.b64encode(secrets.token_bytes(32)).decode())
+                out = self._run([str(pkg), "init", "--domain", d.name], env, f"sipsec-pkg init ({d.name})")
+            try:
+                self.topo.fingerprints[d.name] = str(json.loads(out.strip().splitlines()[-1])["fingerprint"])
+            except (ValueError, KeyError, IndexError):
+                raise UpError(f"sipsec-pkg init ({d.name}) printed no fingerprint: {out!r}") from None
+            for aor in d.aors:
+                password = secrets.token_urlsafe(18)
+                self.topo.passwords[aor] = password
+                self._run([str(pkg), "user", "add", aor, "--password-stdin"], env,
+                          f"sipsec-pkg user add {aor}", stdin=(password + "\n").encode())
+        creds = dict(self.topo.passwords)
+        fd = os.open(self.topo.state_dir / "credentials.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(creds, fh, indent=1)
+
+    def plan(self) -> None:
+        """Allocate every port first, so that each service's env can name the others."""
+        plan_instances(self.topo, SERVICES, self.options.only)
+
+    def start_services(self) -> None:
+        """Start every instance in table order; before one whose spec has ``after``, wait
+        until the instances it depends on are healthy."""
+        for inst in self.topo.instances.values():
+            if inst.spec.after:
+                self.wait_healthy([i for i in self.topo.instances.values()
+                                   if i.spec.name in inst.spec.after and i.proc is not None])
+            argv = [str(script_path(inst.spec.script)), *inst.spec.args]
+            inst.proc = self._popen(argv, inst.spec.env(self.topo, inst), inst.log_path)
+            inst.started_at = time.monotonic()
+            inst.status = "starting"
+
+    def wait_healthy(self, instances: list[Instance] | None = None) -> None:
+        wait_healthy(self.topo.instances.values() if instances is None else instances,
+                     self.options.start_timeout_s, self.stop_requested)
+
+    def dead_child(self) -> Instance | None:
+        for inst in self.topo.instances.values():
+            if inst.proc is not None and inst.proc.poll() is not None:
+                return inst
+        return None
+
+    def stop(self) -> list[str]:
+        """SIGTERM every child (services first, Redis last), SIGKILL what is left after the
+        grace period, remove the state directory we made. Returns the labels that had to be killed."""
+        procs: list[tuple[str, subprocess.Popen[bytes]]] = [
+            (inst.label, inst.proc) for inst in reversed(list(self.topo.instances.values())) if inst.proc]
+        killed = terminate(procs, self.options.grace_s)
+        killed += terminate([(f"{d}/redis", p) for d, (p, _, _) in self.redis.items()], self.options.grace_s)
+        if self.own_state:
+            shutil.rmtree(self.topo.state_dir, ignore_errors=True)
+        return killed
+
+    # -- reports
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per process: Redis servers, then the service instances."""
+        rows: list[dict[str, Any]] = []
+        for d in DOMAINS:
+            if d.name in self.redis:
+                proc, _, port = self.redis[d.name]
+                rows.append({"domain": d.name, "service": "redis", "pid": proc.pid,
+                             "address": f"{d.host}:{port}", "ports": {"redis": port},
+                             "health": "healthy", "ready_s": None})
+        for inst in self.topo.instances.values():
+            rows.append({"domain": inst.domain.name if inst.domain else SHARED,
+                         "service": inst.spec.name, "pid": inst.proc.pid if inst.proc else None,
+                         "address": inst.host, "ports": dict(inst.ports),
+                         "health": inst.status, "ready_s": inst.ready_s})
+        return rows
