@@ -27,7 +27,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 check: install
-	$(VENV)/bin/ruff check libs services cli tests bench scripts
+	$(VENV)/bin/ruff check libs services cli tests bench scripts deploy
 	$(VENV)/bin/mypy libs/sipsec/ibc
 	$(VENV)/bin/mypy libs/sipsec services cli
 

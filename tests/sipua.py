@@ -33,17 +33,18 @@ from dataclasses import dataclass, field
 
 from sipsec.aio import Peer, SipEndpoint, via_destination
 from sipsec.aio.pending import PendingRequests
-from sipsec.sip.dialog import Dialog, DialogState, DialogTable, next_hop
-from sipsec.sip.digest import DigestClient, select_challenge
-from sipsec.sip.errors import RemoteProtocolError, SipError
-from sipsec.sip.events import (
+from sipsec.sip import (
     CancelReceived,
     Event,
+    RemoteProtocolError,
     RequestReceived,
     ResponseReceived,
+    SipError,
     TransactionTimeout,
     TransportError,
 )
+from sipsec.sip.dialog import Dialog, DialogState, DialogTable, next_hop
+from sipsec.sip.digest import DigestClient, select_challenge
 from sipsec.sip.headers import Headers, NameAddr
 from sipsec.sip.message import Request, Response, generate_call_id, generate_tag, make_response
 from sipsec.sip.transaction import ClientTransaction, ServerTransaction, Transaction
@@ -435,10 +436,8 @@ class UserAgent:
             # A 2xx retransmission after the INVITE transaction ended (RFC 6026 §8.4): re-ACK.
             self._reack(resp)
             return
-        if self._requests.resolve(txn, resp):
-            return
-        call = self._by_txn.get(txn)
-        if call is None:
+        call = None if self._requests.resolve(txn, resp) else self._by_txn.get(txn)
+        if call is None:  # an out-of-dialog request's response (resolved), or no call's
             return
         method = txn.request.method
         status = resp.status

@@ -15,7 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the secured two-domain call on embedded defaults (plus the crypto walk-through)")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.add_argument("--repeat", type=int, default=20, help="timed repetitions per operation (default 20)")
-    up = sub.add_parser("up", help="run the two-domain topology as local processes with Redis")
+    up = sub.add_parser(
+        "up", help="run the two-domain topology as local processes with Redis",
+        description="Run the two-domain topology as local processes, a redis-server per domain. "
+                    "A child that dies (a service or a Redis) is restarted with back-off (0.5 s doubling "
+                    "to 10 s, reset after 30 s up) and logged on stderr; the others keep running. Each "
+                    "Redis keeps an append-only file (appendfsync everysec) in the state directory: a "
+                    "Redis restart loses at most about the last second of writes.")
     up.add_argument("--calls", type=int, default=0, metavar="N",
                     help="place N secured calls alice→bob through the gateways, print results, exit")
     up.add_argument("--json", action="store_true", help="print one JSON object instead of tables")

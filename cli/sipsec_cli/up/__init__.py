@@ -14,8 +14,15 @@ Sequence: every service's console script is found (a missing one is an error, be
 starts) → state directory → Redis per domain → ``sipsec-pkg init`` per domain (KEK generated
 into a 0600 file) → users provisioned (``sipsec-pkg user add``) → every service started with
 ``serve``, federation peers pinned to the fingerprints ``init`` printed → health checked →
-table → wait for SIGINT/SIGTERM (or drive ``--calls N``) → children terminated, then killed
-after the grace period → state directory removed.
+table → supervise until SIGINT/SIGTERM (or drive ``--calls N``) → children terminated, then
+killed after the grace period → state directory removed.
+
+While it serves, a child that dies — any service, or a domain's redis-server — is restarted
+with back-off (0.5 s doubling to 10 s, reset once it has stayed up 30 s) and one line on stderr
+names it, its exit status or signal and the restart count; the others keep running
+(:meth:`~sipsec_cli.up.supervise.Supervisor.supervise`). Each Redis keeps an append-only file
+(``appendfsync everysec``) in ``<state>/<domain>/redis``, so user accounts and registrations
+survive its restart; at most the last second of writes is lost.
 
 Each ua-gateway also opens its legacy plain-SIP side for phones (UDP, port ``plain`` in the
 table and in ``--json``'s ``services`` rows) on its domain's address, and its metrics on a port
@@ -38,6 +45,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -56,7 +64,6 @@ from sipsec_cli.up.environment import (
     redis_db_url,
     script_path,
 )
-from sipsec_cli.up.health import tail
 from sipsec_cli.up.report import drive_calls, print_calls, print_services, summarize_calls
 from sipsec_cli.up.supervise import Supervisor
 
@@ -104,12 +111,10 @@ def _serve_until_stopped(sup: Supervisor, stop: threading.Event, json_output: bo
         print(f"{READY_LINE} (Ctrl-C to stop)", file=err, flush=True)
     else:
         print(f"{READY_LINE} (Ctrl-C to stop)", file=out, flush=True)
-    while not stop.wait(0.5):
-        dead = sup.dead_child()
-        if dead is not None:
-            assert dead.proc is not None
-            raise UpError(f"{dead.label} exited with status {dead.proc.returncode}; "
-                          f"log tail:\n{tail(dead.log_path)}")
+    sup.watch()
+    while not stop.wait(0.2):
+        for line in sup.supervise(time.monotonic()):
+            print(f"sipsec up: {line}", file=err, flush=True)
 
 
 def run_up(options: UpOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:

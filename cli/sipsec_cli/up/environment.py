@@ -177,7 +177,7 @@ def _domain_of(inst: Instance) -> Domain:
 
 
 def sealing_key_file(topo: Topology, domain: Domain) -> Path:
-    """Where ``sipsec up`` keeps a domain's gateway sealing key (32 random bytes, mode 0600)."""
+    """Where ``sipsec up`` keeps a domain's gateway sealing key (32 random bytes as 64 hex digits, mode 0600)."""
     return topo.state_dir / domain.name / "gateway" / "sealing.key"
 
 

@@ -1,9 +1,18 @@
 """``sipsec up``'s supervision: the state directory, the child processes' start (Redis, ``sipsec-pkg
-init`` and ``user add``, every service) and their stop, whatever happened.
+init`` and ``user add``, every service), their restart when one dies, and their stop, whatever
+happened.
 
 Every child leads its own session and gets SIGTERM from the kernel when ``sipsec up`` dies
 (``PR_SET_PDEATHSIG``), so nothing outlives it; stopping sends SIGTERM, waits the grace
 period, then SIGKILLs what is left, including pool processes of a child's process group.
+
+Once everything is up, a child that dies (a service or a domain's redis-server) is restarted
+with the same command, ports and environment after a back-off (:class:`RestartPolicy`: 0.5 s,
+doubling to 10 s, back to 0.5 s once the child has stayed up 30 s); what is left of its
+process group is killed first, and one line names the child, its exit status or signal and
+the restart count. The other children keep running. Redis runs with append-only persistence
+(``appendfsync everysec``, files in ``<state>/<domain>/redis``): a restarted Redis loses at
+most the last second of writes.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import secrets
@@ -20,6 +30,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +58,77 @@ from sipsec_cli.up.environment import (
 from sipsec_cli.up.health import redis_ping, tail, wait_healthy
 from sipsec_cli.up.tls import make_pki
 
-__all__ = ["Supervisor", "terminate"]
+__all__ = ["RestartPolicy", "Supervisor", "describe_exit", "terminate"]
 
 
 def _set_pdeathsig() -> None:
     """In the child: get SIGTERM when ``sipsec up`` dies, so nothing outlives it (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Back-off between a child's death and its restart: ``first_s``, doubled after each death
+    up to ``max_s``, back to ``first_s`` when the child had stayed up ``stable_s`` (sans-IO: the
+    caller passes the times)."""
+
+    first_s: float = 0.5
+    max_s: float = 10.0
+    stable_s: float = 30.0
+
+    def delay(self, previous_s: float | None, uptime_s: float) -> float:
+        """The wait before restarting a child that ran ``uptime_s`` and was last restarted
+        after ``previous_s`` (None: never)."""
+        if previous_s is None or uptime_s >= self.stable_s:
+            return self.first_s
+        return min(self.max_s, previous_s * 2)
+
+
+def describe_exit(returncode: int) -> str:
+    """``status 3`` or ``status -9 (SIGKILL)`` for a child's return code."""
+    if returncode < 0:
+        try:
+            return f"status {returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"status {returncode}"
+    return f"status {returncode}"
+
+
+@dataclass
+class _Watch:
+    """One supervised child: how to start it again, and its restart bookkeeping."""
+
+    label: str
+    proc: Callable[[], subprocess.Popen[bytes] | None]
+    start: Callable[[], subprocess.Popen[bytes]]
+    started_at: float
+    restarts: int = 0
+    delay_s: float | None = None
+    restart_at: float | None = None
+
+
+#: The ``default`` user while the append-only file is replayed (see :func:`_aof_replayable`).
+AOF_DEFAULT_USER = "user default off resetpass resetkeys resetchannels ~sipsec:* -@all +@all -@admin -@dangerous"
+
+
+def _aof_replayable(acl: str) -> str:
+    """``acl`` with its ``default`` user still off (nobody can authenticate as it; new connections
+    start unauthenticated) but allowed the services' writes on ``sipsec:*`` keys.
+
+    Redis 7.0 (and other releases before the upstream fix) replays the MULTI/EXEC blocks of
+    its append-only file (each Lua script's effects, each transaction) as the default user and
+    re-checks the ACL at EXEC: with a default user of no permissions every one of them is
+    refused, and what scripts wrote (registrations, PKG sessions) is silently lost on restart.
+    """
+    lines = acl.splitlines()
+    if not lines or not lines[0].startswith("user default off"):
+        raise ValueError("the ACL file does not start with the default user off")
+    return "\n".join([AOF_DEFAULT_USER, *lines[1:]]) + "\n"
+
+
+def _instance_proc(inst: Instance) -> subprocess.Popen[bytes] | None:
+    return inst.proc
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -109,6 +185,9 @@ class Supervisor:
         (base / "logs").mkdir(exist_ok=True)
         self.topo = Topology(state_dir=base, worker_processes=options.worker_processes)
         self.redis: dict[str, tuple[subprocess.Popen[bytes], Path, int]] = {}
+        self._redis_argv: dict[str, list[str]] = {}
+        self.policy = RestartPolicy()
+        self._watches: list[_Watch] = []
 
     # -- helpers
     def _popen(self, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -137,7 +216,8 @@ class Supervisor:
         protected mode on; and each domain's gateway sealing key. A Redis given with ``--redis``
         is used as given (one database per domain)."""
         for d in DOMAINS:
-            _write_private(sealing_key_file(self.topo, d), os.urandom(32))
+            # 64 hex digits: raw bytes ending in a newline would lose it to the secret-file reader
+            _write_private(sealing_key_file(self.topo, d), os.urandom(32).hex().encode() + b"\n")
         # the run's CA and a certificate per proxy and gateway: SIP over TLS between them
         make_pki(tls_dir(self.topo), tls_parties(self.topo))
         if self.options.redis_url:
@@ -157,12 +237,15 @@ class Supervisor:
                 files[user] = rdir / f"{user}.password"
                 _write_private(files[user], password.encode() + b"\n")
             acl_path = rdir / "users.acl"
-            _write_private(acl_path, acl_file(passwords).encode())
+            _write_private(acl_path, _aof_replayable(acl_file(passwords)).encode())
             self.topo.redis_password_files[d.name] = files
             log_path = self.topo.state_dir / "logs" / f"{d.name}-redis.log"
-            proc = self._popen([exe, "--bind", d.host, "--port", str(port), "--save", "",
-                                "--appendonly", "no", "--dir", str(rdir), "--daemonize", "no",
-                                "--protected-mode", "yes", "--aclfile", str(acl_path)], {}, log_path)
+            # append-only file, fsync'd every second: a restart loses at most ~1 s of writes
+            argv = [exe, "--bind", d.host, "--port", str(port), "--save", "",
+                    "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(rdir),
+                    "--daemonize", "no", "--protected-mode", "yes", "--aclfile", str(acl_path)]
+            self._redis_argv[d.name] = argv
+            proc = self._popen(argv, {}, log_path)
             self.redis[d.name] = (proc, log_path, port)
             self.topo.redis_urls[d.name] = f"redis://{d.host}:{port}/0"
         deadline = time.monotonic() + STEP_TIMEOUT_S
@@ -219,10 +302,66 @@ class Supervisor:
             if inst.spec.after:
                 self.wait_healthy([i for i in self.topo.instances.values()
                                    if i.spec.name in inst.spec.after and i.proc is not None])
-            argv = [str(script_path(inst.spec.script)), *inst.spec.args]
-            inst.proc = self._popen(argv, inst.spec.env(self.topo, inst), inst.log_path)
-            inst.started_at = time.monotonic()
-            inst.status = "starting"
+            self._start_instance(inst)
+
+    def _start_instance(self, inst: Instance) -> subprocess.Popen[bytes]:
+        argv = [str(script_path(inst.spec.script)), *inst.spec.args]
+        inst.proc = self._popen(argv, inst.spec.env(self.topo, inst), inst.log_path)
+        inst.started_at = time.monotonic()
+        inst.status = "starting"
+        return inst.proc
+
+    def _restart_redis(self, domain: str) -> subprocess.Popen[bytes]:
+        _, log_path, port = self.redis[domain]
+        proc = self._popen(self._redis_argv[domain], {}, log_path)
+        self.redis[domain] = (proc, log_path, port)
+        return proc
+
+    def watch(self) -> None:
+        """Start supervising every child started so far (after the topology is healthy)."""
+        now = time.monotonic()
+        self._watches = []
+        for name in self._redis_argv:
+            self._watches.append(_Watch(f"{name}/redis", functools.partial(self._redis_proc, name),
+                                        functools.partial(self._restart_redis, name), now))
+        for inst in self.topo.instances.values():
+            if inst.proc is not None:
+                self._watches.append(_Watch(inst.label, functools.partial(_instance_proc, inst),
+                                            functools.partial(self._start_instance, inst), inst.started_at))
+
+    def _redis_proc(self, domain: str) -> subprocess.Popen[bytes] | None:
+        return self.redis[domain][0]
+
+    def supervise(self, now: float) -> list[str]:
+        """One supervision step at monotonic time ``now``: each child found dead has what is
+        left of its process group killed and its restart scheduled after the back-off; each
+        child whose back-off has passed is started again. Returns the lines to log."""
+        lines: list[str] = []
+        for w in self._watches:
+            proc = w.proc()
+            if w.restart_at is None:
+                if proc is None or proc.poll() is None:
+                    continue
+                # pool processes the child left behind (its own session: group id = its pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                w.delay_s = self.policy.delay(w.delay_s, now - w.started_at)
+                w.restarts += 1
+                w.restart_at = now + w.delay_s
+                lines.append(f"{w.label} exited with {describe_exit(int(proc.returncode))}; "
+                             f"restart {w.restarts} in {w.delay_s:.1f} s")
+            elif now >= w.restart_at:
+                try:
+                    new = w.start()
+                except OSError as exc:
+                    w.delay_s = self.policy.delay(w.delay_s, 0.0)
+                    w.restart_at = now + w.delay_s
+                    lines.append(f"{w.label} could not be restarted ({exc}); next try in {w.delay_s:.1f} s")
+                    continue
+                w.restart_at = None
+                w.started_at = now
+                lines.append(f"{w.label} restarted (pid {new.pid}, restart {w.restarts})")
+        return lines
 
     def wait_healthy(self, instances: list[Instance] | None = None) -> None:
         wait_healthy(self.topo.instances.values() if instances is None else instances,

@@ -14,6 +14,7 @@ import grpc
 from sipsec.ibc import (
     BadShare,
     DomainParams,
+    Identity,
     PartialKey,
     PrivateKey,
     Purpose,
@@ -327,6 +328,38 @@ class ThresholdPkgClient:
         if self.metrics:
             self.metrics.bad_shares.labels(client.name).inc()
 
+    def _node_down(self, client: PkgClient, error: BaseException, down: dict[str, str]) -> None:
+        """Note a node that could not answer (re-raising anything but a PKG client error)."""
+        if not isinstance(error, PkgClientError):
+            raise error
+        down[client.target] = str(error)
+        if self.metrics and isinstance(error, PkgRpcError):
+            self.metrics.node_errors.labels(error.code.name).inc()
+
+    def _checked_partial(
+        self, client: PkgClient, result: KeyResponse, params: DomainParams, identity: Identity,
+        asked: tuple[str, int], down: dict[str, str], bad: list[BadNode],
+    ) -> PartialKey | None:
+        """``client``'s answer if it is a valid partial key for ``asked`` (AOR, period): one
+        for this identity, from the node index this connection serves, verifying against the
+        node's public share. Otherwise None, the node noted as down or blamed (a bad share)."""
+        partial = result.partial
+        if partial is None or (result.aor, result.period) != asked:
+            down[client.target] = "not a threshold partial key for this identity"
+            return None
+        expected = client.node_index
+        if expected is not None and partial.index != expected:
+            self._blame(bad, client, partial.index, "index_mismatch")
+            return None
+        try:
+            verify_partial(params, identity, partial)
+        except BadShare:
+            self._blame(bad, client, partial.index, "bad_partial")
+            return None
+        if expected is None:
+            client.node_index = partial.index  # this connection serves this share from now on
+        return partial
+
     async def get_private_key(
         self, params: DomainParams, purpose: Purpose, *, period: int | None = None, next_period: bool = False
     ) -> ThresholdKey:
@@ -347,28 +380,11 @@ class ThresholdPkgClient:
         bad: list[BadNode] = []
         for client, result in zip(sessions, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, PkgClientError):
-                    raise result
-                down[client.target] = str(result)
-                if self.metrics and isinstance(result, PkgRpcError):
-                    self.metrics.node_errors.labels(result.code.name).inc()
+                self._node_down(client, result, down)
                 continue
-            partial = result.partial
-            if partial is None or result.aor != aor or result.period != period:
-                down[client.target] = "not a threshold partial key for this identity"
-                continue
-            expected = client.node_index
-            if expected is not None and partial.index != expected:
-                self._blame(bad, client, partial.index, "index_mismatch")
-                continue
-            try:
-                verify_partial(params, identity, partial)
-            except BadShare:
-                self._blame(bad, client, partial.index, "bad_partial")
-                continue
-            if expected is None:
-                client.node_index = partial.index  # this connection serves this share from now on
-            valid.setdefault(partial.index, partial)
+            partial = self._checked_partial(client, result, params, identity, (aor, period), down, bad)
+            if partial is not None:
+                valid.setdefault(partial.index, partial)
         if len(valid) < params.threshold:
             if self.metrics:
                 self.metrics.keys.labels("threshold", "failed").inc()

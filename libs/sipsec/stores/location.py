@@ -53,20 +53,22 @@ class LocationError(Exception):
     """Base of the store's errors; ``reason`` is a short fixed name (a metric label)."""
 
     reason = "error"
-    #: the canonical gRPC status code name the failure travels as (the location service's API)
-    status = "INTERNAL"
 
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
 
+    @property
+    def status(self) -> str:
+        """The canonical gRPC status code name this failure travels as (the location service's API)."""
+        return _STATUS.get(type(self), "INTERNAL")
+
     @staticmethod
     def from_status(status: str, message: str, reason: str) -> LocationError:
-        """The error a remote location service answered with ``status`` (a code name); any
-        status other than the caller's faults counts as :class:`StoreUnavailable`."""
-        kinds: tuple[type[LocationError], ...] = (InvalidBinding, StaleCSeq, TooManyContacts)
-        kind = next((k for k in kinds if k.status == status), StoreUnavailable)
+        """The error a remote location service answered with ``status`` (a code name); a status
+        that is none of the caller's faults counts as :class:`StoreUnavailable`."""
+        kind = next((k for k, name in _STATUS.items() if name == status), StoreUnavailable)
         return kind(message, reason)
 
 
@@ -74,28 +76,33 @@ class InvalidBinding(LocationError):
     """Bad AOR, contact, expiry, q-value or scope (the caller's fault)."""
 
     reason = "invalid"
-    status = "INVALID_ARGUMENT"
 
 
 class StaleCSeq(LocationError):
     """A binding with the same Call-ID and a higher or equal CSeq exists (RFC 3261 §10.3 step 7)."""
 
     reason = "stale-cseq"
-    status = "FAILED_PRECONDITION"
 
 
 class TooManyContacts(LocationError):
     """The AOR already holds the maximum number of bindings."""
 
     reason = "too-many-contacts"
-    status = "RESOURCE_EXHAUSTED"
 
 
 class StoreUnavailable(LocationError):
     """The backing store cannot be reached."""
 
     reason = "store-unavailable"
-    status = "UNAVAILABLE"
+
+
+#: Each failure as the location service's gRPC API carries it (a gRPC status code name).
+_STATUS: dict[type[LocationError], str] = {
+    InvalidBinding: "INVALID_ARGUMENT",
+    StaleCSeq: "FAILED_PRECONDITION",
+    TooManyContacts: "RESOURCE_EXHAUSTED",
+    StoreUnavailable: "UNAVAILABLE",
+}
 
 
 @dataclass(frozen=True, slots=True)

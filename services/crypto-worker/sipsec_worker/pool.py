@@ -7,13 +7,24 @@ admitted at once; a request that does not fit is refused at once with :class:`Qu
 is never started (:class:`DeadlineExpired`); one that waits past its deadline is abandoned,
 and a pool process skips any item (any batch of verifications, see ``ops.run_items``) whose
 deadline passed before it got to it.
+
+A pool process never outlives the worker, even one killed with SIGKILL (no shutdown code
+runs): its initialiser asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``, Linux) and starts a watchdog thread that exits the process once its
+parent pid changes (the fallback where ``prctl`` is unavailable).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -29,9 +40,33 @@ from sipsec.engine.wire import (
 
 from sipsec_worker.ops import DEFAULT_PARAMS_CACHE, ItemResult, init_process, run_items, warm
 
-__all__ = ["CryptoPool", "DeadlineExpired", "PoolBroken", "PoolClosed", "PoolRejected", "QueueFull"]
+__all__ = ["CryptoPool", "DeadlineExpired", "PoolBroken", "PoolClosed", "PoolRejected", "QueueFull",
+           "init_pool_process"]
 
 log = logging.getLogger("sipsec.worker")
+
+_PR_SET_PDEATHSIG = 1
+#: How often a pool process's watchdog checks that its parent is still the worker.
+PARENT_CHECK_S = 1.0
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the worker is gone: nothing to flush, no one to answer
+        time.sleep(PARENT_CHECK_S)
+
+
+def init_pool_process(params_cache: int, parent_pid: int) -> None:
+    """Pool-process initialiser: die with the worker (``PR_SET_PDEATHSIG`` = SIGKILL, and a
+    parent-pid watchdog thread as the fallback), then :func:`~sipsec_worker.ops.init_process`."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the worker died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
+    init_process(params_cache)
 
 
 class PoolRejected(Exception):
@@ -91,7 +126,7 @@ class CryptoPool:
         # spawn, not fork: the parent runs gRPC threads, which must not be forked.
         return ProcessPoolExecutor(
             max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_process, initargs=(self.params_cache,),
+            initializer=init_pool_process, initargs=(self.params_cache, os.getpid()),
         )
 
     @property

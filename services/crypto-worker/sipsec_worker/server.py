@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import start_http_server
 from sipsec.engine.wire import REASON_DEADLINE
 from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2, crypto_pb2_grpc
+from sipsec.telemetry.http import close_metrics, serve_metrics
 
 from sipsec_worker.config import WorkerConfig
 from sipsec_worker.metrics import WorkerMetrics
@@ -50,11 +50,8 @@ class WorkerServer:
         await self.pool.warm_up()
         await self.grpc.start()
         await mark_serving(self.health, [SERVICE_NAME])
-        if self.config.metrics_port >= 0:
-            self._http, _ = start_http_server(
-                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
-            )
-            self.metrics_port = int(self._http.server_port)
+        self._http, self.metrics_port = serve_metrics(self.config.metrics_port, self.config.metrics_host,
+                                                      self.metrics.registry)
         log.info("crypto-worker on port %d (%d processes, queue %d, metrics port %s, %s)",
                  self.port, self.pool.processes, self.pool.queue, self.metrics_port,
                  "plaintext" if self.config.plaintext else "TLS")
@@ -64,10 +61,8 @@ class WorkerServer:
         then stop the pool."""
         await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         await self.pool.close()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        close_metrics(self._http)
+        self._http = None
 
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()

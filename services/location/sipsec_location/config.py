@@ -6,17 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sipsec.config import (
-    ConfigError,
-    env_table,
-    load,
-    log_level,
-    parse_flags,
-    redis_ca,
-    redis_password_file,
-    redis_url,
-    setting,
-)
+from sipsec import config as shared
+from sipsec.config import ConfigError, env_table, load, parse_flags, setting
 
 __all__ = ["ENV", "LocationConfig", "parse_args"]
 
@@ -27,9 +18,9 @@ class LocationConfig:
 
     listen: str = setting("SIPSEC_LOCATION_LISTEN", "0.0.0.0:50052", "gRPC listen address host:port (port 0 = any)")
     store: str = setting("SIPSEC_LOCATION_STORE", "memory", "binding store: memory or redis")
-    redis_url: str = redis_url("store=redis; names the service's ACL user: redis://location@host:6379/0, rediss:// for TLS")
-    redis_password_file: str = redis_password_file("SIPSEC_LOCATION")
-    redis_ca: str = redis_ca("SIPSEC_LOCATION")
+    redis_url: str = shared.redis_url("store=redis; names the service's ACL user: redis://location@host:6379/0, rediss:// for TLS")
+    redis_password_file: str = shared.redis_password_file("SIPSEC_LOCATION")
+    redis_ca: str = shared.redis_ca("SIPSEC_LOCATION")
     metrics_host: str = setting("SIPSEC_LOCATION_METRICS_HOST", "0.0.0.0", "bind host of the Prometheus /metrics endpoint")
     metrics_port: int = setting("SIPSEC_LOCATION_METRICS_PORT", 9462, "Prometheus port (0 = any free port, -1 = off)")
     max_expires: int = setting("SIPSEC_LOCATION_MAX_EXPIRES", 86400, "largest binding expiry accepted by Bind, seconds")
@@ -38,7 +29,7 @@ class LocationConfig:
     tls_cert: str = setting("SIPSEC_LOCATION_TLS_CERT", "", "PEM certificate chain file; set with the key to serve TLS")
     tls_key: str = setting("SIPSEC_LOCATION_TLS_KEY", "", "PEM private key file (with the certificate)")
     tls_client_ca: str = setting("SIPSEC_LOCATION_TLS_CLIENT_CA", "", "PEM CA file; set to require client certificates")
-    log_level: str = log_level()
+    log_level: str = shared.log_level()
 
     def __post_init__(self) -> None:
         if self.store not in ("memory", "redis"):

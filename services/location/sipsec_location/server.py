@@ -7,7 +7,6 @@ import contextlib
 import logging
 from typing import Any
 
-from prometheus_client import start_http_server
 from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
 from sipsec.rpc._gen.sipsec.location.v1 import location_pb2, location_pb2_grpc
 from sipsec.stores.location import (
@@ -16,6 +15,7 @@ from sipsec.stores.location import (
     MemoryLocationStore,
     RedisLocationStore,
 )
+from sipsec.telemetry.http import close_metrics, serve_metrics
 
 from sipsec_location.config import LocationConfig
 from sipsec_location.metrics import LocationMetrics
@@ -69,11 +69,8 @@ class LocationServer:
     async def start(self) -> None:
         await self.grpc.start()
         await mark_serving(self.health, [SERVICE_NAME])
-        if self.config.metrics_port >= 0:
-            self._http, _ = start_http_server(
-                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
-            )
-            self.metrics_port = int(self._http.server_port)
+        self._http, self.metrics_port = serve_metrics(self.config.metrics_port, self.config.metrics_host,
+                                                      self.metrics.registry)
         self._gauge_task = asyncio.create_task(self._gauge_loop())
         log.info("location service on port %d (store=%s, metrics port %s)",
                  self.port, self.config.store, self.metrics_port)
@@ -87,9 +84,7 @@ class LocationServer:
                 await asyncio.wait_for(self._gauge_task, 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 self._gauge_task.cancel()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+        close_metrics(self._http)
         await self.store.close()
 
     async def wait_for_termination(self) -> None:

@@ -72,6 +72,15 @@ def _addresses(raw: str) -> tuple[str, ...]:
     return tuple(str(ipaddress.ip_address(a.strip())) for a in raw.split(",") if a.strip())
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    """Comma-separated certificate names (subject CN or SAN DNS name), lower case."""
+    names = tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+    for name in names:
+        if len(name) > 253 or any(c.isspace() or not c.isprintable() for c in name):
+            raise ValueError(f"{name!r} is not a certificate name")
+    return names
+
+
 def _metrics_port(raw: str) -> int | None:
     raw = raw.strip()
     if raw in ("", "-1", "off"):
@@ -106,6 +115,7 @@ class PkgConfig:
     address_backoff_max_s: float = setting("SIPSEC_PKG_ADDRESS_BACKOFF_MAX_S", 60.0, "longest back-off of a client address over its budget, seconds")
     failure_window_s: float = setting("SIPSEC_PKG_FAILURE_WINDOW_S", 86400.0, "how long failed logins are remembered, seconds")
     trusted_forwarders: tuple[str, ...] = setting("SIPSEC_PKG_TRUSTED_FORWARDERS", (), "comma-separated IP addresses (e.g. UA gateways) whose Login may name the end user's client address for throttling", parse=_addresses, doc_default="")
+    trusted_forwarder_names: tuple[str, ...] = setting("SIPSEC_PKG_TRUSTED_FORWARDER_NAMES", (), "comma-separated names (subject CN or SAN DNS name) of verified client certificates (e.g. UA gateways) whose Login may name the end user's client address for throttling; needs SIPSEC_PKG_TLS_CLIENT_CA", parse=_names, doc_default="")
     scrypt_n: int = setting("SIPSEC_PKG_SCRYPT_N", 2**15, "scrypt N (a power of two) for new password hashes (each hash keeps its own cost)")
     scrypt_r: int = setting("SIPSEC_PKG_SCRYPT_R", 8, "scrypt r")
     scrypt_p: int = setting("SIPSEC_PKG_SCRYPT_P", 1, "scrypt p")
@@ -166,6 +176,9 @@ class PkgConfig:
             raise ConfigError("SIPSEC_PKG_NODE must be 0 (whole master secret) or a share index >= 1")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("SIPSEC_PKG_TLS_CERT and SIPSEC_PKG_TLS_KEY go together")
+        if self.trusted_forwarder_names and (self.plaintext or not self.tls_client_ca):
+            raise ConfigError("SIPSEC_PKG_TRUSTED_FORWARDER_NAMES needs verified client certificates: "
+                              "set SIPSEC_PKG_TLS_CLIENT_CA (and TLS, not SIPSEC_PKG_PLAINTEXT)")
 
     @property
     def audit_path(self) -> str:

@@ -8,7 +8,7 @@ request id only) are the shared server interceptor's (:mod:`sipsec.rpc.intercept
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import NoReturn
 
 import grpc
@@ -28,7 +28,7 @@ from sipsec_pkg.errors import (
 )
 from sipsec_pkg.service import PkgService
 
-__all__ = ["SERVICE_NAME", "KeyGeneratorServicer", "client_source", "peer_source"]
+__all__ = ["SERVICE_NAME", "KeyGeneratorServicer", "certificate_names", "client_source", "peer_source"]
 
 
 SERVICE_NAME = pkg_pb2.DESCRIPTOR.services_by_name["KeyGeneratorService"].full_name
@@ -55,11 +55,37 @@ def peer_source(peer: str) -> str:
     return peer or "unknown"
 
 
-def client_source(peer: str, forwarded: str, trusted_forwarders: Collection[str]) -> str:
+def certificate_names(auth_context: Mapping[str, Iterable[bytes]]) -> frozenset[str]:
+    """The names of the peer's client certificate, lower case: subject CN and SAN DNS names.
+
+    ``auth_context`` is ``ServicerContext.auth_context()``; it holds certificate properties only
+    for a TLS peer whose certificate the server verified (this server requires and verifies
+    client certificates whenever it has a client CA, RFC 8446 §4.4.2). Names that are not text
+    are skipped.
+    """
+    if b"ssl" not in list(auth_context.get("transport_security_type", ())):
+        return frozenset()
+    dns = auth_context.get("peer_dns")
+    raw = [*auth_context.get("x509_common_name", ()),
+           *(dns if dns is not None else auth_context.get("x509_subject_alternative_name", ()))]
+    names: set[str] = set()
+    for value in raw:
+        try:
+            names.add(value.decode("ascii").strip().lower())
+        except (UnicodeDecodeError, AttributeError):
+            continue
+    names.discard("")
+    return frozenset(names)
+
+
+def client_source(peer: str, forwarded: str, trusted_forwarders: Collection[str], *,
+                  trusted_by_certificate: bool = False) -> str:
     """The address a login is throttled by: the end user's address named by a trusted forwarder
-    (a UA gateway), else the connection's own source address. Raises InvalidArgument when a
-    trusted forwarder names something that is not an IP address."""
-    if not forwarded or peer not in trusted_forwarders:
+    (a UA gateway: its source address is in ``trusted_forwarders``, or ``trusted_by_certificate``
+    says its verified client certificate bears a trusted name), else the connection's own source
+    address. Raises InvalidArgument when a trusted forwarder names something that is not an IP
+    address."""
+    if not forwarded or not (trusted_by_certificate or peer in trusted_forwarders):
         return peer
     if len(forwarded) > 64:
         raise InvalidArgument("bad_client_address", "client_address is not an IP address")
@@ -84,13 +110,23 @@ async def _fail(context: grpc.aio.ServicerContext, exc: PkgError) -> NoReturn:
 class KeyGeneratorServicer(pkg_pb2_grpc.KeyGeneratorServiceServicer):
     """Thin translation between protobuf messages and ``PkgService`` calls."""
 
-    def __init__(self, service: PkgService, *, trusted_forwarders: Iterable[str] = ()) -> None:
+    def __init__(self, service: PkgService, *, trusted_forwarders: Iterable[str] = (),
+                 trusted_forwarder_names: Iterable[str] = ()) -> None:
         self.service = service
         self.trusted_forwarders = frozenset(trusted_forwarders)
+        self.trusted_forwarder_names = frozenset(n.lower() for n in trusted_forwarder_names)
+
+    def _trusted_by_certificate(self, context: grpc.aio.ServicerContext) -> bool:
+        if not self.trusted_forwarder_names:
+            return False
+        return not self.trusted_forwarder_names.isdisjoint(certificate_names(context.auth_context()))
 
     async def Login(self, request: pkg_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> pkg_pb2.LoginResponse:
         try:
-            source = client_source(peer_source(context.peer()), request.client_address, self.trusted_forwarders)
+            source = client_source(
+                peer_source(context.peer()), request.client_address, self.trusted_forwarders,
+                trusted_by_certificate=bool(request.client_address) and self._trusted_by_certificate(context),
+            )
             result = await self.service.login(request.aor, request.password, source)
         except PkgError as exc:
             await _fail(context, exc)

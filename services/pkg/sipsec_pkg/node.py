@@ -177,7 +177,8 @@ class PkgNode:
 
     def build_server(self) -> tuple[grpc.aio.Server, int]:
         """Creates and binds (but does not start) the gRPC server."""
-        servicer = KeyGeneratorServicer(self.service, trusted_forwarders=self.config.trusted_forwarders)
+        servicer = KeyGeneratorServicer(self.service, trusted_forwarders=self.config.trusted_forwarders,
+                                        trusted_forwarder_names=self.config.trusted_forwarder_names)
         self.server, self.port, self.health = create_server(
             self.config.listen,
             [lambda s: pkg_pb2_grpc.add_KeyGeneratorServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call]

@@ -6,23 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sipsec import config as shared
 from sipsec.aio.transport import ConnectionLimits
-from sipsec.config import (
-    ConfigError,
-    connection_limits,
-    env_table,
-    insecure_dev,
-    load,
-    log_level,
-    parse_flags,
-    redis_ca,
-    redis_password_file,
-    redis_url,
-    require_pin,
-    setting,
-    split_hostport,
-    tcp_limit,
-)
+from sipsec.config import ConfigError, env_table, load, parse_flags, setting, split_hostport
 from sipsec.sip import is_ip_literal
 
 from sipsec_proxy.dns import parse_dns
@@ -54,18 +40,20 @@ class ProxyConfig:
     tls_cert: str = setting("SIPSEC_PROXY_TLS_CERT", "", "PEM certificate chain for SIP over TLS")
     tls_key: str = setting("SIPSEC_PROXY_TLS_KEY", "", "PEM private key for SIP over TLS")
     tls_ca: str = setting("SIPSEC_PROXY_TLS_CA", "", "PEM CA file the certificates of TLS next hops (gateways, peer proxies; `;transport=tls` routes and Contacts) must chain to; their host name or IP address is checked too (empty = the system's roots)")
-    tcp_max_connections: int = tcp_limit("SIPSEC_PROXY", "max_connections", _TCP_PEERS)
-    tcp_max_per_source: int = tcp_limit("SIPSEC_PROXY", "max_per_source", _TCP_PEERS)
-    tcp_reserved_for_peers: int = tcp_limit("SIPSEC_PROXY", "reserved_for_peers", _TCP_PEERS)
-    tcp_idle_timeout_s: float = tcp_limit("SIPSEC_PROXY", "idle_timeout_s", _TCP_PEERS)
-    tcp_header_timeout_s: float = tcp_limit("SIPSEC_PROXY", "header_timeout_s", _TCP_PEERS)
+    tcp_max_connections: int = shared.tcp_limit("SIPSEC_PROXY", "max_connections", _TCP_PEERS)
+    tcp_max_per_source: int = shared.tcp_limit("SIPSEC_PROXY", "max_per_source", _TCP_PEERS)
+    tcp_reserved_for_peers: int = shared.tcp_limit("SIPSEC_PROXY", "reserved_for_peers", _TCP_PEERS)
+    tcp_idle_timeout_s: float = shared.tcp_limit("SIPSEC_PROXY", "idle_timeout_s", _TCP_PEERS)
+    tcp_header_timeout_s: float = shared.tcp_limit("SIPSEC_PROXY", "header_timeout_s", _TCP_PEERS)
     advertise: str = setting("SIPSEC_PROXY_ADVERTISE", "", "host written in Via/Record-Route (default: the listen host, 127.0.0.1 for 0.0.0.0)")
     location: str = setting("SIPSEC_PROXY_LOCATION", "memory", "bindings: memory | redis | a location service gRPC target host:port")
     location_ca: str = setting("SIPSEC_PROXY_LOCATION_CA", "", "PEM CA of the location service (TLS); empty = plaintext gRPC")
+    location_timeout_s: float = setting("SIPSEC_PROXY_LOCATION_TIMEOUT_S", 2.0, "deadline of one location lookup or write (location service gRPC or redis), seconds; beyond it, or with the store unreachable, a request is answered 503 with Retry-After")
+    retry_after_s: int = setting("SIPSEC_PROXY_RETRY_AFTER_S", 5, "Retry-After (seconds) of the 503s the proxy sends when a dependency (location service, redis, DNS) is unavailable or it is overloaded (RFC 3261 §21.5.4)")
     location_cache_ms: float = setting("SIPSEC_PROXY_LOCATION_CACHE_MS", 1000.0, "keep location lookups (location service or redis) this long, ms; this proxy's REGISTERs refresh them at once, other replicas' within this time (0 = off)")
-    redis_url: str = redis_url("location=redis; names the proxy's ACL user: redis://proxy@host:6379/0, rediss:// for TLS")
-    redis_password_file: str = redis_password_file("SIPSEC_PROXY")
-    redis_ca: str = redis_ca("SIPSEC_PROXY")
+    redis_url: str = shared.redis_url("location=redis; names the proxy's ACL user: redis://proxy@host:6379/0, rediss:// for TLS")
+    redis_password_file: str = shared.redis_password_file("SIPSEC_PROXY")
+    redis_ca: str = shared.redis_ca("SIPSEC_PROXY")
     routes: str = setting("SIPSEC_PROXY_ROUTES", "", "other domains: 'domain=host:port[;transport=tcp],...'; '*' is the default route")
     peers: str = setting("SIPSEC_PROXY_PEERS", "", "trusted next hops and sources: 'host[:port][;transport=tcp],...' (no port: any port of that host); requests may name them as a destination, and they are not rate-limited")
     allow_networks: str = setting("SIPSEC_PROXY_ALLOW_NETWORKS", "", "CIDRs that RFC 3263 answers may point into although not global (loopback, link-local, private), e.g. a test lab's 127.0.0.0/8 or a private peering network; empty = none")
@@ -100,8 +88,8 @@ class ProxyConfig:
     workers: int = setting("SIPSEC_PROXY_WORKERS", 1, "worker processes sharing the UDP port (SO_REUSEPORT)")
     reuse_port: int = setting("SIPSEC_PROXY_REUSE_PORT", 0, "bind the UDP port with SO_REUSEPORT (set by the parent for its workers)")
     drain_seconds: float = setting("SIPSEC_PROXY_DRAIN_SECONDS", 2.0, "time to finish transactions after SIGTERM")
-    insecure_dev: bool = insecure_dev()
-    log_level: str = log_level()
+    insecure_dev: bool = shared.insecure_dev()
+    log_level: str = shared.log_level()
 
     def __post_init__(self) -> None:
         self._check_values()
@@ -136,6 +124,10 @@ class ProxyConfig:
             raise ConfigError("rate_sources must be positive")
         if self.untrusted_pending < 1:
             raise ConfigError("untrusted_pending must be positive")
+        if not 0 < self.location_timeout_s <= 60:
+            raise ConfigError("location_timeout_s must be in (0, 60]")
+        if not 1 <= self.retry_after_s <= 3600:
+            raise ConfigError("retry_after_s must be between 1 and 3600")
         if self.dns_timeout_s <= 0:
             raise ConfigError("dns_timeout_s must be positive")
         if not 0 <= self.location_cache_ms <= 60000:
@@ -146,9 +138,9 @@ class ProxyConfig:
         the first missing one; with ``insecure_dev`` on, returns the ``INSECURE:`` warnings to log."""
         warnings: list[str | None] = []
         if self.pkg_target:
-            warnings.append(require_pin(self.pkg_fingerprint, "SIPSEC_PROXY_PKG_FINGERPRINT",
-                                        "the domain parameters verifying signed REGISTERs",
-                                        insecure=bool(self.insecure_dev)))
+            warnings.append(shared.require_pin(self.pkg_fingerprint, "SIPSEC_PROXY_PKG_FINGERPRINT",
+                                               "the domain parameters verifying signed REGISTERs",
+                                               insecure=bool(self.insecure_dev)))
         return [w for w in warnings if w]
 
     def peer_hosts(self) -> tuple[str, ...]:
@@ -165,7 +157,7 @@ class ProxyConfig:
         route hosts that are IP addresses are always among them (names are resolved by the
         caller, :func:`peer_hosts`)."""
         literal = [h.strip("[]") for h in self.peer_hosts() if is_ip_literal(h)]
-        return connection_limits(self, "SIPSEC_PROXY", [*literal, *peers])
+        return shared.connection_limits(self, "SIPSEC_PROXY", [*literal, *peers])
 
     @property
     def domain_set(self) -> frozenset[str]:

@@ -18,13 +18,14 @@ import hashlib
 import hmac
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sipsec.aio.transport import Inbound, Peer, Transport, via_destination
+from sipsec.aio.transport import Inbound, Outgoing, Peer, Transport, via_destination
 from sipsec.sip import (
     LocalProtocolError,
     RemoteProtocolError,
@@ -35,6 +36,7 @@ from sipsec.sip import (
     Via,
     generate_tag,
     make_response,
+    parse_message,
     parse_via_list,
 )
 from sipsec.sip.events import (
@@ -59,7 +61,7 @@ from sipsec.throttle import TokenBuckets
 
 from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.dns import DnsFailure, SipResolver, parse_dns
-from sipsec_proxy.locator import Locator
+from sipsec_proxy.locator import Locator, status_name
 from sipsec_proxy.metrics import ProxyMetrics, method_label
 from sipsec_proxy.routing import (
     MARK_PARAM,
@@ -98,6 +100,9 @@ _MAX_ROUNDS = 4
 PENDING_KINDS = ("route", "register")
 #: §16.6 step 11 / §16.8: Timer C, "greater than 3 minutes", bounds an INVITE that rings forever.
 TIMER_C = 181.0
+#: Seconds during which repeats of a dependency or next-hop failure are counted, not logged:
+#: a burst is logged once when it starts, then once per window with the number left out.
+LOG_WINDOW = 10.0
 
 
 class Scheduler(Protocol):
@@ -210,6 +215,8 @@ class ProxyCore:
         self._forwarded_children: dict[str, Any] = {}
         # metric children bound once per label set (``labels()`` per message is slow)
         self._rejection_children: dict[str, Any] = {}
+        self._retry_after = [("Retry-After", str(config.retry_after_s))]
+        self._bursts: dict[str, tuple[float, int]] = {}  # kind -> (last logged, left out since)
         self._final_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         # our addresses: what we write in Via / Record-Route, and what we recognise as us
         self.sent_by: dict[str, tuple[str, int]] = {}
@@ -358,7 +365,7 @@ class ProxyCore:
 
     def _busy(self, ctx: ResponseContext, now: float) -> None:
         """503 for a request refused by :meth:`_admit` (RFC 3261 §21.5.4, with Retry-After)."""
-        self.respond(ctx, 503, extra=[("Retry-After", "5")], now=now)
+        self.respond(ctx, 503, extra=self._retry_after, now=now)
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -390,6 +397,60 @@ class ProxyCore:
         if child is None:
             child = self._rejection_children[reason] = self.metrics.rejections.labels(reason)
         child.inc()
+
+    def _log_burst(self, kind: str, message: str, *args: object) -> None:
+        """Log a failure of ``kind`` once per burst: at once, then at most once per
+        :data:`LOG_WINDOW` with the number of repeats left out (the metrics count each one)."""
+        now = self.clock()
+        last, left_out = self._bursts.get(kind, (-math.inf, 0))
+        if now - last < LOG_WINDOW:
+            self._bursts[kind] = (last, left_out + 1)
+            return
+        self._bursts[kind] = (now, 0)
+        if left_out:
+            message += " (and %d more in the last %.0f s)"
+            args = (*args, left_out, now - last)
+        log.warning(message, *args)
+
+    def _location_failed(self, exc: LocationError, outcome: str) -> None:
+        self._log_burst("location", "location service %s: %s; %s", status_name(exc), exc, outcome)
+
+    # -- send failures (RFC 3261 §8.1.3.1, §16.7 step 6, §17.1.4) ---------------------------
+
+    def send_failed(self, message: Outgoing, peer: Peer, reason: str) -> None:
+        """A transport's report that ``message`` could not be sent to ``peer`` (connect
+        refused or timed out, ICMP error, no route, closed): the request's client transaction
+        gets a transport error, so its branch counts as a 503 and the response context sends
+        its best final response upstream (§16.7 step 6) instead of waiting for Timer B.
+
+        Handled on the next turn of the loop: the transport may be calling from within this
+        core's own flush. Responses and statelessly forwarded requests have no branch here."""
+        if isinstance(message, Response):
+            return
+        try:
+            msg = parse_message(message) if isinstance(message, bytes) else message
+        except SipError:
+            return
+        if not isinstance(msg, Request):
+            return
+        key = client_transaction_key(msg)
+        if key is None or key not in self._client:
+            return
+        now = self.clock()
+        self._schedule(now, self._on_send_failed, key, peer, reason, now)
+
+    def _on_send_failed(self, key: Any, peer: Peer, reason: str, at: float) -> None:
+        b = self._client.get(key)
+        if b is None or b.tx is None or b.tx.terminated:
+            return
+        now = max(self.clock(), at)
+        self._log_burst("next-hop", "next hop %s unreachable (%s): the %s branch counts as 503", peer, reason,
+                        b.tx.request.method)
+        try:
+            b.tx.transport_error(now)
+        except SipError:
+            log.exception("transport error handling failed")
+        self._drain(now)
 
     def _forwarded(self, method: str) -> Any:
         label = method_label(method)
@@ -522,7 +583,7 @@ class ProxyCore:
             return
         if self.transaction_count >= self.max_transactions:
             self.reject("overload")
-            self._stateless_reply(req, item, 503, None, [("Retry-After", "5")])
+            self._stateless_reply(req, item, 503, None, self._retry_after)
             return
         stx = ServerTransaction(
             req, item.transport.reliable, now, timers=self.timers,
@@ -581,7 +642,7 @@ class ProxyCore:
             self._forward(ctx, fwd, decision.targets, now)
         elif isinstance(decision, Refuse):
             self.reject(decision.counter)
-            extra = [("Retry-After", "5")] if decision.status == 503 else None
+            extra = self._retry_after if decision.status == 503 else None
             self.respond(ctx, decision.status, decision.reason, extra=extra, now=now)
         elif isinstance(decision, Register):
             if self.register_handler is None:
@@ -636,10 +697,11 @@ class ProxyCore:
             await work
         except LocationError as exc:
             self.reject("location-error")
-            log.warning("location service error: %s", exc.reason)
+            stale = exc.reason == "stale-cseq"
+            self._location_failed(exc, "answered 500" if stale else "answered 503")
             if not ctx.final_sent:
-                self.respond(ctx, 500 if exc.reason == "stale-cseq" else 503,
-                             extra=[("Retry-After", "5")] if exc.reason != "stale-cseq" else None)
+                # a store that is down or past its deadline: 503 + Retry-After (RFC 3261 §21.5.4)
+                self.respond(ctx, 500 if stale else 503, extra=None if stale else self._retry_after)
         except RemoteProtocolError as exc:
             self.reject("bad-request")
             if not ctx.final_sent:
@@ -783,8 +845,11 @@ class ProxyCore:
             answers = await self._look_up(decision, answers)
             self._stateless_decision(req, item, fwd, marks, decide(fwd, self.policy, answers, marks), answers,
                                      rounds + 1)
-        except LocationError:
+        except LocationError as exc:
             self.reject("location-error")
+            self._location_failed(exc, f"{req.method} not forwarded")
+            if req.method == "CANCEL":  # an ACK has no response; a CANCEL is told, not left to time out
+                self._stateless_reply(req, item, 503, None, self._retry_after)
         except RemoteProtocolError:
             self.reject("bad-request")
         except asyncio.CancelledError:

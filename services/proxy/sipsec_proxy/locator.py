@@ -3,11 +3,12 @@ and a short-lived lookup cache in front of the remote ones."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from sipsec.rpc import client_channel
@@ -19,10 +20,30 @@ from sipsec.stores.location import (
     LocationError,
     LocationService,
     LocationStore,
+    StoreUnavailable,
     canonical_aor,
 )
 
-__all__ = ["BindRequest", "CachingLocator", "Contact", "GrpcLocator", "Locator", "StoreLocator"]
+__all__ = ["BindRequest", "CachingLocator", "Contact", "GrpcLocator", "Locator", "StoreLocator", "status_name"]
+
+_T = TypeVar("_T")
+
+#: Attribute of a :class:`LocationError` naming the gRPC status code the location service
+#: call ended with (``DEADLINE_EXCEEDED``, ``UNAVAILABLE``...), when it came over gRPC.
+_CODE_ATTR = "grpc_code"
+
+
+def status_name(exc: LocationError) -> str:
+    """The gRPC status code name of a location failure: the one the location service call
+    ended with, else the one the failure's kind travels as (``UNAVAILABLE`` for an
+    unreachable store, ``DEADLINE_EXCEEDED`` for a store past the lookup deadline)."""
+    code = getattr(exc, _CODE_ATTR, None)
+    return code if isinstance(code, str) else exc.status
+
+
+def _with_code(exc: LocationError, code: str) -> LocationError:
+    setattr(exc, _CODE_ATTR, code)
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +95,36 @@ class StoreLocator:
     """The embedded default: a :class:`LocationStore` (memory or Redis) in this process, through
     the same :class:`LocationService` the location service runs."""
 
-    def __init__(self, store: LocationStore, *, max_expires: int = 86400, max_contacts: int = 16) -> None:
+    def __init__(self, store: LocationStore, *, max_expires: int = 86400, max_contacts: int = 16,
+                 timeout: float | None = None) -> None:
         self.store = store
         self.service = LocationService(store, max_expires=max_expires, max_contacts=max_contacts)
+        self._timeout = timeout
+
+    async def _bounded(self, work: Awaitable[_T]) -> _T:
+        """``work`` within the deadline: a store that does not answer in time is unavailable."""
+        if self._timeout is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, self._timeout)
+        except TimeoutError:
+            raise _with_code(StoreUnavailable("location store deadline exceeded"), "DEADLINE_EXCEEDED") from None
 
     async def lookup(self, aor: str) -> list[Contact]:
+        bindings = await self._bounded(self.service.lookup(aor))
         now = time.time()
-        return [_contact(b, now) for b in await self.service.lookup(aor)]
+        return [_contact(b, now) for b in bindings]
 
     async def bind(self, aor: str, item: BindRequest, call_id: str, cseq: int, received: str) -> None:
-        await self.service.bind(aor, item.contact, item.expires, q_milli=item.q_milli, instance_id=item.instance_id,
-                                reg_id=item.reg_id, call_id=call_id, cseq=cseq, received=received)
+        await self._bounded(self.service.bind(
+            aor, item.contact, item.expires, q_milli=item.q_milli, instance_id=item.instance_id,
+            reg_id=item.reg_id, call_id=call_id, cseq=cseq, received=received))
 
     async def unbind(self, aor: str, contact: str, instance_id: str = "", reg_id: int = 0) -> None:
-        await self.service.unbind_one(aor, contact, instance_id, reg_id)
+        await self._bounded(self.service.unbind_one(aor, contact, instance_id, reg_id))
 
     async def unbind_all(self, aor: str, call_id: str, cseq: int) -> None:
-        await self.service.unbind_all(aor, call_id, cseq)
+        await self._bounded(self.service.unbind_all(aor, call_id, cseq))
 
     async def close(self) -> None:
         await self.store.close()
@@ -106,11 +140,20 @@ class GrpcLocator:
         self._timeout = timeout
 
     async def _call(self, rpc: object, request: object) -> object:
+        """One RPC within the deadline; every failure is a :class:`LocationError` that keeps
+        the gRPC status code name (:func:`status_name`): a service that is down, restarting or
+        past the deadline is :class:`StoreUnavailable` (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``)."""
         try:
             return await rpc(request, timeout=self._timeout)  # type: ignore[operator]
         except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
             reason = str(dict(exc.trailing_metadata() or ()).get("sipsec-reason", "error"))
-            raise LocationError.from_status(exc.code().name, exc.details() or exc.code().name, reason) from None
+            raise _with_code(LocationError.from_status(code, exc.details() or code, reason), code) from None
+        except TimeoutError:
+            raise _with_code(StoreUnavailable("location service deadline exceeded"), "DEADLINE_EXCEEDED") from None
+        except (grpc.RpcError, grpc.aio.BaseError) as exc:  # a channel that broke
+            raise _with_code(StoreUnavailable(f"location service call failed: {type(exc).__name__}"),
+                             "UNAVAILABLE") from None
 
     async def lookup(self, aor: str) -> list[Contact]:
         resp = await self._call(self._stub.Lookup, pb.LookupRequest(aor=aor))

@@ -59,10 +59,10 @@ def make_locator(config: ProxyConfig) -> Locator:
     if config.location == "redis":
         store = RedisLocationStore(config.redis_url, password_file=config.redis_password_file, ca_file=config.redis_ca,
                                    what="SIPSEC_PROXY_REDIS_PASSWORD_FILE / SIPSEC_REDIS_URL")
-        inner = StoreLocator(store, max_expires=max(86400, config.max_expires))
+        inner = StoreLocator(store, max_expires=max(86400, config.max_expires), timeout=config.location_timeout_s)
     else:
         ca = Path(config.location_ca).read_bytes() if config.location_ca else None
-        inner = GrpcLocator(config.location, root_certificates=ca)
+        inner = GrpcLocator(config.location, root_certificates=ca, timeout=config.location_timeout_s)
     if config.location_cache_ms > 0:
         return CachingLocator(inner, config.location_cache_ms / 1000)
     return inner
@@ -128,6 +128,10 @@ class ProxyServer:
                               register_handler=self.registrar, clock=loop.time, call_at=loop.call_at,
                               shared_udp=shared.local_address if shared is not None else None,
                               timers=self.timers)
+        # a message that cannot be sent (connect refused or timed out, ICMP error, no route)
+        # reaches its transaction: a final response upstream, never silence (RFC 3261 §8.1.3.1)
+        for transport in [*self.transports.values(), *([shared] if shared is not None else [])]:
+            transport.on_send_error = self.core.send_failed
         self._tasks = [loop.create_task(self._consume())]
         if cfg.metrics_port >= 0:
             self._http, _ = start_http_server(cfg.metrics_port, cfg.metrics_host,

@@ -6,10 +6,16 @@ reaches the same worker. Responses from downstream must reach the worker that ho
 client transaction: each worker therefore also binds a private UDP port, forwards from it and
 writes it in its Via (§18.2.2: responses go to the Via's sent-by). Record-Route names the
 shared port, so in-dialog requests spread over the workers like new ones.
+
+A worker never outlives the parent, even one killed with SIGKILL: each asks the kernel for
+SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, Linux), set between fork and exec.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import logging
 import os
 import secrets
@@ -33,6 +39,14 @@ def _free_udp_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child, before exec: SIGTERM when the parent dies; exit at once if it already has."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def run_workers(config: ProxyConfig) -> int:
     """Starts ``config.workers`` copies of ``sipsec-proxy`` sharing the UDP port; relays SIGTERM."""
     if config.location == "memory":
@@ -50,8 +64,10 @@ def run_workers(config: ProxyConfig) -> int:
                            "SIPSEC_PROXY_NONCE_SECRET": config.nonce_secret or secrets.token_hex(32)}
     if config.metrics_port > 0:
         env["SIPSEC_PROXY_METRICS_PORT"] = "0"  # one port each; scrape the workers separately
-    children = [subprocess.Popen([sys.executable, "-m", "sipsec_proxy", "serve"], env=env,
-                                 stdout=subprocess.PIPE, text=True) for _ in range(config.workers)]
+    die_with_us = functools.partial(_die_with_parent, os.getpid())
+    children = [subprocess.Popen([sys.executable, "-m", "sipsec_proxy", "serve"], env=env,  # noqa: PLW1509
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=die_with_us)
+                for _ in range(config.workers)]
     for child in children:
         assert child.stdout is not None
         child.stdout.readline()

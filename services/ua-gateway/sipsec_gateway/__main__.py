@@ -29,7 +29,7 @@ from sipsec_gateway.keys import PkgConnector
 from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.store import RedisCallStore
 
-__all__ = ["build_gateway", "check_redis", "main", "redis_stores", "serve"]
+__all__ = ["build_gateway", "check_redis", "main", "pkg_client_cert", "redis_stores", "serve"]
 
 log = logging.getLogger("sipsec.gateway")
 
@@ -39,7 +39,7 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     metrics = GatewayMetrics()
     ca = Path(config.pkg_ca).read_bytes() if config.pkg_ca else None
     pkg = PkgConnector(tuple(config.pkg_targets), plaintext=config.pkg_plaintext, root_certificates=ca,
-                       pinned_fingerprint=config.pkg_fingerprint or None)
+                       pinned_fingerprint=config.pkg_fingerprint or None, client_cert=pkg_client_cert(config))
     if config.worker_targets:
         worker_ca = Path(config.workers_ca).read_bytes() if config.workers_ca else None
         engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
@@ -51,6 +51,16 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     if config.store == "redis":
         stores = redis_stores(config)
     return Gateway(config, pkg=pkg, engine=engine, metrics=metrics, **stores)  # type: ignore[arg-type]
+
+
+def pkg_client_cert(config: GatewayConfig) -> tuple[bytes, bytes] | None:
+    """The (key, chain) PEM pair the gateway presents to the PKG, or None; ConfigError if unreadable."""
+    if not config.pkg_client_cert:
+        return None
+    try:
+        return Path(config.pkg_client_key).read_bytes(), Path(config.pkg_client_cert).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"SIPSEC_GATEWAY_PKG_CLIENT_CERT/_KEY: cannot read {exc.filename}: {exc.strerror}") from None
 
 
 def redis_stores(config: GatewayConfig) -> dict[str, object]:

@@ -6,22 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sipsec import config as shared
 from sipsec.aio.transport import ConnectionLimits
-from sipsec.config import (
-    ConfigError,
-    connection_limits,
-    env_table,
-    insecure_dev,
-    load,
-    log_level,
-    redis_ca,
-    redis_password_file,
-    redis_url,
-    require_pin,
-    setting,
-    split_hostport,
-    tcp_limit,
-)
+from sipsec.config import ConfigError, env_table, load, setting, split_hostport
 from sipsec.envelope import SecurityPolicy, SigningPolicy
 from sipsec.sip import is_ip_literal
 
@@ -45,11 +32,11 @@ class GatewayConfig:
     tls_server_name: str = setting("SIPSEC_GATEWAY_TLS_SERVER_NAME", "", "transport=tls: the name the proxy's certificate must carry (empty = the host of SIPSEC_GATEWAY_PROXY, a DNS name or IP address)")
     advertise: str = setting("SIPSEC_GATEWAY_ADVERTISE", "", "host written in Via and Contact (default: the listen host; set it when listening on 0.0.0.0)")
     contact_secret: str = setting("SIPSEC_GATEWAY_CONTACT_SECRET", "", "hex key of the opaque Contact user parts (replicas share it; empty = random per start)", secret=True)
-    tcp_max_connections: int = tcp_limit("SIPSEC_GATEWAY", "max_connections", _TCP_PEERS)
-    tcp_max_per_source: int = tcp_limit("SIPSEC_GATEWAY", "max_per_source", _TCP_PEERS)
-    tcp_reserved_for_peers: int = tcp_limit("SIPSEC_GATEWAY", "reserved_for_peers", _TCP_PEERS)
-    tcp_idle_timeout_s: float = tcp_limit("SIPSEC_GATEWAY", "idle_timeout_s", _TCP_PEERS)
-    tcp_header_timeout_s: float = tcp_limit("SIPSEC_GATEWAY", "header_timeout_s", _TCP_PEERS)
+    tcp_max_connections: int = shared.tcp_limit("SIPSEC_GATEWAY", "max_connections", _TCP_PEERS)
+    tcp_max_per_source: int = shared.tcp_limit("SIPSEC_GATEWAY", "max_per_source", _TCP_PEERS)
+    tcp_reserved_for_peers: int = shared.tcp_limit("SIPSEC_GATEWAY", "reserved_for_peers", _TCP_PEERS)
+    tcp_idle_timeout_s: float = shared.tcp_limit("SIPSEC_GATEWAY", "idle_timeout_s", _TCP_PEERS)
+    tcp_header_timeout_s: float = shared.tcp_limit("SIPSEC_GATEWAY", "header_timeout_s", _TCP_PEERS)
     plain_listen: str = setting("SIPSEC_GATEWAY_PLAIN_LISTEN", "", "legacy-side plain SIP (UDP) listen address for phones (empty = off)")
     phone_digest: str = setting("SIPSEC_GATEWAY_PHONE_DIGEST", "SHA-256,MD5", "Digest algorithms offered to phones, preferred first (RFC 8760)")
     phone_free_failures: int = setting("SIPSEC_GATEWAY_PHONE_FREE_FAILURES", 3, "wrong Digest answers per phone user name and source address checked before back-off starts")
@@ -63,6 +50,8 @@ class GatewayConfig:
     pkg: str = setting("SIPSEC_GATEWAY_PKG", "127.0.0.1:50051", "PKG gRPC target(s), comma-separated; several = threshold PKG nodes")
     pkg_plaintext: bool = setting("SIPSEC_GATEWAY_PKG_PLAINTEXT", False, "1 = plaintext gRPC to the PKG (loopback/tests only)")
     pkg_ca: str = setting("SIPSEC_GATEWAY_PKG_CA", "", "PEM CA file of the PKG's TLS certificate")
+    pkg_client_cert: str = setting("SIPSEC_GATEWAY_PKG_CLIENT_CERT", "", "client certificate chain (PEM file) presented to the PKG: required where the PKG asks for client certificates; its name in the PKG's SIPSEC_PKG_TRUSTED_FORWARDER_NAMES lets the gateway name each end user's address for login throttling")
+    pkg_client_key: str = setting("SIPSEC_GATEWAY_PKG_CLIENT_KEY", "", "private key (PEM file) of SIPSEC_GATEWAY_PKG_CLIENT_CERT")
     pkg_fingerprint: str = setting("SIPSEC_GATEWAY_PKG_FINGERPRINT", "", "pinned fingerprint (`sha256:<hex>`, printed by `sipsec-pkg init`/`fingerprint`) of the own domain's Ed25519 parameter-signing key; required (empty only with SIPSEC_INSECURE_DEV=1)")
     peer_domains: str = setting("SIPSEC_GATEWAY_PEER_DOMAINS", "", "federated domains whose parameters are fetched at login (others on first call)")
     workers: str = setting("SIPSEC_GATEWAY_WORKERS", "", "crypto-worker gRPC targets, comma-separated (empty = in-process crypto)")
@@ -71,9 +60,9 @@ class GatewayConfig:
     verify_window_ms: float = setting("SIPSEC_GATEWAY_VERIFY_WINDOW_MS", 16.0, "in-process crypto under load (verifies arriving more often than this, and CPU short): how long a signature verification waits to be batched with others, ms (0 = never waits)")
     verify_busy_cpu: float = setting("SIPSEC_GATEWAY_VERIFY_BUSY_CPU", 0.7, "in-process crypto: the share of one core the gateway process must be using before verifications wait to be batched (0 = on the arrival rate alone)")
     store: str = setting("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory or redis (redis lets any replica continue a dialog)")
-    redis_url: str = redis_url("store=redis; names the gateway's ACL user: redis://gateway@host:6379/0, rediss:// for TLS")
-    redis_password_file: str = redis_password_file("SIPSEC_GATEWAY")
-    redis_ca: str = redis_ca("SIPSEC_GATEWAY")
+    redis_url: str = shared.redis_url("store=redis; names the gateway's ACL user: redis://gateway@host:6379/0, rediss:// for TLS")
+    redis_password_file: str = shared.redis_password_file("SIPSEC_GATEWAY")
+    redis_ca: str = shared.redis_ca("SIPSEC_GATEWAY")
     sealing_key_file: str = setting("SIPSEC_GATEWAY_SEALING_KEY_FILE", "", "file holding the 32-byte key (raw, or 64 hex digits) sealing dialog keys and call records in Redis with AES-256-GCM; required with store=redis; every replica gets the same")
     insecure_plain_store: bool = setting("SIPSEC_GATEWAY_INSECURE_PLAIN_STORE", False, "1 = allow store=redis without a sealing key: dialog keys, first INVITEs, AORs in clear in Redis, and records planted there accepted (development only; warned at start)")
     http_listen: str = setting("SIPSEC_GATEWAY_HTTP_LISTEN", "127.0.0.1:8080", "control API (FastAPI) listen address host:port")
@@ -92,8 +81,8 @@ class GatewayConfig:
     trace_minutes: float = setting("SIPSEC_GATEWAY_TRACE_MINUTES", 10.0, "longest a wire trace is kept, minutes (then dropped)")
     trace_reveal: bool = setting("SIPSEC_GATEWAY_TRACE_REVEAL", False, "1 = a `read` token may ask for unredacted wire views (`?reveal=true`: SDP, AORs, display names, Contact user parts, Call-IDs); otherwise they are always redacted")
     drain_seconds: float = setting("SIPSEC_GATEWAY_DRAIN_SECONDS", 2.0, "time to end calls after SIGTERM before exiting")
-    insecure_dev: bool = insecure_dev()
-    log_level: str = log_level()
+    insecure_dev: bool = shared.insecure_dev()
+    log_level: str = shared.log_level()
 
     def __post_init__(self) -> None:
         if not self.domain or "@" in self.domain:
@@ -101,6 +90,10 @@ class GatewayConfig:
         self._check_phone_side()
         self._check_store()
         self._check_limits()
+        if bool(self.pkg_client_cert) != bool(self.pkg_client_key):
+            raise ConfigError("SIPSEC_GATEWAY_PKG_CLIENT_CERT and SIPSEC_GATEWAY_PKG_CLIENT_KEY go together")
+        if self.pkg_client_cert and self.pkg_plaintext:
+            raise ConfigError("SIPSEC_GATEWAY_PKG_CLIENT_CERT needs TLS to the PKG (not SIPSEC_GATEWAY_PKG_PLAINTEXT)")
         try:
             SigningPolicy(self.signing)
             SecurityPolicy(self.default_policy)
@@ -158,8 +151,8 @@ class GatewayConfig:
     def check_trust(self) -> list[str]:
         """At start: the trust anchors a production gateway must have. Raises ConfigError naming
         the first missing one; with ``insecure_dev`` on, returns the ``INSECURE:`` warnings to log."""
-        warnings = [require_pin(self.pkg_fingerprint, "SIPSEC_GATEWAY_PKG_FINGERPRINT",
-                                "the domain parameters fetched from the PKG", insecure=self.insecure_dev)]
+        warnings = [shared.require_pin(self.pkg_fingerprint, "SIPSEC_GATEWAY_PKG_FINGERPRINT",
+                                       "the domain parameters fetched from the PKG", insecure=self.insecure_dev)]
         return [w for w in warnings if w]
 
     def connection_limits(self, peers: Iterable[str] = ()) -> ConnectionLimits:
@@ -167,7 +160,7 @@ class GatewayConfig:
         resolved by the caller when it is a name) are exempt from the per-source cap and may
         use the reserved connections. A proxy given as an IP address is always among them."""
         host = split_hostport(self.proxy)[0].strip("[]")
-        return connection_limits(self, "SIPSEC_GATEWAY", [*([host] if is_ip_literal(host) else []), *peers])
+        return shared.connection_limits(self, "SIPSEC_GATEWAY", [*([host] if is_ip_literal(host) else []), *peers])
 
     @property
     def phone_digest_algorithms(self) -> tuple[str, ...]:

@@ -52,13 +52,19 @@ class KeyMaterialError(Exception):
 
 @dataclass(frozen=True)
 class PkgConnector:
-    """Where the PKG is and how to reach it: one target, or t-of-n threshold nodes."""
+    """Where the PKG is and how to reach it: one target, or t-of-n threshold nodes.
+
+    ``client_cert`` is the gateway's (private key, certificate chain) PEM pair for TLS client
+    authentication (RFC 8446 §4.4.2), presented where the PKG requires client certificates; a
+    PKG that trusts its name takes the end user's address from each login for throttling.
+    """
 
     targets: tuple[str, ...]
     plaintext: bool = False
     root_certificates: bytes | None = field(default=None, repr=False)
     timeout_s: float = 5.0
     pinned_fingerprint: str | None = None
+    client_cert: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -70,7 +76,7 @@ class PkgConnector:
 
     def client(self, target: str) -> PkgClient:
         return PkgClient(target, plaintext=self.plaintext, root_certificates=self.root_certificates,
-                         timeout_s=self.timeout_s)
+                         client_cert=self.client_cert, timeout_s=self.timeout_s)
 
 
 class ParamsDirectory:

@@ -33,7 +33,8 @@ def test_call_setup_bench_reports_latency_bytes_and_throughput() -> None:
     assert result["signatures_per_secured_call"] == 6 and result["verifications_per_secured_call"] == 6
     crypto = result["crypto_ms_per_secured_call"]
     assert set(crypto) == {"encapsulate", "decapsulate", "sign", "verify"} and all(v > 0 for v in crypto.values())
-    assert result["cpu_ms_per_secured_call"] > sum(crypto.values()) * 0.9
+    # (the crypto figures are wall-clock time inside the calls and the CPU figure is process time: comparing
+    # the two depends on how busy the machine is, so the bench reports both and no test compares them)
     assert result["cpu_ms_per_secured_call"] > result["cpu_ms_per_plain_call"] > 0
     trials = result["trials"]
     assert trials and trials[0]["rate"] == 5 and trials[0]["attempted"] == 5

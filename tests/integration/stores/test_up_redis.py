@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
-from sipsec.stores.access import REDIS_USERS, open_redis
+from sipsec.stores.access import REDIS_USERS, open_redis, read_sealing_key
 from sipsec_cli.up import DOMAINS, Supervisor, UpOptions
 from sipsec_cli.up.environment import redis_env, sealing_key_file
 
@@ -26,7 +26,7 @@ async def test_up_redis_has_acl_users_and_refuses_anonymous_clients(tmp_path: Pa
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
             for password_file in files.values():
                 assert password_file.read_text().strip() not in acl.read_text()  # digests only
-            assert len(sealing_key_file(sup.topo, d).read_bytes()) == 32
+            assert len(read_sealing_key(sealing_key_file(sup.topo, d), "sealing key")) == 32  # 64 hex digits
 
             _, _, port = sup.redis[d.name]
             anonymous = aioredis.Redis(host=d.host, port=port)

@@ -81,7 +81,8 @@ def test_topology_matches_sipsec_up(compose: dict[str, Any]) -> None:
         assert proxy["SIPSEC_PROXY_PKG_FINGERPRINT"] == FAKE_FINGERPRINT  # pinned from pkg-init's output
         gw = _env(compose["services"][f"gateway-{short}"])
         assert gw["SIPSEC_GATEWAY_DOMAIN"] == d.name
-        assert (gw["SIPSEC_GATEWAY_PKG"], gw["SIPSEC_GATEWAY_PROXY"]) == (f"pkg-{short}:50051", f"proxy-{short}:5060")
+        # the proxy's SIP-over-TLS listener (RFC 3261 §26.2)
+        assert (gw["SIPSEC_GATEWAY_PKG"], gw["SIPSEC_GATEWAY_PROXY"]) == (f"pkg-{short}:50051", f"proxy-{short}:5061")
         assert gw["SIPSEC_GATEWAY_PKG_FINGERPRINT"] == FAKE_FINGERPRINT  # pinned from pkg-init's output
         init = " ".join(compose["services"][f"pkg-init-{short}"]["command"])
         for user in d.users:
@@ -205,3 +206,33 @@ def test_service_addresses_resolve_on_a_shared_network(compose: dict[str, Any]) 
                 continue
             shared = set(spec.get("networks", [])) & set(services[target].get("networks", []))
             assert shared, f"{name} talks to {target} but they share no network"
+
+
+def test_sip_over_tls_certificates_are_file_secrets_of_the_dev_certs_directory(compose: dict[str, Any]) -> None:
+    """Gateway↔proxy and proxy↔proxy SIP is TLS: each proxy and gateway reads its certificate,
+    key and the CA as compose secrets made by scripts/make_dev_certs.py (its default parties),
+    routes name the peer proxy's TLS port, and each side verifies the names it connects to."""
+    from scripts.make_dev_certs import COMPOSE_PARTIES
+
+    secrets = compose["secrets"]
+    for d in DOMAINS:
+        short = d.name.split(".")[0]
+        proxy_spec, gw_spec = compose["services"][f"proxy-{short}"], compose["services"][f"gateway-{short}"]
+        proxy, gw = _env(proxy_spec), _env(gw_spec)
+        assert gw["SIPSEC_GATEWAY_TRANSPORT"] == "tls"
+        assert proxy["SIPSEC_PROXY_TLS_LISTEN"] == "0.0.0.0:5061"
+        peers = [p.name for p in DOMAINS if p is not d]
+        assert proxy["SIPSEC_PROXY_ROUTES"] == ",".join(
+            f"{p}=proxy-{p.split('.')[0]}:5061;transport=tls" for p in peers)
+        for spec, env, prefix, party in ((proxy_spec, proxy, "SIPSEC_PROXY_", f"proxy-{short}"),
+                                         (gw_spec, gw, "SIPSEC_GATEWAY_", f"gateway-{short}")):
+            assert party in COMPOSE_PARTIES and COMPOSE_PARTIES[party] == (party,)  # the name others dial
+            for var, suffix in (("TLS_CERT", f"{party}.pem"), ("TLS_KEY", f"{party}.key"), ("TLS_CA", "ca.pem")):
+                path = env[prefix + var]
+                assert path.startswith("/run/secrets/"), (party, var)
+                name = path.removeprefix("/run/secrets/")
+                assert name in spec["secrets"], (party, name)
+                assert secrets[name] == {"file": "${SIPSEC_DEV_CERTS:-./dev-certs}/" + suffix}, name
+        # the gateway dials its proxy by the name the proxy's certificate carries
+        assert gw["SIPSEC_GATEWAY_PROXY"].split(":")[0] in COMPOSE_PARTIES[f"proxy-{short}"]
+        assert "SIPSEC_GATEWAY_TLS_SERVER_NAME" not in gw  # default: the host of SIPSEC_GATEWAY_PROXY

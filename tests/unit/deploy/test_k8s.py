@@ -100,7 +100,8 @@ def test_overlay_sets_namespace_and_domain(overlay: tuple[str, tuple[dict[str, A
             short = peer.name.split(".")[0]
             assert pkg_env["SIPSEC_PKG_PEERS"].startswith(
                 f"{peer.name},pkg.sipsec-{short}.svc.cluster.local:50051,sha256:")
-            assert f"{peer.name}=proxy.sipsec-{short}.svc.cluster.local:5060" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
+            # the peer proxy's TLS listener (RFC 3261 §26.2)
+            assert f"{peer.name}=proxy.sipsec-{short}.svc.cluster.local:5061;transport=tls" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
 
 
 def test_hardened_security_context_and_resources(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
@@ -254,6 +255,51 @@ def test_monitoring_annotations_point_at_metrics_ports(overlay: tuple[str, tuple
         assert int(ann["prometheus.io/port"]) == ports.get("metrics", ports.get("http")), name
 
 
+def _secret_file(dep: dict[str, Any], c: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file ``path`` in container ``c``: mounted read-only from a
+    required Secret (not optional), readable by the pod's non-root group (0440 with fsGroup)."""
+    pod = dep["spec"]["template"]["spec"]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    assert mount["readOnly"] is True, path
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert vol.get("optional") is not True, path
+    assert vol["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    item = next(i for i in vol["items"] if i["path"] == path[len(mount["mountPath"].rstrip("/")) + 1:])
+    return vol["secretName"], item["key"]
+
+
+def test_sip_over_tls_between_gateway_and_proxy_and_between_proxies(
+        overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
+    """Gateway↔proxy and proxy↔proxy SIP is TLS (RFC 3261 §26.2): the certificates, keys and the
+    CA are files of the provider's Secrets, every next hop is verified by name (RFC 5922 §7)."""
+    name, docs = overlay
+    cms = _cm_data(docs)
+    deps = {d["metadata"]["name"]: d for d in kinds(docs, "Deployment")}
+    gw_c, px_c = (deps[n]["spec"]["template"]["spec"]["containers"][0] for n in ("gateway", "proxy"))
+    gw, px = _container_env(gw_c, cms), _container_env(px_c, cms)
+    assert gw["SIPSEC_GATEWAY_TRANSPORT"] == "tls"
+    assert gw["SIPSEC_GATEWAY_PROXY"] == "proxy:5061"
+    assert gw["SIPSEC_GATEWAY_TLS_SERVER_NAME"] == f"proxy.sipsec-{name}.svc.cluster.local"
+    assert _secret_file(deps["gateway"], gw_c, gw["SIPSEC_GATEWAY_TLS_CERT"]) == ("gateway-tls", "tls.crt")
+    assert _secret_file(deps["gateway"], gw_c, gw["SIPSEC_GATEWAY_TLS_KEY"]) == ("gateway-tls", "tls.key")
+    assert _secret_file(deps["gateway"], gw_c, gw["SIPSEC_GATEWAY_TLS_CA"]) == ("sipsec-ca", "ca.crt")
+    assert px["SIPSEC_PROXY_TLS_LISTEN"] == "0.0.0.0:5061"
+    assert _secret_file(deps["proxy"], px_c, px["SIPSEC_PROXY_TLS_CERT"]) == ("proxy-tls", "tls.crt")
+    assert _secret_file(deps["proxy"], px_c, px["SIPSEC_PROXY_TLS_KEY"]) == ("proxy-tls", "tls.key")
+    assert _secret_file(deps["proxy"], px_c, px["SIPSEC_PROXY_TLS_CA"]) == ("sipsec-ca", "ca.crt")
+    assert _secret_file(deps["proxy"], px_c, px["SIPSEC_PROXY_USERS_FILE"])[0] == "proxy-users"
+    # every route to another domain is TLS to the peer proxy's TLS port; none is plaintext
+    routes = [r.strip() for r in px["SIPSEC_PROXY_ROUTES"].split(",") if r.strip()]
+    assert routes and all(r.endswith(":5061;transport=tls") for r in routes), routes
+    for peer in OVERLAYS:
+        if peer != name:
+            assert f"{peer}.com=proxy.sipsec-{peer}.svc.cluster.local:5061;transport=tls" in routes
+    # the gateway's SIP listener is TLS now, and named so
+    ports = {p["name"]: p["containerPort"] for p in gw_c["ports"]}
+    assert ports["sip-tls"] == 5070 and "sip-tcp" not in ports
+    assert {p["containerPort"] for p in px_c["ports"] if p["name"] == "sip-tls"} == {5061}
+
+
 # --------------------------------------------------------------------------- network policies
 
 
@@ -350,12 +396,14 @@ FLOWS = [
     ("gateway", "pkg", 50051, "TCP", False),
     ("gateway", "worker", 50053, "TCP", False),
     ("gateway", "proxy", 5060, "TCP", False),
+    ("gateway", "proxy", 5061, "TCP", False),  # SIP over TLS, SIPSEC_GATEWAY_TRANSPORT=tls
     ("proxy", "location", 50052, "TCP", False),
     ("proxy", "pkg", 50051, "TCP", False),
     ("proxy", "gateway", 5070, "TCP", False),
     ("pkg", "pkg", 50051, "TCP", True),
     ("proxy", "proxy", 5060, "UDP", True),
     ("proxy", "proxy", 5060, "TCP", True),
+    ("proxy", "proxy", 5061, "TCP", True),  # the federation routes: ;transport=tls
 ]
 NOT_FLOWS = [
     ("worker", "redis", 6379, "TCP", False),
@@ -365,6 +413,7 @@ NOT_FLOWS = [
     ("worker", "pkg", 50051, "TCP", False),
     ("pkg", "worker", 50053, "TCP", False),
     ("gateway", "gateway", 5070, "TCP", True),
+    ("gateway", "proxy", 5061, "TCP", True),  # a gateway speaks only to its own domain's proxy
     ("proxy", "pkg", 50051, "TCP", True),
     ("proxy", "gateway", 5070, "UDP", False),
     ("gateway", "worker", 50053, "TCP", True),
