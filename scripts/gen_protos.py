@@ -1,7 +1,8 @@
 """Generates the Python protobuf/gRPC stubs for every API under protos/ into one place.
 
     python scripts/gen_protos.py            # regenerate libs/sipsec/rpc/_gen
-    python scripts/gen_protos.py --check    # exit 1 when the committed stubs are stale
+    python scripts/gen_protos.py --check    # exit 1 when the committed stubs are stale (the
+                                            # generator's version stamps are not compared)
 
 Generated modules import each other as ``sipsec.<api>.v1``; they are rewritten to
 ``sipsec.rpc._gen.sipsec.<api>.v1`` so that the stubs live inside the library and never
@@ -22,6 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "libs" / "sipsec" / "rpc" / "_gen"
 _IMPORT = re.compile(r"^from sipsec\.(\S+) import", re.M)
+#: the generator's own version stamps: they say which grpcio-tools/protoc wrote a file (and so the
+#: oldest runtime it accepts), not what the API is, so --check compares the files without them
+_STAMPS = (
+    re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.M),
+    re.compile(r"^# Protobuf Python Version: .*$", re.M),
+    re.compile(r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,"),
+)
+
+
+def _contract(path: Path) -> str:
+    """A generated file's text without the generator's version stamps."""
+    text = path.read_text()
+    for stamp in _STAMPS:
+        text = stamp.sub(lambda m: m.group(1) if m.groups() else "", text)
+    return text
 
 
 def generate(out: Path) -> list[Path]:
@@ -61,7 +77,8 @@ def main() -> int:
         want = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
         have = {p.relative_to(OUT) for p in OUT.rglob("*") if p.is_file() and "__pycache__" not in p.parts} if OUT.exists() else set()
         stale = sorted(str(p) for p in want ^ have)
-        stale += sorted(str(p) for p in want & have if not filecmp.cmp(fresh / p, OUT / p, shallow=False))
+        stale += sorted(str(p) for p in want & have
+                        if not filecmp.cmp(fresh / p, OUT / p, shallow=False) and _contract(fresh / p) != _contract(OUT / p))
     if stale:
         print("stale gRPC stubs (run `make protos`):", *stale, sep="\n  ")
         return 1

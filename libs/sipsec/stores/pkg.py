@@ -149,6 +149,23 @@ class PkgStore(Protocol):
     async def close(self) -> None: ...
 
 
+#: the most failure counters and locks a :class:`MemoryPkgStore` keeps: their keys come from what
+#: a client sends (AOR, address), so past this the expired ones go, then the oldest
+MAX_THROTTLE_ENTRIES = 100_000
+
+
+def _bounded(table: dict[str, tuple[Any, float]], now: float) -> None:
+    """Make room for one more entry in ``table`` (values ``(…, expires)``), which holds at most
+    :data:`MAX_THROTTLE_ENTRIES`: the expired entries go first, then the oldest."""
+    limit = MAX_THROTTLE_ENTRIES
+    if len(table) < limit:
+        return
+    for key in [k for k, v in table.items() if v[1] <= now]:
+        del table[key]
+    while len(table) >= limit:
+        del table[next(iter(table))]
+
+
 class MemoryPkgStore:
     """A process-local store for tests, the demo and single-node deployments."""
 
@@ -201,6 +218,8 @@ class MemoryPkgStore:
         count, expires = self._failures.get(key, (0, 0.0))
         if expires <= now:
             count, expires = 0, now + ttl_s
+        if key not in self._failures:
+            _bounded(self._failures, now)
         self._failures[key] = (count + 1, expires)
         return count + 1
 
@@ -208,7 +227,10 @@ class MemoryPkgStore:
         self._failures.pop(key, None)
 
     async def set_lock(self, key: str, until: float, ttl_s: float) -> None:
-        self._locks[key] = (until, self._clock() + ttl_s)
+        now = self._clock()
+        if key not in self._locks:
+            _bounded(self._locks, now)
+        self._locks[key] = (until, now + ttl_s)
 
     async def get_lock(self, key: str) -> float | None:
         entry = self._locks.get(key)

@@ -122,6 +122,9 @@ class PkgService:
         self.sessions = SessionSealer(session_key, self.domain)
         # compared against when the user is unknown, so unknown and known users cost the same
         self._dummy_hash = hash_password(secrets.token_urlsafe(16), settings.scrypt)
+        # (account, client) pairs whose password check is running: one guess at a time per pair, so
+        # parallel guesses cannot all pass the back-off check before the first failure is counted
+        self._checking: set[str] = set()
 
     # ---- users -------------------------------------------------------------------------------
 
@@ -178,7 +181,6 @@ class PkgService:
     async def login(self, aor: str, password: str, source: str) -> LoginResult:
         """Checks credentials, throttled per (account, client address) and per address
         (:mod:`sipsec_pkg.throttle`); returns a new session token."""
-        s = self.settings
         try:
             canon = self.canonical_user(aor)
         except InvalidArgument:
@@ -189,6 +191,17 @@ class PkgService:
             raise InvalidArgument("bad_password", "password too long")
         now = self.clock()
         pair, addr = pair_key(canon, source), address_key(source)
+        if pair in self._checking:  # taken before the back-off is read: no window between the two
+            raise self._throttled(ThrottleScope.ACCOUNT_CLIENT, canon, source, now + 1.0, now)
+        self._checking.add(pair)
+        try:
+            return await self._check_password(canon, password, source, pair, addr, now)
+        finally:
+            self._checking.discard(pair)
+
+    async def _check_password(self, canon: str, password: str, source: str, pair: str, addr: str,
+                              now: float) -> LoginResult:
+        s = self.settings
         until = await self._not_before(pair, now)
         if until is not None:
             raise self._throttled(ThrottleScope.ACCOUNT_CLIENT, canon, source, until, now)

@@ -228,6 +228,7 @@ def _hostport(target: str, default_port: int) -> tuple[str, int] | None:
 
 
 _WILDCARD_HOSTS = ("127.0.0.1", "::1", "localhost")
+_LOCAL_ALIASES = (*_WILDCARD_HOSTS, "0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,10 @@ class RoutingPolicy:
             hosts = _WILDCARD_HOSTS if host in ("0.0.0.0", "::") else (host,)
             service.update((h, config.metrics_port) for h in hosts)
         service.update((normal_host(h), p) for h, p in nameservers)
+        # a service named "localhost" (or bound to a wildcard) is reached at every loopback spelling
+        for host, port in list(service):
+            if host in _LOCAL_ALIASES:
+                service.update((h, port) for h in _LOCAL_ALIASES)
         route_hops = frozenset((normal_host(r.host), r.port) for r in routes.values())
         trusted = frozenset({h for h, _ in route_hops} | {r.host for r in peers})
         return cls(
@@ -345,7 +350,8 @@ class RoutingPolicy:
         if not self.route_key:
             return False
         expected = self.mark(hop)
-        return any(hmac.compare_digest(expected, m) for m in marks)
+        # compare_digest raises TypeError for a non-ASCII str: a mark is network input
+        return any(m.isascii() and hmac.compare_digest(expected, m) for m in marks)
 
     def transport_of(self, uri: SipURI) -> str:
         transport = (uri.params.get("transport") or "").upper() or ("TLS" if uri.scheme == "sips" else "UDP")

@@ -5,6 +5,7 @@ a weapon against a user or against a gateway's users."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
@@ -198,3 +199,25 @@ async def test_failures_through_the_gateway_address_do_not_stop_its_other_users(
     clock.advance(wait)
     assert (await gateway.login("sip:carol@atlanta.com", PASSWORD)).aor == "sip:carol@atlanta.com"
     assert node.metrics.login_throttled.labels("client_address")._value.get() >= 1
+
+
+async def test_parallel_guesses_from_one_client_are_checked_one_at_a_time(atlanta, make_node, connect, store_kind):
+    """A burst of simultaneous guesses cannot all pass the back-off check before the first failure
+    is counted: while one guess of an (account, client) pair is being checked, the others are refused
+    unchecked (RESOURCE_EXHAUSTED, scope account_client)."""
+    node = await make_node(atlanta.material(), store=store_kind, trusted_forwarders=("127.0.0.1",))
+    await node.add_user(ALICE, PASSWORD)
+    gateway = connect(node)
+    burst = 20
+    results = await asyncio.gather(
+        *(gateway.login(ALICE, f"guess-{i}", client_address="127.0.0.66") for i in range(burst)),
+        return_exceptions=True)
+    codes = [r.code for r in results if isinstance(r, PkgRpcError)]
+    assert len(codes) == burst  # none got in
+    checked = codes.count(grpc.StatusCode.UNAUTHENTICATED)
+    refused = codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert checked + refused == burst
+    assert 1 <= checked <= 4  # at most the free failures and the one that starts the back-off
+    # alice from her own client is not affected
+    session = await gateway.login(ALICE, PASSWORD, client_address="127.0.0.7")
+    assert session.aor == ALICE

@@ -95,3 +95,22 @@ async def test_epoch_and_mac_are_stored(store):
     record = SessionRecord("sip:a@atlanta.com", 1000.125, 1000.5, "epoch-1", b"\x00mac\xff")
     await store.put_session("t", record, 60)
     assert await store.get_session("t") == record
+
+
+async def test_memory_store_throttle_tables_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failure counters and locks are keyed by what clients send (AOR, address): the memory store
+    keeps at most MAX_THROTTLE_ENTRIES of each, dropping expired entries first, then the oldest."""
+    import sipsec.stores.pkg as pkg_store
+
+    monkeypatch.setattr(pkg_store, "MAX_THROTTLE_ENTRIES", 50)
+    now = [1000.0]
+    store = pkg_store.MemoryPkgStore(clock=lambda: now[0])
+    await store.incr_failures("short-lived", 1.0)
+    for i in range(200):
+        assert await store.incr_failures(f"guess-{i}", 3600.0) == 1
+        await store.set_lock(f"lock-{i}", now[0] + 60, 3600.0)
+        now[0] += 0.01
+    assert len(store._failures) <= 50 and len(store._locks) <= 50
+    assert "short-lived" not in store._failures  # expired first
+    assert await store.incr_failures("guess-199", 3600.0) == 2  # the newest are kept
+    assert await store.get_lock("lock-199") is not None

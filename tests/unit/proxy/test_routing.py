@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sipsec.aio.transport import Peer
-from sipsec.sip import Request, parse_message
+from sipsec.sip import Request, parse_message, parse_uri
 from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.locator import Contact
 from sipsec_proxy.routing import (
@@ -144,3 +144,19 @@ def test_upstream_hop_is_only_the_source_host() -> None:
     proxied = _req("INVITE", "sip:bob@atlanta.com",
                    extra="Record-Route: <sip:192.0.2.40;lr>\r\nContact: <sip:a@192.0.2.7:5066>\r\n")
     assert upstream_hop(proxied, policy, "192.0.2.40") == Peer("UDP", "192.0.2.40", 5060)
+
+
+def test_a_mark_that_is_not_ascii_is_no_mark() -> None:
+    policy = _policy()
+    hop = Peer("UDP", "192.0.2.7", 5060)
+    assert policy.marked(hop, ["caf\u00e9", "x\udcff", policy.mark(hop)])
+    assert not policy.marked(hop, ["caf\u00e9", "x\udcff"])  # no TypeError from compare_digest
+
+
+def test_a_service_named_localhost_is_closed_at_every_loopback_spelling() -> None:
+    policy = _policy(redis_url="redis://proxy@localhost:6379/0")
+    for host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", "::"):
+        assert policy.service(Peer("UDP", host, 6379)), host
+    req = _req("OPTIONS", "sip:127.0.0.1:6379", to="sip:bob@atlanta.com")
+    assert decide(req, policy, NO_ANSWERS) == Refuse(403, "Forbidden", "forbidden-target")
+    assert not policy.bindable(parse_uri("sip:bob@127.0.0.1:6379"))
