@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sipsec.aio.ports import spare_port
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     """A port that was free a moment ago on ``host`` (TCP by default)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return spare_port(host, tcp=kind == socket.SOCK_STREAM, udp=kind == socket.SOCK_DGRAM)
 
 
 class RedisServer:

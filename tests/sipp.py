@@ -79,6 +79,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from sipsec.aio.ports import spare_port
+
 __all__ = ["SIPP", "Sipp", "SippError", "SippResult", "free_port_on", "sipp_available"]
 
 SIPP: str = shutil.which("sipp") or "/usr/bin/sipp"
@@ -98,9 +100,7 @@ def sipp_available() -> bool:
 
 def free_port_on(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
     """A port that was free a moment ago on ``host`` (UDP by default)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return spare_port(host, tcp=kind == socket.SOCK_STREAM, udp=kind == socket.SOCK_DGRAM)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

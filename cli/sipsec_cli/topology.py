@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from sipsec.aio.ports import spare_port
 from sipsec.engine import (
     DEFAULT_BATCH_WINDOW_S,
     DEFAULT_BUSY_CPU,
@@ -121,9 +122,7 @@ class RemoteDomain:
 
 
 def _free_port(host: str, kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return spare_port(host, tcp=kind == socket.SOCK_STREAM, udp=kind == socket.SOCK_DGRAM)
 
 
 def pick_ports(host: str) -> tuple[int, int]:

@@ -12,13 +12,14 @@ variables, exactly as in docker-compose and Kubernetes.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sipsec.aio.ports import spare_port
 
 from sipsec_cli.plan import PLAN, DomainPlan, Endpoints, TopologyPlan
 
@@ -398,20 +399,13 @@ def missing_scripts(specs: Sequence[ServiceSpec]) -> list[str]:
 
 
 def free_port(host: str, udp: bool = False) -> int:
-    """A TCP port free on ``host`` (and the same number free for UDP when ``udp``)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-            if not udp:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise UpError(f"no free port on {host}")
+    """A TCP port free on ``host`` (and the same number free for UDP when ``udp``), chosen
+    outside the ephemeral range so that the children's own outgoing connections cannot take
+    it before the child it is planned for binds it."""
+    try:
+        return spare_port(host, udp=udp)
+    except OSError as exc:
+        raise UpError(str(exc)) from None
 
 
 def plan_instances(topo: Topology, specs: Sequence[ServiceSpec], only: Sequence[str] = ()) -> None:
