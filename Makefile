@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install system-deps test test-fast check protos config-tables bench demo up clean
+.PHONY: install system-deps test test-fast fault-test check protos config-tables bench demo up clean compose-test
 
 install: system-deps $(STAMP)
 
@@ -25,6 +25,11 @@ test: install
 # Quick inner loop: skips the slow reference checks and real-process tests.
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not e2e"
+
+# The fault-injection suite: each fault under a steady sipp call load on `sipsec up`
+# processes; writes build/fault-report.json. Minutes long, so `make test` skips it.
+fault-test: install
+	SIPSEC_FAULT_TEST=1 $(PY) -m pytest -q tests/faults
 
 check: install
 	$(VENV)/bin/ruff check libs services cli tests bench scripts deploy
@@ -52,3 +57,9 @@ clean:
 # The two-domain topology as separate processes (Ctrl-C stops everything).
 up: install
 	$(VENV)/bin/sipsec up
+
+# The container stage (needs a Docker engine, docker-compose, sipp, tcpdump; root for the
+# debootstrap base image): images, the two-domain compose deployment, 50 calls, faults.
+# Report: build/compose-report.json. `make test` does not collect tests/compose.
+compose-test: install
+	SIPSEC_COMPOSE_TEST=1 $(PY) -m pytest -q -s --timeout=1800 tests/compose

@@ -3,8 +3,14 @@
 The two-domain topology of ``sipsec demo`` (:data:`sipsec_cli.plan.PLAN`, run by
 :class:`sipsec_cli.topology.TwoDomainTopology`:
 PKG, location, proxy and UA gateway per domain, in-memory stores, in-process crypto), with
-call tracing and proxy taps off. sip:alice@atlanta.com calls sip:bob@biloxi.com, who
-auto-answers; every message of a secured call is signed (signing policy ``every-message``).
+call tracing and proxy taps off. The headline population is ``--users`` (default 1,000) users
+per domain, every call between a random caller of atlanta.com and a random callee of
+biloxi.com, who auto-answers — more identities than the precomputation caches (G1, GT,
+signer tables) and the proxy's location cache hold. ``--one-pair`` makes every call
+sip:alice@atlanta.com → sip:bob@biloxi.com, the **best case** (every cache hits); the JSON's
+``label`` says which a run measured. This is the in-process shape, not what ships: for
+``sipsec up`` (Redis stores, the crypto-worker) see ``bench/load.py``. Every message of a
+secured call is signed (signing policy ``every-message``).
 By default (``--processes 2``) each domain runs in its own process, as two providers would
 run on their own machines, so the two domains use the box's two cores; the atlanta.com
 process also places the calls. ``--processes 1`` runs both in one process, as ``sipsec demo``;
@@ -53,6 +59,7 @@ import json
 import logging
 import multiprocessing
 import pstats
+import random
 import secrets
 import statistics
 import sys
@@ -78,6 +85,41 @@ from sipsec_pkg.material import init_domain  # noqa: E402
 #: The topology's caller and callee (sip:alice@atlanta.com, sip:bob@biloxi.com), and their domains.
 ALICE, BOB = PLAN.caller, PLAN.callee
 CALLER_DOMAIN, CALLEE_DOMAIN = (aor.rsplit("@", 1)[1] for aor in (ALICE, BOB))
+
+
+@dataclass
+class Population:
+    """Who calls whom: every call picks a random caller and a random callee (``--users`` of each
+    domain, more than any precomputation cache holds), or alice and bob alone (``--one-pair``,
+    the best case: every cache hits)."""
+
+    callers: list[str] = field(default_factory=lambda: [ALICE])
+    callees: list[str] = field(default_factory=lambda: [BOB])
+
+    @classmethod
+    def of(cls, users: int, one_pair: bool) -> Population:
+        if one_pair:
+            return cls()
+        return cls([f"sip:caller{i:05d}@{CALLER_DOMAIN}" for i in range(users)],
+                   [f"sip:callee{i:05d}@{CALLEE_DOMAIN}" for i in range(users)])
+
+    def pair(self) -> tuple[str, str]:
+        return random.choice(self.callers), random.choice(self.callees)  # noqa: S311 - not security
+
+
+#: This process's population (set from the arguments in every process).
+POPULATION = Population()
+
+
+async def _login_all(topo: TwoDomainTopology, aors: list[str], **kwargs: Any) -> None:
+    """Log ``aors`` in on their gateway, 8 at a time."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(aor: str) -> None:
+        async with gate:
+            await topo.login(aor, timeout_s=120.0, **kwargs)
+
+    await asyncio.gather(*(one(a) for a in aors))
 PASS_RATIO = 0.995
 KEEP_UP = 0.9
 BARS = {"secured_p50_ms": 25.0, "overhead_ms": 20.0, "secured_cps": 100.0}
@@ -158,7 +200,8 @@ async def _call(alice: Gateway, secure: bool, timeout_s: float, held: list[str] 
 
     t0 = time.perf_counter()
     try:
-        call = await alice.place_call(ALICE, BOB, secure=secure, timeout=timeout_s)
+        caller, callee = POPULATION.pair()
+        call = await alice.place_call(caller, callee, secure=secure, timeout=timeout_s)
     except GatewayError as exc:
         failed(f"setup: {exc.status}")
         return None
@@ -380,7 +423,7 @@ def _from_tuple(public: PublicTuple) -> RemoteDomain:
 
 def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, int], password: str,
                          signing: str, timeout_s: float, threaded: bool, verify_window_s: float,
-                         verify_busy_cpu: float) -> None:
+                         verify_busy_cpu: float, users: int = 1, one_pair: bool = True) -> None:
     """A child process running ``part`` (``all``, ``services`` or ``gateway``) of ``domain``.
 
     Running the domain's services (``all``, ``services``), it makes the domain's key material
@@ -389,6 +432,8 @@ def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, in
     (auto-answer) if it runs biloxi.com's gateway; then it answers "stats" with a
     :class:`Snapshot` and ends on "stop" or EOF."""
     logging.getLogger("sipsec").setLevel(logging.WARNING)
+    global POPULATION
+    POPULATION = Population.of(users, one_pair)
     material = None
     if part != "gateway":
         material = init_domain(domain)
@@ -399,13 +444,15 @@ def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, in
         engines: list[CountingEngine] = []
         loop = asyncio.get_running_loop()
         try:
-            command, publics = await loop.run_in_executor(None, conn.recv)
+            message = await loop.run_in_executor(None, conn.recv)
         except EOFError:
             return
-        if command != "start":
-            return
+        if not (isinstance(message, tuple) and message[0] == "start"):
+            return  # "stop": the parent gave up before the start
+        publics = message[1]
         remote = {name: _from_tuple(public) for name, public in publics.items()}
-        topo = TwoDomainTopology(trace_calls=0, tap=False, password=password, signing=signing,
+        topo = TwoDomainTopology(users=POPULATION.callers + POPULATION.callees,
+                                 trace_calls=0, tap=False, password=password, signing=signing,
                                  call_timeout_s=timeout_s, engine_factory=_counting(engines),
                                  threaded_crypto=threaded, verify_window_s=verify_window_s,
                                  verify_busy_cpu=verify_busy_cpu, remote=remote, parts={domain: part},
@@ -414,7 +461,7 @@ def _domain_process_main(conn: Any, domain: str, part: str, ports: tuple[int, in
         try:
             await topo.start()
             if part != "services" and domain == CALLEE_DOMAIN:
-                await topo.login(BOB, auto_answer=True)
+                await _login_all(topo, POPULATION.callees, auto_answer=True)
             conn.send(("ready", None))
             while True:
                 try:
@@ -444,7 +491,7 @@ class DomainProcess:
         self.process = ctx.Process(
             target=_domain_process_main, name=f"sipsec-bench-{domain}-{part}", daemon=True,
             args=(child, domain, part, ports, password, args.signing, args.timeout_s, args.threaded_crypto,
-                  args.verify_window_ms / 1000, args.verify_busy_cpu))
+                  args.verify_window_ms / 1000, args.verify_busy_cpu, args.users, args.one_pair))
         self.process.start()
         child.close()
 
@@ -466,7 +513,8 @@ class DomainProcess:
     async def start(self, publics: dict[str, RemoteDomain]) -> None:
         """Start what the process runs, given the other parts' public data; biloxi.com's gateway logs bob in."""
         self.conn.send(("start", {name: _to_tuple(public) for name, public in publics.items()}))
-        await self._recv("ready", 60.0)
+        # every user is provisioned and logged in first (a password hash each): time scales
+        await self._recv("ready", 60.0 + 0.5 * len(POPULATION.callers + POPULATION.callees))
 
     async def snapshot(self) -> Snapshot:
         self.conn.send("stats")
@@ -522,7 +570,8 @@ async def deploy(args: argparse.Namespace) -> Deployment:
                               "threaded_crypto": args.threaded_crypto, "workers": args.workers,
                               "verify_window_s": args.verify_window_ms / 1000,
                               "verify_busy_cpu": args.verify_busy_cpu,
-                              "password": secrets.token_urlsafe(18)}  # the users' password in every process
+                              "password": secrets.token_urlsafe(18),  # the users' password in every process
+                              "users": POPULATION.callers + POPULATION.callees}
     password = common["password"]
     if args.processes == 1:
         return Deployment(TwoDomainTopology(**common), engines)
@@ -602,6 +651,10 @@ def report(args: argparse.Namespace, m: Measured) -> dict[str, Any]:
     s50, p50 = percentile(secured.setup_ms, 50), percentile(plain.setup_ms, 50)
     best, setup_best = _best(m.trials), _best(m.setup_trials)
     result: dict[str, Any] = {
+        "label": "best case: one caller/callee pair (every cache hits)" if args.one_pair
+                 else f"headline: {args.users:,} users per domain, random caller/callee pairs",
+        "users_per_domain": 1 if args.one_pair else args.users,
+        "pairs": "one pair (best case)" if args.one_pair else "random",
         "calls": args.calls,
         "processes": args.processes,
         "signing": args.signing,
@@ -645,6 +698,8 @@ def report(args: argparse.Namespace, m: Measured) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    global POPULATION
+    POPULATION = Population.of(args.users, args.one_pair)
     logging.getLogger("sipsec").setLevel(logging.WARNING)
     dep = await deploy(args)
     try:
@@ -653,9 +708,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await dep.start_children("all")
             await dep.start_children("gateway")
             if not dep.children:
-                await topo.login(BOB, auto_answer=True)
-            await topo.login(ALICE)
-            measured = await measure(topo.gateway_for(ALICE), args, dep.snapshot)
+                await _login_all(topo, POPULATION.callees, auto_answer=True)
+            await _login_all(topo, POPULATION.callers)
+            measured = await measure(topo.gateway_for(POPULATION.callers[0]), args, dep.snapshot)
     finally:
         dep.stop_children()
     return report(args, measured)
@@ -665,6 +720,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--calls", type=int, default=200, help="sequential calls per kind (default 200)")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="users per domain; each call between a random caller and a random callee "
+                             "(default 1,000: more than any precomputation cache holds; provisioning and "
+                             "logging them in takes minutes: a scrypt hash and a PKG login each)")
+    parser.add_argument("--one-pair", action="store_true",
+                        help="every call alice→bob: the best case (every cache hits), labelled so")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls per kind first (default 10)")
     parser.add_argument("--processes", type=int, default=2, choices=(1, 2, 4),
                         help="2 (default): each domain in its own process, using both cores; "
@@ -706,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     console = Console()
+    console.print(result["label"])
     table = Table(title=f"call setup, two domains on loopback ({args.processes} process"
                         f"{'es' if args.processes > 1 else ''}), {args.calls} sequential calls per kind")
     for col in ("", "p50", "p95", "bytes/call"):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo need, only when one is missing.
-#   scripts/install-system-deps.sh          redis-server, sipp (sip-tester), openssl, sipvicious, prometheus, kamailio
+#   scripts/install-system-deps.sh          redis-server, sipp (sip-tester), openssl, sipvicious, prometheus, kamailio, chromium
 #   scripts/install-system-deps.sh --bench  the same (kamailio is also bench/proxy_cps.py's comparison)
+#   (with a Docker engine present also debootstrap and tcpdump, for make compose-test)
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -13,11 +14,19 @@ command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # kamailio (its nathelper module ships in the kamailio package): tests/e2e/kamailio, bench/proxy_cps.py
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || need+=(kamailio)
+# headless Chromium: tests/e2e/load renders `sipsec load`'s HTML report and checks it shows data
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ! command -v kubectl >/dev/null 2>&1; then
   # tests/unit/deploy renders k8s/ with `kubectl kustomize` (no cluster needed). Debian ships
   # no kubectl; it is installed only where an apt source offers it (as on the CI image).
   if apt-cache policy kubectl 2>/dev/null | grep -q "Candidate: [0-9]"; then need+=(kubectl)
   else echo "note: kubectl not found and no apt source offers it; tests/unit/deploy/test_k8s.py needs it" >&2; fi
+fi
+# the container stage (make compose-test), where a Docker engine is installed: debootstrap for
+# the offline base image (scripts/make-base-image.sh), tcpdump for the federation capture
+if command -v docker >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+  command -v tcpdump >/dev/null 2>&1 || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${need[*]}"

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop")
     up.add_argument("--only", action="append", default=[], metavar="SERVICE",
                     help="start only these services (repeatable: worker, pkg, location, proxy, gateway)")
+    from sipsec_cli.load import add_parser as add_load_parser
+
+    add_load_parser(sub)
     return parser
 
 
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir, worker_processes=args.worker_processes,
             start_timeout_s=args.start_timeout, grace_s=args.grace, only=tuple(args.only),
         ))
+    if args.command == "load":
+        from sipsec_cli.load import main as load_main
+
+        return load_main(args)
     parser.print_help()
     return 2
 

@@ -4,11 +4,13 @@ Writes one JSON file per dashboard into ``deploy/grafana/dashboards/`` (committe
 regenerates them and compares the bytes):
 
 * ``sipsec-pkg.json``: request rate, p50/p95/p99 latency and outcomes per RPC, logins and
-  throttling, keys issued by purpose, federation, the PKG nodes up;
+  throttling, keys issued by purpose, federation (per peer), the store, readiness, builds and
+  key-material checks, the PKG nodes up;
 * ``sipsec-calls.json``: call setups per second, setup latency secured vs plain, failures and
-  envelope rejections by reason, envelope and crypto-worker latencies, the worker pool;
+  envelope rejections by reason, envelope and crypto-worker latencies, the worker pool, the
+  gateways' stores;
 * ``sipsec-proxy-location.json``: SIP requests, transaction latency, rejections, registrations,
-  the location cache, transports; the location service's RPCs and bindings.
+  the location cache, transports; the location service's RPCs and bindings; readiness, builds.
 
 Every dashboard has the variables ``datasource`` (a Prometheus), ``domain`` and ``instance``;
 every panel query selects on the scrape jobs of ``deploy/prometheus/prometheus.yml``
@@ -148,11 +150,12 @@ PKG_DASH = Dash(
                   (q(f"sum by (domain, instance) (sipsec_pkg_active_sessions{{{PKG}}})", "{{domain}} {{instance}}"),)),
         )),
         ("Issuance", (
-            Panel("Keys issued by purpose", "ops",
+            Panel("Keys issued by purpose and period", "ops",
                   "Private keys (mode=full) and threshold partial keys (mode=partial) issued, by purpose "
-                  "(sig: Cha-Cheon signing, enc: Boneh-Franklin decryption).",
-                  (q(f"sum by (purpose, mode) (rate(sipsec_pkg_extractions_total{{{PKG}}}[{RATE}]))",
-                     "{{purpose}} {{mode}}"),), width=24),
+                  "(sig: Cha-Cheon signing, enc: Boneh-Franklin decryption) and period (current, or ahead: "
+                  "the next period's keys fetched before it starts).",
+                  (q(f"sum by (purpose, mode, period) (rate(sipsec_pkg_extractions_total{{{PKG}}}[{RATE}]))",
+                     "{{purpose}} {{mode}} {{period}}"),), width=24),
         )),
         ("Federation", (
             Panel("Peer parameters: cache", "ops",
@@ -166,8 +169,33 @@ PKG_DASH = Dash(
                   (q(f"sum by (reason) (rate(sipsec_pkg_federation_errors_total{{{PKG}}}[{RATE}]))", "{{reason}}"),)),
             Panel("GetDomainParams latency (p50/p95/p99)", "s",
                   "Time to answer a peer-parameter request (cache or a fetch from the peer PKG).",
-                  quantiles("sipsec_rpc_server_handling_seconds", f'{PKG}, method="GetDomainParams"', "method"),
-                  width=24),
+                  quantiles("sipsec_rpc_server_handling_seconds", f'{PKG}, method="GetDomainParams"', "method")),
+            Panel("Peer fetches by peer and outcome", "ops",
+                  "Fetches of a peer PKG's signed parameters (cache misses), by configured peer domain and "
+                  "outcome (ok, unavailable, refused: signature, pin or domain check failed).",
+                  (q(f"sum by (peer, outcome) (rate(sipsec_pkg_federation_fetches_total{{{PKG}}}[{RATE}]))",
+                     "{{peer}} {{outcome}}"),)),
+            Panel("Peer fetch latency by peer (p50/p95)", "s", "Time to fetch a peer PKG's parameters.",
+                  quantiles("sipsec_pkg_federation_fetch_duration_seconds", PKG, "peer", (0.5, 0.95)), width=24),
+        )),
+        ("Store (Redis)", (
+            Panel("Store operation latency (p50/p95/p99)", "s",
+                  "One PKG store operation against Redis (a round trip or a pipeline), by operation.",
+                  quantiles("sipsec_store_operation_seconds", f'{PKG}, store="pkg"', "op")),
+            Panel("Store errors by kind", "ops",
+                  "Failed store operations: timeout, connection, pool_timeout, response (0 when none).",
+                  (q(f"""sum by (kind) (rate(sipsec_store_errors_total{{{PKG}, store="pkg"}}[{RATE}]))
+                       or on() vector(0)""", "{{kind}}"),)),
+        )),
+        ("Health", (
+            Panel("Readiness by check", "none",
+                  "1 when the check passed its last run (store: Redis answers within 1 s; key_material: the "
+                  "node's secret fits the public parameters); the node serves only when all do.",
+                  (q(f"min by (instance, check) (sipsec_readiness_check_ok{{{PKG}}})", "{{instance}} {{check}}"),)),
+            Panel("Builds and key-material checks", "none",
+                  "Running builds by version and revision; key-material self-checks by result (at start).",
+                  (q(f"count by (version, revision) (sipsec_build_info{{{PKG}}})", "{{version}} {{revision}}"),
+                   q(f"sum by (result) (sipsec_pkg_key_material_checks_total{{{PKG}}})", "self-check {{result}}"))),
         )),
     ),
 )
@@ -234,6 +262,17 @@ CALLS_DASH = Dash(
                      "{{kind}} {{outcome}}"),)),
             Panel("Worker RPC latency (p50/p95)", "s", "Server handling time per crypto RPC.",
                   quantiles("sipsec_rpc_server_handling_seconds", WORKER, "method", (0.5, 0.95))),
+            Panel("Worker readiness", "none", "1 when the worker's pool takes work.",
+                  (q(f"min by (instance) (sipsec_ready{{{WORKER}}})", "{{instance}}"),), width=24),
+        )),
+        ("Gateway store (Redis)", (
+            Panel("Store operation latency (p95)", "s",
+                  "The gateways' dialog and replay-token stores: one operation against Redis, by store.",
+                  quantiles("sipsec_store_operation_seconds", GW, "store", (0.95,))),
+            Panel("Store errors by store and kind", "ops",
+                  "Failed store operations: timeout, connection, pool_timeout, response (0 when none).",
+                  (q(f"""sum by (store, kind) (rate(sipsec_store_errors_total{{{GW}}}[{RATE}]))
+                       or on() vector(0)""", "{{store}} {{kind}}"),)),
         )),
     ),
 )
@@ -281,6 +320,20 @@ PROXY_DASH = Dash(
                   quantiles("sipsec_rpc_server_handling_seconds", LOC, "method")),
             Panel("Bindings", "none", "Live AOR to contact bindings in the store.",
                   (q(f"sum by (domain) (sipsec_location_bindings{{{LOC}}})", "{{domain}}"),), width=24),
+        )),
+        ("Health", (
+            Panel("Readiness by check", "none",
+                  "1 when the check passed its last run: the proxy's location (the location service's own "
+                  "readiness, or Redis), the location service's store (Redis answers within 1 s).",
+                  (q(f"min by (job, instance, check) (sipsec_readiness_check_ok{{{PROXY}}})",
+                     "proxy {{instance}} {{check}}"),
+                   q(f"min by (job, instance, check) (sipsec_readiness_check_ok{{{LOC}}})",
+                     "location {{instance}} {{check}}"))),
+            Panel("Builds", "none", "Running builds by service, version and revision.",
+                  (q(f"count by (service, version, revision) (sipsec_build_info{{{PROXY}}})",
+                     "{{service}} {{version}} {{revision}}"),
+                   q(f"count by (service, version, revision) (sipsec_build_info{{{LOC}}})",
+                     "{{service}} {{version}} {{revision}}"))),
         )),
     ),
 )

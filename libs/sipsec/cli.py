@@ -28,12 +28,13 @@ from typing import Any, TextIO, TypeVar
 from sipsec import lifecycle
 from sipsec.config import ConfigError, add_flags, from_args
 from sipsec.lifecycle import stop_on_signals
+from sipsec.telemetry import logs
 
-__all__ = ["LOG_FORMAT", "Command", "add_setting_flags", "build_parser", "config_from_args", "configure_logging",
+__all__ = ["LOG_FORMAT", "Command", "add_setting_flags", "build_parser", "config_from_args", "configure_from", "configure_logging",
            "run_parsed", "serve_command", "serve_main", "serve_until_signalled", "service_main"]
 
-#: Every service's log line (on stderr).
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Every service's log line (on stderr) in the text format (``SIPSEC_LOG_FORMAT=text``).
+LOG_FORMAT = logs.TEXT_FORMAT
 
 T = TypeVar("T")
 
@@ -142,9 +143,17 @@ def service_main(prog: str, description: str, commands: Sequence[Command], argv:
     return run_parsed(prog, commands, args, errors)
 
 
-def configure_logging(level: str) -> None:
-    """Every service's logging: ``level`` (``SIPSEC_LOG_LEVEL``) and :data:`LOG_FORMAT`, on stderr."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+def configure_logging(level: str, fmt: str = "text", *, service: str = "", domain: str = "") -> None:
+    """Every service's logging on stderr: ``level`` (``SIPSEC_LOG_LEVEL``) and ``fmt``
+    (``SIPSEC_LOG_FORMAT``: ``json``, one object per line with ``service`` and ``domain`` in each,
+    :mod:`sipsec.telemetry.logs`; or ``text``, :data:`LOG_FORMAT`)."""
+    logs.configure(level, fmt, service=service, domain=domain)
+
+
+def configure_from(config: object, service: str, domain: str = "") -> None:
+    """:func:`configure_logging` from a service configuration's ``log_level`` and ``log_format``."""
+    configure_logging(str(getattr(config, "log_level", "INFO")), str(getattr(config, "log_format", "text")),
+                      service=service, domain=domain or str(getattr(config, "domain", "") or ""))
 
 
 async def serve_until_signalled(start: Callable[[], Awaitable[str]], drain: Callable[[], Awaitable[object]], *,
@@ -163,10 +172,12 @@ async def serve_until_signalled(start: Callable[[], Awaitable[str]], drain: Call
 def serve_main(prog: str, description: str, config_cls: type[T], serve: Callable[[T], Coroutine[Any, Any, None]],
                argv: Sequence[str] | None = None) -> int:
     """The whole command of a service that only serves: ``<prog> serve [flags]``, logging set up
-    from the configuration's ``log_level``, ``serve(config)`` run on the services' event loop
+    from the configuration's ``log_level`` and ``log_format`` (:func:`configure_from`), ``serve(config)`` run on the services' event loop
     (:func:`sipsec.lifecycle.run`); an ``OSError`` (an address in use, a file missing) exits 1."""
+    service = prog.removeprefix("sipsec-")
+
     def run(config: T) -> int:
-        configure_logging(str(getattr(config, "log_level", "INFO")))
+        configure_from(config, service)
         lifecycle.run(serve(config))
         return 0
 

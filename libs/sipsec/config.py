@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_LOOP", "INSECURE_DEV_ENV", "ConfigError", "EnvTable", "Setting", "add_flags", "connection_limits", "convert",
     "describe", "env_table",
-    "flag_type", "from_args", "insecure_dev", "load", "log_level", "main", "markdown_table", "parse_bool",
-    "parse_flags", "redis_ca", "redis_password_file", "redis_url", "require_pin", "setting", "settings", "split_hostport", "tcp_limit", "to_env",
+    "flag_type", "from_args", "insecure_dev", "load", "log_format", "log_level", "main", "markdown_table", "parse_bool",
+    "parse_flags", "pin_problem", "redis_ca", "redis_password_file", "redis_url", "require_pin", "setting", "settings", "split_hostport", "tcp_limit", "to_env",
     "update_readme",
 ]
 
@@ -169,6 +169,13 @@ def log_level(aliases: Sequence[str] = ()) -> Any:
                    parse=_log_level, aliases=aliases)
 
 
+def log_format() -> Any:
+    """The shared ``SIPSEC_LOG_FORMAT`` setting (:mod:`sipsec.telemetry.logs`)."""
+    return setting("SIPSEC_LOG_FORMAT", "json",
+                   "log lines on stderr: json (one object per line: time, level, service, domain, logger, "
+                   "event, ids) or text", parse=_log_format)
+
+
 def redis_url(used: str) -> Any:
     """The shared ``SIPSEC_REDIS_URL`` setting; ``used`` says when the service uses it."""
     return setting("SIPSEC_REDIS_URL", "redis://127.0.0.1:6379/0", f"Redis URL ({used})")
@@ -239,20 +246,46 @@ def insecure_dev() -> Any:
                    "warning. Never in production")
 
 
+def pin_problem(value: str) -> str | None:
+    """What is wrong with a pinned fingerprint (``sha256:<64 hex digits>``, colons allowed, as
+    :func:`sipsec.pkgclient.normalize_fingerprint` reads it), or None: ``"is malformed"``, or
+    ``"is a placeholder"`` for one digit repeated (the all-zero stand-in of a template), which
+    no real key hashes to. An empty value is not judged here (see :func:`require_pin`)."""
+    digits = value.strip().lower().removeprefix("sha256:").replace(":", "")
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        return "is malformed"
+    if len(set(digits)) == 1:
+        return "is a placeholder"
+    return None
+
+
 def require_pin(value: str, env: str, what: str, *, insecure: bool) -> str | None:
     """Check that the trust anchor ``env`` (a pinned fingerprint) is set.
 
     Returns None when it is; raises :class:`ConfigError` naming ``env`` when it is empty and
     ``insecure`` (the ``SIPSEC_INSECURE_DEV`` switch) is off; with the switch on, returns the
     ``INSECURE:`` warning the service logs at start. ``what`` says what the pin authenticates.
+    A malformed or placeholder value (:func:`pin_problem`) raises whatever the switch says.
     """
     if value.strip():
+        problem = pin_problem(value)
+        if problem:  # a typo or a stand-in is never a pin, not even in development: leave it empty there
+            raise ConfigError(f"{env} {problem}: {what} cannot be pinned to it (the `sha256:<hex>` that "
+                              f"`sipsec-pkg fingerprint` prints; {INSECURE_DEV_ENV}=1 runs without a pin only "
+                              "when it is empty)")
         return None
     if not insecure:
         raise ConfigError(f"{env} is required: {what} (set {INSECURE_DEV_ENV}=1 only for development "
                           "to run without it)")
     return (f"INSECURE: {env} is empty and {INSECURE_DEV_ENV} is on: {what} is not authenticated; "
             "development only")
+
+
+def _log_format(raw: str) -> str:
+    fmt = raw.strip().lower()
+    if fmt not in ("json", "text"):
+        raise ValueError("use json or text")
+    return fmt
 
 
 def _log_level(raw: str) -> str:

@@ -12,7 +12,10 @@ doubling to 10 s, back to 0.5 s once the child has stayed up 30 s); what is left
 process group is killed first, and one line names the child, its exit status or signal and
 the restart count. The other children keep running. Redis runs with append-only persistence
 (``appendfsync everysec``, files in ``<state>/<domain>/redis``): a restarted Redis loses at
-most the last second of writes.
+most the last second of writes. Besides one ACL user per service, each Redis has a read-only
+``inspect`` user (password in ``<state>/<domain>/redis/inspect.password``) that may only name
+and count keys (SCAN, HLEN, PTTL, EXISTS, TYPE, DBSIZE), never read a value: what the fault
+suite (``tests/faults``) and an operator use to check that a restart kept the data.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import base64
 import contextlib
 import ctypes
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -58,7 +62,7 @@ from sipsec_cli.up.environment import (
 from sipsec_cli.up.health import redis_ping, tail, wait_healthy
 from sipsec_cli.up.tls import make_pki
 
-__all__ = ["RestartPolicy", "Supervisor", "describe_exit", "terminate"]
+__all__ = ["INSPECT_USER", "RestartPolicy", "Supervisor", "describe_exit", "terminate"]
 
 
 def _set_pdeathsig() -> None:
@@ -125,6 +129,19 @@ def _aof_replayable(acl: str) -> str:
     if not lines or not lines[0].startswith("user default off"):
         raise ValueError("the ACL file does not start with the default user off")
     return "\n".join([AOF_DEFAULT_USER, *lines[1:]]) + "\n"
+
+
+#: A read-only Redis user that counts keys without reading any value (the fault suite's and an
+#: operator's view of what a restart kept): ``<state>/<domain>/redis/inspect.password``.
+INSPECT_USER = "inspect"
+
+
+def _inspect_rules(password: str) -> str:
+    """``inspect``'s ACL rules: its password's digest, ``sipsec:*`` keys, and only commands that
+    name or count keys (SCAN, HLEN, PTTL, EXISTS, TYPE, DBSIZE): no value is readable."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return (f"on #{digest} resetkeys ~sipsec:* resetchannels -@all +auth +hello +ping +select "
+            "+scan +hlen +pttl +exists +type +dbsize")
 
 
 def _instance_proc(inst: Instance) -> subprocess.Popen[bytes] | None:
@@ -236,8 +253,11 @@ class Supervisor:
             for user, password in passwords.items():
                 files[user] = rdir / f"{user}.password"
                 _write_private(files[user], password.encode() + b"\n")
+            inspect_password = generate_password()
+            _write_private(rdir / f"{INSPECT_USER}.password", inspect_password.encode() + b"\n")
             acl_path = rdir / "users.acl"
-            _write_private(acl_path, _aof_replayable(acl_file(passwords)).encode())
+            acl = acl_file(passwords, extra={INSPECT_USER: _inspect_rules(inspect_password)})
+            _write_private(acl_path, _aof_replayable(acl).encode())
             self.topo.redis_password_files[d.name] = files
             log_path = self.topo.state_dir / "logs" / f"{d.name}-redis.log"
             # append-only file, fsync'd every second: a restart loses at most ~1 s of writes

@@ -24,11 +24,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import socket
 import ssl
 import struct
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -315,7 +317,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) for an earlier sendto.
-        SIP_MESSAGES_DROPPED.labels(self.owner.name, "send_failed").inc()
+        self.owner._icmp_errors()
 
 
 async def _udp_socket(
@@ -335,12 +337,23 @@ async def _udp_socket(
         if rcvbuf is not None and rcvbuf > 0:
             with contextlib.suppress(OSError):  # best effort: the kernel caps or refuses it
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        _ask_icmp_errors(sock, family)
         sock.bind(address)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _ask_icmp_errors(sock: socket.socket, family: int) -> None:
+    """Queue ICMP errors (port unreachable…) for an unconnected UDP socket (Linux ``IP_RECVERR``):
+    without it the kernel reports none, and a request to a closed port waits for Timer B/F."""
+    level, option = ((socket.IPPROTO_IPV6, getattr(socket, "IPV6_RECVERR", 25)) if family == socket.AF_INET6
+                     else (socket.IPPROTO_IP, getattr(socket, "IP_RECVERR", 11)))
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, 1)
 
 
 async def _listening_sockets(
@@ -374,6 +387,10 @@ async def _listening_sockets(
     return socks
 
 
+#: ICMP errors read per wake-up of the socket; the rest wait for the next one.
+_MAX_ICMP_ERRORS_PER_WAKEUP = 64
+
+
 class UdpTransport(Transport):
     """SIP over UDP: one message per datagram (RFC 3261 §18.1.1, §18.2.1). Use :meth:`listen`."""
 
@@ -391,6 +408,7 @@ class UdpTransport(Transport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._address: tuple[str, int] = ("", 0)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sock: socket.socket | None = None
 
     @classmethod
     async def listen(
@@ -413,17 +431,13 @@ class UdpTransport(Transport):
         """
         loop = asyncio.get_running_loop()
         self = cls(queue, limits, on_send_error)
-        if reuse_port or (rcvbuf is not None and rcvbuf > 0):
-            sock = await _udp_socket(loop, host, port, reuse_port=reuse_port, rcvbuf=rcvbuf)
-            try:
-                transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port)
-            )
+        sock = await _udp_socket(loop, host, port, reuse_port=reuse_port, rcvbuf=rcvbuf)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
         self._transport = transport
         self._loop = loop
         sockname = transport.get_extra_info("sockname")
@@ -473,6 +487,27 @@ class UdpTransport(Transport):
             return
         _inc(SIP_BYTES_SENT, self.name, None, len(data))
         _inc(SIP_MESSAGES_SENT, self.name, kind)
+
+    def _icmp_errors(self) -> None:
+        """Read the socket's queued ICMP errors (``MSG_ERRQUEUE``): each gives back the datagram
+        that failed (the head of it: ICMP quotes at most ~500 bytes) and where it was going,
+        reported as a send failure, so the request's transaction ends with 503 (§8.1.3.1) at
+        once. Where the kernel queues none, the error is only counted."""
+        errors = 0
+        while self._sock is not None and errors < _MAX_ICMP_ERRORS_PER_WAKEUP:
+            try:
+                data, _, _, addr = self._sock.recvmsg(self.limits.max_message_bytes, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # no error queue here (not Linux, or IP_RECVERR refused)
+                break
+            errors += 1
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                self._drop(data, Peer(self.name, str(addr[0]), int(addr[1])), "send_failed")
+            else:
+                SIP_MESSAGES_DROPPED.labels(self.name, "send_failed").inc()
+        if errors == 0:
+            SIP_MESSAGES_DROPPED.labels(self.name, "send_failed").inc()
 
     async def _resolve_and_send(self, message: Outgoing, peer: Peer) -> None:
         assert self._loop is not None
@@ -818,6 +853,9 @@ class StreamTransport(Transport):
         self._connections: dict[tuple[str, int], _StreamConnection] = {}
         self._pending: dict[tuple[str, int], list[Outgoing]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Hears each peer whose connection the peer closed or reset (a proxy fails the
+        #: transactions still waiting on it: their responses can no longer come back on it).
+        self.on_connection_lost: Callable[[Peer], None] | None = None
 
     @classmethod
     async def listen(
@@ -877,6 +915,12 @@ class StreamTransport(Transport):
     def _has_connection(self, peer: Peer) -> bool:
         conn = self._connections.get((peer.host, peer.port))
         return conn is not None and conn.transport is not None and not conn.transport.is_closing()
+
+    def set_peers(self, peers: Iterable[str]) -> None:
+        """Replaces the peer allow-list (addresses the owner resolved again, e.g. peer host
+        names that now resolve to other addresses); the other limits stay."""
+        self.connection_limits = dataclasses.replace(self.connection_limits, peers=tuple(peers))
+        self._peer_nets = [ipaddress.ip_network(p, strict=False) for p in self.connection_limits.peers]
 
     def _is_peer(self, host: str) -> bool:
         if not self._peer_nets:
@@ -957,8 +1001,15 @@ class StreamTransport(Transport):
             self._connections[conn.outbound_key] = conn
 
     def _unregister(self, conn: _StreamConnection) -> None:
-        for key in [k for k, c in self._connections.items() if c is conn]:
+        keys = [k for k, c in self._connections.items() if c is conn]
+        for key in keys:
             del self._connections[key]
+        if conn.close_reason == "remote" and self.on_connection_lost is not None:
+            for host, port in keys:
+                try:
+                    self.on_connection_lost(Peer(self.name, host, port))
+                except Exception:  # a bug above must not kill the transport
+                    log.exception("on_connection_lost handler failed")
         if conn in self._open:
             self._open.discard(conn)
             SIP_CONNECTIONS_OPEN.labels(self.name).dec()

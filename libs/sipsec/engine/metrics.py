@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["CALL_OUTCOMES", "FALLBACK_REASONS", "EngineMetrics"]
 
@@ -25,6 +25,7 @@ FALLBACK_REASONS: Final = frozenset(
         "no_worker",  # every worker is ejected after recent failures (or none is configured)
         "failed",  # the worker(s) tried failed with a retryable status
         "error",  # a worker failed with a non-retryable, non-crypto status
+        "fallback_full",  # not run at all: max_fallback operations already ran in-process (EngineUnavailable)
     }
 )
 
@@ -58,4 +59,9 @@ class EngineMetrics:
             "Time of one call to a crypto-worker, any outcome.",
             ["op"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.queue_depth = Gauge(
+            "sipsec_engine_worker_queue_depth",
+            "Pool tasks waiting on the least loaded crypto-worker, as its last answer reported.",
+            registry=self.registry,
         )

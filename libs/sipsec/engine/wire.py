@@ -33,6 +33,7 @@ __all__ = [
     "KIND_SIGN",
     "KIND_VERIFY",
     "KINDS",
+    "QUEUE_DEPTH_KEY",
     "REASON_BATCH_TOO_LARGE",
     "REASON_DEADLINE",
     "REASON_DRAINING",
@@ -58,6 +59,9 @@ KIND_DECAPSULATE: Final = "decapsulate"
 KIND_SIGN: Final = "sign"
 KIND_VERIFY: Final = "verify"
 KINDS: Final = (KIND_ENCAPSULATE, KIND_DECAPSULATE, KIND_SIGN, KIND_VERIFY)
+
+#: Trailing metadata of a worker's successful answer: its pool tasks waiting for a process.
+QUEUE_DEPTH_KEY: Final = "sipsec-queue-depth"
 
 # Per-operation reasons (gRPC INVALID_ARGUMENT / batch item status).
 REASON_INVALID_CIPHERTEXT: Final = "invalid-ciphertext"

@@ -6,6 +6,8 @@ from typing import ClassVar
 
 __all__ = [
     "BINDING_FIELDS",
+    "CLOCK_SKEW_PHRASE",
+    "CLOCK_SKEW_WARNING",
     "REASONS",
     "EnvelopeError",
     "EnvelopeUsageError",
@@ -48,9 +50,25 @@ class RejectedEnvelope(EnvelopeError):
     def warning(self) -> str | None:
         """The warn-text of a binding rejection, ``"<reason>: <field class>"`` (e.g.
         ``"outer-mismatch: contact"``), for a ``Warning: 399`` header (RFC 3261 §20.43) that
-        tells an interop engineer which field an intermediary changed; None for other rejections.
-        Both parts come from fixed sets: no message content is ever echoed."""
+        tells an interop engineer which field an intermediary changed; for ``stale``,
+        :data:`CLOCK_SKEW_WARNING`; None for other rejections. Every part comes from a fixed
+        set: no message content is ever echoed."""
+        if self.reason == "stale":
+            return CLOCK_SKEW_WARNING
         return None if self.field is None else f"{self.reason}: {self.field}"
+
+    @property
+    def reason_phrase(self) -> str:
+        """The Reason-Phrase to answer with: ``Clock Skew`` for a signing time outside the
+        window (the sender's clock, or ours, is off), else the status's own phrase."""
+        return CLOCK_SKEW_PHRASE if self.reason == "stale" else self.phrase
+
+
+#: The Reason-Phrase of a 403 for a signing time outside the freshness window: the clocks of
+#: signer and receiver disagree (or the message is old), which no signature check can fix.
+CLOCK_SKEW_PHRASE = "Clock Skew"
+#: Its ``Warning: 399`` warn-text (RFC 3261 §20.43): fixed text, nothing from the message.
+CLOCK_SKEW_WARNING = "stale: signing time outside the window, check the clocks (clock skew)"
 
 
 class MalformedEnvelope(RejectedEnvelope):

@@ -303,10 +303,15 @@ async def _open_checked(
 
     # 6. record it (atomically: of two concurrent copies one is the replay), then keep the dialog
     ttl_s = 2 * window_s if signed is not None else dialog_ttl_s
-    if not await replay.remember_all((own_token, body_token), ttl_s, now):
+    # a first request's tokens and new dialog in one store round trip where the stores allow it
+    keep = getattr(replay, "remember_all_and_keep", None) if first else None
+    fresh = None if keep is None else await keep((own_token, body_token), ttl_s, now, dialogs, dialog, dialog_ttl_s)
+    if fresh is None:
+        fresh = await replay.remember_all((own_token, body_token), ttl_s, now)
+        if fresh and first:
+            await dialogs.put(dialog, dialog_ttl_s, now)
+    if not fresh:
         raise Forbidden("replay", "seen before")
-    if first:
-        await dialogs.put(dialog, dialog_ttl_s, now)
     envelope_operation("open", "kem" if first else "kek").inc()
     return Opened(
         message=inner,

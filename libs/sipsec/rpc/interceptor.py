@@ -33,6 +33,8 @@ from typing import Any, Final
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from sipsec.stores.access import StoreUnavailable
+
 __all__ = [
     "HEALTH_SERVICE",
     "REQUEST_ID_KEY",
@@ -165,6 +167,9 @@ class SipsecServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
+            except StoreUnavailable:  # overload or an unreachable store: retry later, not a fault
+                context.set_trailing_metadata((("sipsec-reason", "store-unavailable"),))
+                await fail(grpc.StatusCode.UNAVAILABLE, "store unavailable, retry later")
             except Exception as exc:  # noqa: BLE001 - answered INTERNAL, logged with an id
                 request_id = secrets.token_hex(8)
                 # the exception's type and frames, not its message: a message may quote request data

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sipsec.rpc.interceptor import RpcReasons, RpcServerMetrics, SipsecServerInterceptor
 
-__all__ = ["ServerTLS", "abort_with_details", "client_channel", "create_server", "drain", "mark_serving"]
+__all__ = ["RECONNECT_OPTIONS", "ServerTLS", "abort_with_details", "client_channel", "create_server", "drain", "mark_serving"]
 
 _DEFAULT_REASONS = RpcReasons()
 
@@ -98,6 +98,15 @@ async def drain(server: grpc.aio.Server, health_servicer: health.aio.HealthServi
     await server.stop(grace)
 
 
+#: a restarted peer is reached again within about a second (gRPC's own default grows to 120 s).
+#: ``grpc.min_reconnect_backoff_ms`` is left alone: gRPC core also uses it as the minimum
+#: time a connection attempt may take (20 s), and a short one fails slow TLS handshakes.
+RECONNECT_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 def client_channel(
     target: str,
     *,
@@ -106,14 +115,18 @@ def client_channel(
     plaintext: bool = False,
     server_name: str | None = None,
 ) -> grpc.aio.Channel:
-    """An asyncio client channel: TLS unless ``plaintext`` is set explicitly."""
+    """An asyncio client channel: TLS unless ``plaintext`` is set explicitly.
+
+    Reconnection back-off is bounded (:data:`RECONNECT_OPTIONS`): gRPC's default grows to
+    two minutes, so a peer restarted after a crash would be unreachable from this channel
+    long after it serves again; here the channel tries again at least once a second."""
     if plaintext:
-        return grpc.aio.insecure_channel(target)
+        return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS)
     key, chain = client_cert if client_cert else (None, None)
     creds = grpc.ssl_channel_credentials(
         root_certificates=root_certificates, private_key=key, certificate_chain=chain
     )
-    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    options = [*RECONNECT_OPTIONS, *([("grpc.ssl_target_name_override", server_name)] if server_name else [])]
     return grpc.aio.secure_channel(target, creds, options=options)
 
 

@@ -15,35 +15,58 @@ log line), and a ``rediss://`` connection verifies the server against a CA file 
 (NIST SP 800-38D) with a fresh 96-bit nonce per write and the record's Redis key name as
 associated data, so a record copied to another key, altered, or written by anyone without
 the key reads as absent.
+
+Every client shares one shape (:class:`RedisPoolConfig`, ``SIPSEC_REDIS_*``): a bounded
+``BlockingConnectionPool`` that makes a command wait for a free connection (up to
+``pool_timeout_s``) instead of failing at once, and socket timeouts on every command. A store
+operation that cannot reach Redis, or waits past those bounds, raises :class:`StoreUnavailable`
+(callers answer it as overload: SIP 503 with ``Retry-After``, gRPC ``UNAVAILABLE``);
+:func:`store_operation` times each operation into ``sipsec_store_operation_seconds`` and counts
+failures in ``sipsec_store_errors_total``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from Crypto.Cipher import AES
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.registry import Collector
 
-from sipsec.config import ConfigError
+from sipsec.config import ConfigError, load, setting
 
 __all__ = [
     "REDIS_USERS",
+    "STORE_ERROR_KINDS",
     "RecordSealer",
+    "RedisPoolConfig",
     "RedisUser",
+    "StoreMetrics",
+    "StoreUnavailable",
     "acl_file",
     "acl_line",
     "generate_password",
     "open_redis",
     "read_secret_file",
     "read_sealing_key",
+    "redis_error_kind",
     "redis_username",
+    "StoreMetricsCollector",
+    "store_metrics",
+    "store_operation",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Commands every service user may run: authenticate, ping, select its database, transactions.
 _COMMON = ("auth", "hello", "ping", "select", "multi", "exec", "discard")
@@ -156,14 +179,49 @@ def redis_username(url: str) -> str:
     return unquote(urlsplit(url).username or "")
 
 
+@dataclass(frozen=True)
+class RedisPoolConfig:
+    """How every Redis client of a process connects (shared by all services, read by :func:`open_redis`).
+
+    Sized for a few hundred concurrent store operations per process: Redis answers each in
+    well under a millisecond, so 32 connections serve far more than the SIP rates one process
+    reaches, and a burst beyond them waits in the pool (``pool_timeout_s``) rather than failing.
+    """
+
+    max_connections: int = setting("SIPSEC_REDIS_MAX_CONNECTIONS", 32,
+                                   "most connections one Redis client (store) of a process opens; "
+                                   "further commands wait for a free one")
+    pool_timeout_s: float = setting("SIPSEC_REDIS_POOL_TIMEOUT_S", 1.0,
+                                    "how long a command waits for a free connection before the store "
+                                    "answers unavailable (503), seconds")
+    socket_timeout_s: float = setting("SIPSEC_REDIS_SOCKET_TIMEOUT_S", 2.0,
+                                      "longest wait for Redis to answer one command, seconds")
+    connect_timeout_s: float = setting("SIPSEC_REDIS_CONNECT_TIMEOUT_S", 2.0,
+                                       "longest wait to open a connection to Redis, seconds")
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ConfigError("SIPSEC_REDIS_MAX_CONNECTIONS must be at least 1")
+        for name in ("pool_timeout_s", "socket_timeout_s", "connect_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"SIPSEC_REDIS_{name.upper()} must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> RedisPoolConfig:
+        """The defaults, then ``environ`` (default ``os.environ``), then ``overrides``."""
+        return load(cls, environ, **overrides)
+
+
 def open_redis(url: str, *, password_file: str = "", ca_file: str = "", what: str = "Redis",
-               **kwargs: Any) -> Any:
+               pool: RedisPoolConfig | None = None, **kwargs: Any) -> Any:
     """A ``redis.asyncio.Redis`` for ``url``, authenticated with the password in ``password_file``.
 
     The URL names the ACL user (``redis://gateway@host:6379/0``); a password written in the
     URL is refused (it would show in the environment and in logs). ``rediss://`` is TLS with
     certificate and host name verification, against ``ca_file`` when given (else the system's
-    roots). Raises ConfigError naming ``what`` for an unusable setting.
+    roots). The client owns a ``BlockingConnectionPool`` sized by ``pool`` (default
+    :meth:`RedisPoolConfig.from_env`); ``kwargs`` go to the connections and override it.
+    Raises ConfigError naming ``what`` for an unusable setting.
     """
     import redis.asyncio as aioredis  # late: the in-memory embedded defaults need no redis
 
@@ -172,7 +230,11 @@ def open_redis(url: str, *, password_file: str = "", ca_file: str = "", what: st
         raise ConfigError(f"{what}: the URL scheme must be redis, rediss or unix")
     if parts.password is not None:
         raise ConfigError(f"{what}: do not put the password in the URL; give it in a password file")
-    options: dict[str, Any] = dict(kwargs)
+    sizing = RedisPoolConfig.from_env() if pool is None else pool
+    options: dict[str, Any] = {
+        "socket_timeout": sizing.socket_timeout_s, "socket_connect_timeout": sizing.connect_timeout_s,
+        **kwargs,
+    }
     if password_file:
         options["password"] = read_secret_file(password_file, what).decode("utf-8", "strict")
         if not parts.username:
@@ -184,7 +246,122 @@ def open_redis(url: str, *, password_file: str = "", ca_file: str = "", what: st
     if parts.scheme == "rediss":
         options.setdefault("ssl_cert_reqs", "required")
         options.setdefault("ssl_check_hostname", True)
-    return aioredis.Redis.from_url(url, **options)
+    connections = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=sizing.max_connections, timeout=sizing.pool_timeout_s, **options)
+    return aioredis.Redis.from_pool(connections)
+
+
+class StoreUnavailable(Exception):
+    """A store operation could not be done now: Redis unreachable, too slow, or every pooled
+    connection busy past the pool timeout. Overload, not a fault of the request: answer 503
+    with ``Retry-After`` (``retry_after_s``), gRPC ``UNAVAILABLE``."""
+
+    retry_after_s: int = 1
+
+    def __init__(self, message: str, kind: str = "unavailable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: ``kind`` label values of ``sipsec_store_errors_total``.
+STORE_ERROR_KINDS: Final = frozenset({
+    "pool_timeout",  # every pooled connection stayed busy for SIPSEC_REDIS_POOL_TIMEOUT_S
+    "timeout",  # Redis did not answer within SIPSEC_REDIS_SOCKET_TIMEOUT_S
+    "connection",  # refused, reset, or closed
+    "response",  # Redis answered with an error (ACL, OOM, wrong type): re-raised as it is, a fault
+})
+
+
+class StoreMetrics:
+    """``sipsec_store_operation_seconds{store,op}`` and ``sipsec_store_errors_total{store,op,kind}``.
+
+    ``store`` names the store (``replay``, ``dialog``, ``pkg``, ``location``...), ``op`` its
+    operation (a method name); ``kind`` is one of :data:`STORE_ERROR_KINDS`.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        self.seconds = Histogram(
+            "sipsec_store_operation_seconds",
+            "Time of one store operation against Redis (one round trip, or one pipeline), any outcome.",
+            ["store", "op"], registry=self.registry,
+            buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.errors = Counter(
+            "sipsec_store_errors_total",
+            "Store operations that failed, by store, operation and kind of failure.",
+            ["store", "op", "kind"], registry=self.registry,
+        )
+
+
+_METRICS: StoreMetrics | None = None
+
+
+def store_metrics() -> StoreMetrics:
+    """The process's store metrics, in the default ``prometheus_client`` registry (which the
+    gateway's and proxy's ``/metrics`` serve)."""
+    global _METRICS
+    if _METRICS is None:
+        _METRICS = StoreMetrics(REGISTRY)
+    return _METRICS
+
+
+class StoreMetricsCollector(Collector):
+    """The process's store metrics, for a service that serves a registry of its own
+    (``registry.register(StoreMetricsCollector())``)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        metrics = store_metrics()
+        yield from metrics.seconds.collect()
+        yield from metrics.errors.collect()
+
+
+def redis_error_kind(exc: BaseException) -> str | None:
+    """The :data:`STORE_ERROR_KINDS` of a Redis client failure, None for anything else."""
+    import redis.exceptions as rexc
+
+    if isinstance(exc, rexc.ConnectionError) and "No connection available" in str(exc):
+        return "pool_timeout"
+    if isinstance(exc, (rexc.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, (rexc.ConnectionError, ConnectionError, OSError)):
+        return "connection"
+    if isinstance(exc, rexc.ResponseError):
+        return "response"
+    return None
+
+
+def store_operation(
+    store: str, op: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Decorates an async store method: times it into ``sipsec_store_operation_seconds`` and
+    turns a Redis connection, timeout or pool failure into :class:`StoreUnavailable`; these
+    and Redis error replies are counted by kind. Other exceptions pass through untouched."""
+
+    def wrap(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            metrics = store_metrics()
+            start = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            except StoreUnavailable as exc:
+                metrics.errors.labels(store, op, exc.kind).inc()
+                raise
+            except Exception as exc:
+                kind = redis_error_kind(exc)
+                if kind is None:
+                    raise
+                metrics.errors.labels(store, op, kind).inc()
+                if kind == "response":
+                    raise
+                raise StoreUnavailable(f"{store} store: {op} failed ({kind})", kind) from exc
+            finally:
+                metrics.seconds.labels(store, op).observe(time.perf_counter() - start)
+
+        return run
+
+    return wrap
 
 
 class RecordSealer:

@@ -2,7 +2,10 @@
 
 Time is passed in (``now``, unix seconds) so tests and the sans-clock envelope code
 decide it; the in-memory implementations expire entries lazily against that ``now``,
-the Redis ones use server-side TTLs (``SET ... NX PX``).
+the Redis ones use server-side TTLs (``SET ... NX PX``). Every Redis operation is one round
+trip (a pipeline where it covers several keys), timed into ``sipsec_store_operation_seconds``;
+a Redis that cannot be reached, answers too slowly or has no free pooled connection in time
+raises :class:`~sipsec.stores.access.StoreUnavailable` (see :func:`~sipsec.stores.access.store_operation`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import redis.asyncio as aioredis
 
 from sipsec.envelope.dialog import DEFAULT_DIALOG_TTL_S, DialogKey
-from sipsec.stores.access import RecordSealer
+from sipsec.stores.access import RecordSealer, open_redis, store_operation
 
 __all__ = [
     "DEFAULT_DIALOG_TTL_S",
@@ -160,10 +163,21 @@ class RedisDialogStore:
     @classmethod
     def from_url(cls, url: str, prefix: str = "sipsec:envelope:",
                  sealing_key: bytes | None = None) -> RedisDialogStore:
-        return cls(aioredis.Redis.from_url(url), prefix, sealing_key)
+        """A store with its own client from :func:`~sipsec.stores.access.open_redis` (bounded, blocking pool)."""
+        return cls(open_redis(url), prefix, sealing_key)
 
     def _key(self, key_id: bytes) -> str:
         return f"{self._prefix}dlg:{key_id.hex()}"
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The Redis client the records go through."""
+        return self._r
+
+    def record(self, dialog: DialogKey) -> tuple[str, bytes]:
+        """The key name and the (sealed) value :meth:`put` writes for ``dialog``."""
+        name = self._key(dialog.key_id)
+        return name, self._seal(name, dialog.to_bytes())
 
     def _seal(self, name: str, record: bytes) -> bytes:
         return record if self._sealer is None else self._sealer.seal(name, record)
@@ -171,10 +185,12 @@ class RedisDialogStore:
     def _unseal(self, name: str, data: bytes) -> bytes:
         return data if self._sealer is None else self._sealer.unseal(name, data)
 
+    @store_operation("dialog", "put")
     async def put(self, dialog: DialogKey, ttl_s: float, now: float) -> None:
-        name = self._key(dialog.key_id)
-        await self._r.set(name, self._seal(name, dialog.to_bytes()), px=_ttl_ms(ttl_s))
+        name, value = self.record(dialog)
+        await self._r.set(name, value, px=_ttl_ms(ttl_s))
 
+    @store_operation("dialog", "get")
     async def get(self, key_id: bytes, now: float) -> DialogKey | None:
         name = self._key(key_id)
         data = await self._r.get(name)
@@ -186,6 +202,7 @@ class RedisDialogStore:
         except ValueError:  # damaged, tampered or sealed under another key: unusable
             return None
 
+    @store_operation("dialog", "delete")
     async def delete(self, key_id: bytes) -> None:
         await self._r.delete(self._key(key_id))
 
@@ -202,15 +219,18 @@ class RedisReplayCache:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sipsec:envelope:") -> RedisReplayCache:
-        return cls(aioredis.Redis.from_url(url), prefix)
+        """A cache with its own client from :func:`~sipsec.stores.access.open_redis` (bounded, blocking pool)."""
+        return cls(open_redis(url), prefix)
 
     def _key(self, token: bytes) -> str:
         return f"{self._prefix}nonce:{token.hex()}"
 
+    @store_operation("replay", "remember")
     async def remember(self, token: bytes, ttl_s: float, now: float) -> bool:
         created = await self._r.set(self._key(token), b"1", nx=True, px=_ttl_ms(ttl_s))
         return bool(created)
 
+    @store_operation("replay", "remember_all")
     async def remember_all(self, tokens: Sequence[bytes], ttl_s: float, now: float) -> bool:
         """One round trip: a pipeline of ``SET NX PX``, one per token (each atomic)."""
         if not tokens:
@@ -221,6 +241,32 @@ class RedisReplayCache:
             created = await pipe.execute()
         return all(bool(c) for c in created)
 
+    @store_operation("replay", "remember_all_and_keep")
+    async def remember_all_and_keep(self, tokens: Sequence[bytes], ttl_s: float, now: float,
+                                    dialogs: DialogStore, dialog: DialogKey, dialog_ttl_s: float) -> bool | None:
+        """:meth:`remember_all` and, when every token was new, ``dialogs.put(dialog)``, in one
+        round trip (a pipeline) when ``dialogs`` is a :class:`RedisDialogStore` on this cache's
+        client; None (nothing done) otherwise, for the caller to do the two steps itself.
+
+        The dialog record is written ``NX`` with the tokens; when a token turns out to have
+        been seen (a replayed first request), a record this call created is deleted again (a
+        second round trip, on that path only), so a replay never brings back a dialog that a
+        BYE ended; its key is the one the dialog had.
+        """
+        if not isinstance(dialogs, RedisDialogStore) or dialogs.client is not self._r:
+            return None
+        name, value = dialogs.record(dialog)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for token in tokens:
+                pipe.set(self._key(token), b"1", nx=True, px=_ttl_ms(ttl_s))
+            pipe.set(name, value, nx=True, px=_ttl_ms(dialog_ttl_s))
+            created = await pipe.execute()
+        fresh = all(bool(c) for c in created[:-1])
+        if not fresh and created[-1]:
+            await self._r.delete(name)
+        return fresh
+
+    @store_operation("replay", "seen")
     async def seen(self, tokens: Sequence[bytes], now: float) -> bytes | None:
         """One round trip: ``MGET`` of the tokens' keys."""
         if not tokens:

@@ -19,7 +19,8 @@ from typing import Any, NewType, Protocol, TypedDict, Unpack, runtime_checkable
 from sipsec.sip.errors import SipError
 from sipsec.sip.uri import SipURI, parse_uri
 from sipsec.sip.uri import canonical_aor as sip_canonical_aor
-from sipsec.stores.access import open_redis
+from sipsec.stores.access import StoreUnavailable as _Overloaded
+from sipsec.stores.access import open_redis, redis_error_kind, store_metrics
 
 __all__ = [
     "Aor",
@@ -90,8 +91,8 @@ class TooManyContacts(LocationError):
     reason = "too-many-contacts"
 
 
-class StoreUnavailable(LocationError):
-    """The backing store cannot be reached."""
+class StoreUnavailable(LocationError, _Overloaded):
+    """The backing store cannot be reached (also a :class:`sipsec.stores.access.StoreUnavailable`: overload)."""
 
     reason = "store-unavailable"
 
@@ -445,19 +446,28 @@ class RedisLocationStore:
         base = f"{self._prefix}{{{aor}}}:"
         return f"{base}idx", f"{base}b:"
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _call(self, script: Any, keys: list[str], args: list[Any], op: str) -> Any:
+        """One script run, timed into ``sipsec_store_operation_seconds{store="location",op}``;
+        an unreachable Redis, a slow one or a pool with no free connection in time is
+        :class:`StoreUnavailable` (counted in ``sipsec_store_errors_total``)."""
         import redis.exceptions
 
+        metrics = store_metrics()
+        start = time.perf_counter()
         try:
             return await script(keys=keys, args=args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            kind = redis_error_kind(exc) or "connection"
+            metrics.errors.labels("location", op, kind).inc()
             raise StoreUnavailable(f"redis unreachable: {type(exc).__name__}") from exc
         except asyncio.CancelledError:
             raise
+        finally:
+            metrics.seconds.labels("location", op).observe(time.perf_counter() - start)
 
     async def _live(self, aor: str) -> list[Binding]:
         idx, prefix = self._keys(aor)
-        raw = await self._call(self._live_script, [idx], [prefix])
+        raw = await self._call(self._live_script, [idx], [prefix], "lookup")
         now = self._clock()
         return _ordered([b for b in map(Binding.from_json, raw) if b.expires_at > now])
 
@@ -469,6 +479,7 @@ class RedisLocationStore:
             [idx, prefix + binding.key, self._expiry_key],
             [prefix, binding.key, binding.to_json(), ttl_ms, max_contacts, binding.call_id,
              binding.cseq, f"{binding.aor}\n{binding.key}", int(binding.expires_at * 1000)],
+            "bind",
         )
         if result[0] == b"ERR":
             if result[1] == b"stale-cseq":
@@ -482,7 +493,7 @@ class RedisLocationStore:
         idx, prefix = self._keys(aor)
         removed = await self._call(
             self._unbind_script, [idx, self._expiry_key],
-            [prefix, aor, key or "", call_id if key is None else "", cseq],
+            [prefix, aor, key or "", call_id if key is None else "", cseq], "unbind",
         )
         if int(removed) < 0:
             raise StaleCSeq("a newer REGISTER with this Call-ID refreshed a binding")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from sipsec.stores.access import open_redis
+from sipsec.stores.access import open_redis, store_operation
 
 __all__ = [
     "CachedParams",
@@ -261,7 +261,9 @@ class RedisPkgStore:
     """The shared store (redis.asyncio); every key lives under ``sipsec:pkg:<domain>:``.
 
     Nodes of one domain (threshold mode, replicas) share users, sessions, throttling state and
-    the federation cache through it.
+    the federation cache through it. Every operation is one round trip (a pipeline where it
+    touches several keys); an unreachable or overloaded Redis raises
+    :class:`~sipsec.stores.access.StoreUnavailable` (:func:`~sipsec.stores.access.store_operation`).
     """
 
     def __init__(self, url: str, domain: str, clock: Clock = time.time, *,
@@ -276,16 +278,20 @@ class RedisPkgStore:
     def _k(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
+    @store_operation("pkg", "ping")
     async def ping(self) -> None:
         await self._redis.ping()
 
+    @store_operation("pkg", "put_user")
     async def put_user(self, user: UserRecord) -> None:
         await self._redis.hset(self._k("users"), user.aor, json.dumps(asdict(user)))
 
+    @store_operation("pkg", "get_user")
     async def get_user(self, aor: str) -> UserRecord | None:
         raw = await self._redis.hget(self._k("users"), aor)
         return None if raw is None else _user_from_json(raw)
 
+    @store_operation("pkg", "delete_user")
     async def delete_user(self, aor: str) -> bool:
         members = await self._redis.smembers(self._k("user-sessions", aor))
         token_ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
@@ -299,10 +305,12 @@ class RedisPkgStore:
             results = await pipe.execute()
         return bool(results[0])
 
+    @store_operation("pkg", "list_users")
     async def list_users(self) -> list[str]:
         keys = await self._redis.hkeys(self._k("users"))
         return sorted(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
 
+    @store_operation("pkg", "put_session")
     async def put_session(self, token_id: str, session: SessionRecord, ttl_s: float) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._k("session", token_id), session.to_json(), px=_ttl_ms(ttl_s))
@@ -311,6 +319,7 @@ class RedisPkgStore:
             pipe.pexpire(self._k("user-sessions", session.aor), _ttl_ms(ttl_s))
             await pipe.execute()
 
+    @store_operation("pkg", "get_session")
     async def get_session(self, token_id: str) -> SessionRecord | None:
         raw = await self._redis.get(self._k("session", token_id))
         if raw is None:
@@ -320,6 +329,7 @@ class RedisPkgStore:
         except (ValueError, KeyError, TypeError):
             return SessionRecord("", 0.0, 0.0)  # malformed: a record no MAC can verify
 
+    @store_operation("pkg", "delete_session")
     async def delete_session(self, token_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._k("session", token_id))
@@ -327,6 +337,7 @@ class RedisPkgStore:
             deleted, _ = await pipe.execute()
         return bool(deleted)
 
+    @store_operation("pkg", "count_sessions")
     async def count_sessions(self, since: float) -> int:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zremrangebyscore(self._k("sessions"), "-inf", f"({since!r}")
@@ -334,6 +345,7 @@ class RedisPkgStore:
             _, count = await pipe.execute()
         return int(count)
 
+    @store_operation("pkg", "incr_failures")
     async def incr_failures(self, key: str, ttl_s: float) -> int:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(self._k("fail", key))
@@ -341,19 +353,24 @@ class RedisPkgStore:
             count, _ = await pipe.execute()
         return int(count)
 
+    @store_operation("pkg", "clear_failures")
     async def clear_failures(self, key: str) -> None:
         await self._redis.delete(self._k("fail", key))
 
+    @store_operation("pkg", "set_lock")
     async def set_lock(self, key: str, until: float, ttl_s: float) -> None:
         await self._redis.set(self._k("lock", key), repr(until), px=_ttl_ms(ttl_s))
 
+    @store_operation("pkg", "get_lock")
     async def get_lock(self, key: str) -> float | None:
         raw = await self._redis.get(self._k("lock", key))
         return None if raw is None else float(raw)
 
+    @store_operation("pkg", "put_peer_params")
     async def put_peer_params(self, cached: CachedParams, ttl_s: float) -> None:
         await self._redis.set(self._k("peer", cached.domain), cached.to_json(), px=_ttl_ms(ttl_s))
 
+    @store_operation("pkg", "get_peer_params")
     async def get_peer_params(self, domain: str) -> CachedParams | None:
         raw = await self._redis.get(self._k("peer", domain))
         return None if raw is None else CachedParams.from_json(raw)

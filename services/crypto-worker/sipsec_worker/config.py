@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sipsec.config import ConfigError, env_table, load, log_level, parse_flags, setting
+from sipsec.config import ConfigError, env_table, load, log_format, log_level, parse_flags, setting
 
 __all__ = ["ENV", "WorkerConfig", "parse_args"]
 
@@ -33,6 +33,7 @@ class WorkerConfig:
     tls_client_ca: str = setting("SIPSEC_WORKER_TLS_CLIENT_CA", "", "PEM CA file; set to require client certificates")
     plaintext: bool = setting("SIPSEC_WORKER_PLAINTEXT", False, "serve without TLS, asked for explicitly (private keys travel in requests: trusted networks only)")
     log_level: str = log_level()
+    log_format: str = log_format()
 
     def __post_init__(self) -> None:
         if self.processes < 0 or self.queue < 0:

@@ -13,6 +13,7 @@ from sipsec.engine.wire import (
     REASON_MALFORMED_SIGNATURE,
 )
 from sipsec.rpc import RpcServerMetrics
+from sipsec.telemetry.health import build_info
 
 __all__ = ["OUTCOMES", "REJECTION_REASONS", "WorkerMetrics", "outcome_of"]
 
@@ -51,6 +52,7 @@ class WorkerMetrics:
             ["kind", "outcome"], registry=self.registry,
         )
         self.rpc = RpcServerMetrics(self.registry)
+        self.build_info = build_info(self.registry, "worker")
         self.rejections = Counter(
             "sipsec_worker_rejections_total",
             "Requests refused without doing the work, by reason.",

@@ -1,15 +1,21 @@
 """The operations as they run inside a pool process: wire bytes in, plain tuples out.
 
 Functions here are pickled by name into the pool's (spawned) processes; the module keeps
-no state but a bounded LRU cache of parsed domain parameters per process.
+no state but two bounded LRU caches per process: parsed domain parameters, and parsed private
+keys. A key kept across requests keeps the fixed-base signing tables ``sipsec.ibc`` builds on
+its second signature (as a key held by the in-process engine does), and is not decompressed
+and subgroup-checked again; the cache is keyed by a SHA-256 of the identity and key bytes, so
+it holds no key material beyond the parsed keys themselves and dies with the process.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -33,10 +39,12 @@ from sipsec.ibc import DomainParams, IbcError, Identity, PrivateKey
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
 
 __all__ = [
+    "DEFAULT_KEY_CACHE",
     "DEFAULT_PARAMS_CACHE",
     "VERIFY_BATCH",
     "ItemResult",
     "init_process",
+    "key_cache_info",
     "params_cache_info",
     "run_items",
     "set_params_cache",
@@ -48,6 +56,9 @@ __all__ = [
 ItemResult = tuple[str, bytes, bytes, str, str]
 
 DEFAULT_PARAMS_CACHE: Final = 128
+#: Parsed private keys kept per pool process (each with signing tables once it has signed twice,
+#: ~360 KiB; ``sipsec.ibc`` keeps tables for at most 64 keys per process whatever this says).
+DEFAULT_KEY_CACHE: Final = 256
 #: Most verifications checked as one ``ibc.verify_batch`` (a forged one makes the batch be halved
 #: until it is found: about log2(n) more multi-pairings, not a recheck of each item).
 VERIFY_BATCH: Final = 32
@@ -73,6 +84,42 @@ def _decode_params(data: bytes) -> DomainParams:
 _parse_params: Callable[[bytes], DomainParams] = functools.lru_cache(DEFAULT_PARAMS_CACHE)(
     _decode_params
 )
+
+
+class _KeyCache:
+    """Parsed private keys by a digest of (identity, key bytes), least recently used out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._keys: OrderedDict[bytes, PrivateKey] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, identity: Identity, wire_identity: bytes, data: bytes) -> PrivateKey:
+        """The key ``data`` of ``identity`` (raises InvalidEncoding as ``PrivateKey.from_bytes``)."""
+        digest = hashlib.sha256(len(wire_identity).to_bytes(4, "big") + wire_identity + data).digest()
+        key = self._keys.get(digest)
+        if key is not None:
+            self.hits += 1
+            self._keys.move_to_end(digest)
+            return key
+        self.misses += 1
+        key = PrivateKey.from_bytes(identity, data)
+        self._keys[digest] = key
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return key
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+_keys = _KeyCache(DEFAULT_KEY_CACHE)
+
+
+def key_cache_info() -> tuple[int, int, int]:
+    """(hits, misses, size) of this process's parsed-key cache."""
+    return _keys.hits, _keys.misses, len(_keys)
 
 
 def set_params_cache(size: int) -> None:
@@ -175,7 +222,7 @@ def _run_one(kind: str, raw: bytes) -> ItemResult:
             field = "identity"
             identity = identity_from_proto(dec.identity)
             field = "private_key"
-            private = PrivateKey.from_bytes(identity, dec.private_key)
+            private = _keys.get(identity, dec.identity.SerializeToString(), dec.private_key)
             field = ""
             return ("", ibc.decapsulate(private, dec.ciphertext), b"", "", "")
         if kind == KIND_SIGN:
@@ -183,7 +230,7 @@ def _run_one(kind: str, raw: bytes) -> ItemResult:
             field = "identity"
             identity = identity_from_proto(sig.identity)
             field = "private_key"
-            private = PrivateKey.from_bytes(identity, sig.private_key)
+            private = _keys.get(identity, sig.identity.SerializeToString(), sig.private_key)
             field = ""
             return ("", ibc.sign(private, sig.message), b"", "", "")
         return (REASON_INVALID_ARGUMENT, b"", b"", f"unknown operation {kind!r}", "")

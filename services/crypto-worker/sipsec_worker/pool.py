@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import grpc
 from sipsec.engine.wire import (
+    KIND_VERIFY,
     REASON_DEADLINE,
     REASON_DRAINING,
     REASON_POOL_BROKEN,
@@ -46,6 +47,8 @@ __all__ = ["CryptoPool", "DeadlineExpired", "PoolBroken", "PoolClosed", "PoolRej
 log = logging.getLogger("sipsec.worker")
 
 _PR_SET_PDEATHSIG = 1
+#: Fewest verifications a batch is split into per pool process (below it, one process takes them all).
+VERIFY_MIN_CHUNK = 8
 #: How often a pool process's watchdog checks that its parent is still the worker.
 PARENT_CHECK_S = 1.0
 
@@ -139,16 +142,17 @@ class CryptoPool:
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(loop.run_in_executor(self._executor, warm) for _ in range(self.processes)))
 
-    def _admit(self, items: Sequence[bytes], time_remaining: float | None) -> list[list[bytes]]:
-        """The chunks ``items`` run as, one task each (none for no items), or the
-        :class:`PoolRejected` that refuses them: draining, deadline already passed, no room."""
+    def _admit(self, items: Sequence[bytes], time_remaining: float | None, min_chunk: int = 1) -> list[list[bytes]]:
+        """The chunks ``items`` run as, one task each (none for no items), at least ``min_chunk``
+        items each where there are that many, or the :class:`PoolRejected` that refuses them:
+        draining, deadline already passed, no room."""
         if self._closed:
             raise PoolClosed("the worker is draining")
         if not items:
             return []
         if time_remaining is not None and time_remaining <= 0:
             raise DeadlineExpired("deadline passed before the work started")
-        chunks = _chunks(items, min(len(items), self.processes))
+        chunks = _chunks(items, max(1, min(len(items) // max(1, min_chunk), self.processes)))
         if self.in_flight > 0 and self.in_flight + len(chunks) > self.capacity:
             raise QueueFull(f"worker queue is full ({self.capacity} tasks admitted)")
         return chunks
@@ -159,7 +163,9 @@ class CryptoPool:
         ``time_remaining``: seconds until the caller's deadline (None: no deadline).
         Raises a :class:`PoolRejected` subclass when the work is refused or abandoned.
         """
-        chunks = self._admit(items, time_remaining)
+        # verifications stay together in chunks of VERIFY_MIN_CHUNK: one multi-pairing per chunk
+        # (a batch of 8 costs ~1 ms a signature against ~4 ms alone, ops.run_items)
+        chunks = self._admit(items, time_remaining, VERIFY_MIN_CHUNK if kind == KIND_VERIFY else 1)
         if not chunks:
             return []
         loop = asyncio.get_running_loop()

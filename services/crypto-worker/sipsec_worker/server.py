@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from sipsec.engine.wire import REASON_DEADLINE
-from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
+from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2, crypto_pb2_grpc
+from sipsec.telemetry.health import Readiness
 from sipsec.telemetry.http import close_metrics, serve_metrics
 
 from sipsec_worker.config import WorkerConfig
@@ -45,13 +46,20 @@ class WorkerServer:
         )
         self.metrics_port: int | None = None
         self._http: Any = None
+        self.readiness = Readiness({"pool": self._check_pool}, registry=self.metrics.registry)
+
+    async def _check_pool(self) -> None:
+        """The process pool takes work (not closed)."""
+        if getattr(self.pool, "_closed", False):  # pool.py keeps the flag private
+            raise RuntimeError("the crypto pool is closed")
 
     async def start(self) -> None:
         await self.pool.warm_up()
+        self.readiness.attach(self.health, [SERVICE_NAME])
+        await self.readiness.start()  # publishes SERVING (or NOT_SERVING) for "" and the service
         await self.grpc.start()
-        await mark_serving(self.health, [SERVICE_NAME])
         self._http, self.metrics_port = serve_metrics(self.config.metrics_port, self.config.metrics_host,
-                                                      self.metrics.registry)
+                                                      self.metrics.registry, self.readiness)
         log.info("crypto-worker on port %d (%d processes, queue %d, metrics port %s, %s)",
                  self.port, self.pool.processes, self.pool.queue, self.metrics_port,
                  "plaintext" if self.config.plaintext else "TLS")
@@ -59,6 +67,7 @@ class WorkerServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, refuse new RPCs, finish in-flight ones for up to ``grace`` s,
         then stop the pool."""
+        await self.readiness.stop()
         await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         await self.pool.close()
         close_metrics(self._http)

@@ -16,6 +16,7 @@ from sipsec.engine.wire import (
     KIND_ENCAPSULATE,
     KIND_SIGN,
     KIND_VERIFY,
+    QUEUE_DEPTH_KEY,
     REASON_BATCH_TOO_LARGE,
     REASON_DEADLINE,
     item_status,
@@ -137,4 +138,7 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                 context, grpc.StatusCode.DEADLINE_EXCEEDED,
                 "deadline passed before all the work could start", reason=REASON_DEADLINE,
             )
+        # admission feedback: how many pool tasks wait now, so a client can slow down or shed
+        # before this worker has to refuse (RESOURCE_EXHAUSTED at processes + queue)
+        context.set_trailing_metadata(((QUEUE_DEPTH_KEY, str(self.pool.waiting)),))
         return results

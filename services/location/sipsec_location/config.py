@@ -30,6 +30,7 @@ class LocationConfig:
     tls_key: str = setting("SIPSEC_LOCATION_TLS_KEY", "", "PEM private key file (with the certificate)")
     tls_client_ca: str = setting("SIPSEC_LOCATION_TLS_CLIENT_CA", "", "PEM CA file; set to require client certificates")
     log_level: str = shared.log_level()
+    log_format: str = shared.log_format()
 
     def __post_init__(self) -> None:
         if self.store not in ("memory", "redis"):

@@ -7,14 +7,16 @@ import contextlib
 import logging
 from typing import Any
 
-from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain, mark_serving
+from sipsec.rpc import RpcReasons, ServerTLS, create_server, drain
 from sipsec.rpc._gen.sipsec.location.v1 import location_pb2, location_pb2_grpc
+from sipsec.stores.epoch import store_epoch
 from sipsec.stores.location import (
     LocationError,
     LocationStore,
     MemoryLocationStore,
     RedisLocationStore,
 )
+from sipsec.telemetry.health import Readiness
 from sipsec.telemetry.http import close_metrics, serve_metrics
 
 from sipsec_location.config import LocationConfig
@@ -52,6 +54,18 @@ class LocationServer:
         self._http: Any = None
         self._gauge_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # registrations live in the store: an emptied store is found and reported (stores.epoch)
+        self.epoch = store_epoch(store, "location", "registrations (until each registrant registers again)",
+                                 registry=self.metrics.registry)
+        epoch_check = {"store_epoch": self.epoch.check} if self.epoch is not None else {}
+        self.readiness = Readiness({} if isinstance(store, MemoryLocationStore) else {"store": self._check_store,
+                                                                                      **epoch_check},
+                                   registry=self.metrics.registry)
+
+    async def _check_store(self) -> None:
+        """The store answers (a PING where it has one, else a count of bindings)."""
+        ping = getattr(self.store, "ping", None)
+        await (ping() if ping is not None else self.store.count())
 
     async def refresh_gauges(self) -> None:
         """Sets ``sipsec_location_bindings`` from the store (also done every second)."""
@@ -67,16 +81,18 @@ class LocationServer:
                 await asyncio.wait_for(self._stopping.wait(), 1.0)
 
     async def start(self) -> None:
+        self.readiness.attach(self.health, [SERVICE_NAME])
+        await self.readiness.start()  # publishes SERVING (or NOT_SERVING) for "" and the service
         await self.grpc.start()
-        await mark_serving(self.health, [SERVICE_NAME])
         self._http, self.metrics_port = serve_metrics(self.config.metrics_port, self.config.metrics_host,
-                                                      self.metrics.registry)
+                                                      self.metrics.registry, self.readiness)
         self._gauge_task = asyncio.create_task(self._gauge_loop())
         log.info("location service on port %d (store=%s, metrics port %s)",
                  self.port, self.config.store, self.metrics_port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING first, then waits up to ``grace`` seconds for in-flight RPCs."""
+        await self.readiness.stop()
         await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         self._stopping.set()
         if self._gauge_task is not None:

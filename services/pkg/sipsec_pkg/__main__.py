@@ -11,12 +11,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from sipsec import cli, lifecycle
 from sipsec.cli import (
     Command,
     config_from_args,
-    configure_logging,
+    configure_from,
     serve_command,
     serve_until_signalled,
 )
@@ -58,6 +60,12 @@ def _add_arguments(add: argparse.ArgumentParser) -> None:
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
 
 
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", default="-",
+                        help="lines 'aor:password' (the AOR ends at the first ':' after its '@'; "
+                             "'#' comments and blank lines skipped); '-' or none: stdin")
+
+
 def _aor_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("aor")
 
@@ -87,6 +95,9 @@ def _commands() -> list[Command]:
                     Command("remove", "remove a user", user_run, _aor_argument,
                             "Remove a user; its sessions stop working."),
                     Command("list", "list users", user_run, None, "List the users' AORs."),
+                    Command("import", "add many users at once (aor:password lines)", user_run, _import_arguments,
+                            "Add or update users in bulk from a file or stdin, one 'aor:password' line each; "
+                            "every line is checked before any user is written. Prints the count."),
                 )),
         Command("gen-kek", "print a new random key-encryption key (base64)", _gen_kek, None,
                 "Print a new 32-byte KEK, base64, for SIPSEC_PKG_KEK or a Kubernetes Secret."),
@@ -101,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _logging(config: PkgConfig) -> None:
-    configure_logging(config.log_level)
+    configure_from(config, "pkg", config.domain)
 
 
 def _run_serve(config: PkgConfig) -> int:
@@ -127,6 +138,7 @@ async def _serve(config: PkgConfig) -> int:
     from sipsec_pkg.node import PkgNode
 
     node = PkgNode(config)
+    configure_from(config, "pkg", node.domain)
 
     async def start() -> str:
         await node.start()
@@ -170,8 +182,6 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def _user(args: argparse.Namespace, config: PkgConfig) -> int:
-    from dataclasses import asdict
-
     from sipsec.ibc import IbcError, canonical_aor
     from sipsec.stores.pkg import MemoryPkgStore, RedisPkgStore, UserRecord
 
@@ -194,6 +204,10 @@ async def _user(args: argparse.Namespace, config: PkgConfig) -> int:
             for aor in await store.list_users():
                 print(aor)
             return 0
+        if args._command.name == "import":
+            await _import_users(args.file, domain, store, config)
+            await _save_memory_store(store, path)
+            return 0
         try:
             aor = str(canonical_aor(args.aor))
         except IbcError:
@@ -211,16 +225,78 @@ async def _user(args: argparse.Namespace, config: PkgConfig) -> int:
             raise SystemExit(f"sipsec-pkg user remove: no user {aor}")
         else:
             print(f"removed {aor}", file=sys.stderr)
-        if isinstance(store, MemoryPkgStore):
-            users = [asdict(u) for aor_ in await store.list_users() if (u := await store.get_user(aor_))]
-            tmp = path.with_name(path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"users": users}, fh, indent=1)
-            os.replace(tmp, path)
+        await _save_memory_store(store, path)
         return 0
     finally:
         await store.close()
+
+
+async def _save_memory_store(store: Any, path: Path) -> None:
+    """Write a memory store's users back to its file (0600, atomically); a Redis store needs nothing."""
+    from dataclasses import asdict
+
+    from sipsec.stores.pkg import MemoryPkgStore
+
+    if not isinstance(store, MemoryPkgStore):
+        return
+    users = [asdict(u) for aor_ in await store.list_users() if (u := await store.get_user(aor_))]
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"users": users}, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def parse_user_lines(text: str, domain: str) -> list[tuple[str, str]]:
+    """``(canonical AOR, password)`` pairs from ``aor:password`` lines (the AOR ends at the first
+    ``:`` after its ``@``); raises SystemExit naming the first bad line (no AOR of ``domain``,
+    empty password, a duplicate)."""
+    from sipsec.ibc import IbcError, canonical_aor
+
+    pairs: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        at = line.find("@")
+        colon = line.find(":", at) if at >= 0 else -1
+        if colon < 0:
+            raise SystemExit(f"sipsec-pkg user import: line {number}: expected 'aor:password'")
+        name = line[:colon].strip()
+        try:
+            aor = str(canonical_aor(name if ":" in name[:at] else "sip:" + name))
+        except IbcError:
+            raise SystemExit(f"sipsec-pkg user import: line {number}: not a SIP AOR") from None
+        password = line[colon + 1:]
+        if aor.rsplit("@", 1)[-1] != domain:
+            raise SystemExit(f"sipsec-pkg user import: line {number}: {aor} is not in this PKG's domain {domain}")
+        if not password:
+            raise SystemExit(f"sipsec-pkg user import: line {number}: empty password")
+        if aor in pairs:
+            raise SystemExit(f"sipsec-pkg user import: line {number}: {aor} appears twice")
+        pairs[aor] = password
+    return list(pairs.items())
+
+
+async def _import_users(source: str, domain: str, store: Any, config: PkgConfig) -> None:
+    """Hash every password (scrypt on a thread pool as wide as the machine) and write the users."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sipsec.stores.pkg import UserRecord
+
+    from sipsec_pkg.clock import system_clock
+    from sipsec_pkg.passwords import hash_password
+    from sipsec_pkg.service import new_epoch
+
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    pairs = parse_user_lines(text, domain)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        hashes = await asyncio.gather(*(loop.run_in_executor(pool, hash_password, pw, config.scrypt)
+                                        for _, pw in pairs))
+    for (aor, _), encoded in zip(pairs, hashes, strict=True):
+        await store.put_user(UserRecord(aor, encoded, system_clock(), new_epoch()))  # ends old sessions
+    print(f"imported {len(pairs)} users", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sipsec.config import ConfigError, env_table, load, log_level, redis_url, setting
+from sipsec.config import (
+    ConfigError,
+    env_table,
+    load,
+    log_format,
+    log_level,
+    pin_problem,
+    redis_url,
+    setting,
+)
 from sipsec.pkgclient import normalize_fingerprint
 from sipsec.rpc import ServerTLS
 
@@ -54,14 +63,21 @@ def parse_peers(text: str) -> dict[str, Peer]:
             if len(parts) != 3 or not all(parts):
                 raise ConfigError(f"peer entry {item.strip()!r} is not domain,endpoint,fingerprint")
             entries.append((parts[0], parts[1], parts[2]))
-    peers: dict[str, Peer] = {}
-    for domain, endpoint, fp in entries:
-        try:
-            fp = normalize_fingerprint(fp)
-        except ValueError as exc:
-            raise ConfigError(f"peer {domain}: {exc}") from None
-        peers[domain.lower()] = Peer(domain.lower(), endpoint, fp)
-    return peers
+    peers = [_peer(domain, endpoint, fp) for domain, endpoint, fp in entries]
+    return {peer.domain: peer for peer in peers}
+
+
+def _peer(domain: str, endpoint: str, fingerprint: str) -> Peer:
+    """One peer, its pin normalised; raises ConfigError for a malformed or placeholder pin."""
+    try:
+        fp = normalize_fingerprint(fingerprint)
+    except ValueError as exc:
+        raise ConfigError(f"peer {domain}: {exc}") from None
+    problem = pin_problem(fp)
+    if problem:  # the all-zero stand-in of a template: no key hashes to it
+        raise ConfigError(f"SIPSEC_PKG_PEERS: peer {domain}'s fingerprint {problem}; set the "
+                          "`sha256:<hex>` its `sipsec-pkg fingerprint` prints")
+    return Peer(domain.lower(), endpoint, fp)
 
 
 def _lower(raw: str) -> str:
@@ -130,6 +146,7 @@ class PkgConfig:
     metrics_port: int | None = setting("SIPSEC_PKG_METRICS_PORT", 9464, "Prometheus port (0 = any free port; -1, `off` or empty = off)", parse=_metrics_port)
     drain_seconds: float = setting("SIPSEC_PKG_DRAIN_SECONDS", 5.0, "on SIGTERM: health goes NOT_SERVING, in-flight RPCs get this long, seconds", aliases=("SIPSEC_PKG_SHUTDOWN_GRACE_S",))
     log_level: str = log_level(aliases=("SIPSEC_PKG_LOG_LEVEL",))
+    log_format: str = log_format()
 
     def __post_init__(self) -> None:
         self.validate()

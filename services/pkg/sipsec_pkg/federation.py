@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -112,6 +113,7 @@ class Federation:
         self.ttl_s = ttl_s
         self.refresh_s = min(refresh_s, ttl_s)
         self._locks: dict[str, asyncio.Lock] = {}
+        metrics.peers(sorted(self.peers))
 
     async def get(self, domain: str) -> FederationResult:
         d = _valid_domain(domain)
@@ -163,16 +165,22 @@ class Federation:
         return cached
 
     async def _fetch(self, peer: Peer) -> SignedParams:
+        started = time.perf_counter()
         try:
             signed = await self.fetcher.fetch(peer)
         except PeerUnreachable as exc:
+            self.metrics.fed_fetch_seconds.labels(peer.domain).observe(time.perf_counter() - started)
+            self.metrics.fed_fetches.labels(peer.domain, "unavailable").inc()
             self.metrics.fed_errors.labels("unavailable").inc()
             log.warning("peer PKG of %s at %s unreachable: %s", peer.domain, peer.endpoint, exc)
             raise Unavailable("peer_unavailable", f"the PKG of {peer.domain} is unreachable") from None
+        self.metrics.fed_fetch_seconds.labels(peer.domain).observe(time.perf_counter() - started)
         try:
             verify_signed_params(signed, expected_domain=peer.domain, pinned_fingerprint=peer.fingerprint)
         except ParamsVerificationError as exc:
+            self.metrics.fed_fetches.labels(peer.domain, "refused").inc()
             self.metrics.fed_errors.labels(exc.reason).inc()
             log.warning("parameters from the PKG of %s refused: %s", peer.domain, exc.reason)
             raise Unavailable(exc.reason, f"parameters of {peer.domain} failed verification ({exc.reason})") from None
+        self.metrics.fed_fetches.labels(peer.domain, "ok").inc()
         return signed

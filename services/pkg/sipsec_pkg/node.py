@@ -17,16 +17,24 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 from prometheus_client import CollectorRegistry
-from sipsec.rpc import create_server, mark_serving
+from sipsec.rpc import create_server
 from sipsec.rpc._gen.sipsec.pkg.v1 import pkg_pb2_grpc
+from sipsec.stores.epoch import store_epoch
 from sipsec.stores.pkg import MemoryPkgStore, PkgStore, UserRecord, open_pkg_store
+from sipsec.telemetry.health import Readiness
 
 from sipsec_pkg.audit import AuditLog
 from sipsec_pkg.clock import Clock, system_clock
 from sipsec_pkg.config import ConfigError, PkgConfig
 from sipsec_pkg.federation import Federation, GrpcPeerFetcher, PeerFetcher
 from sipsec_pkg.grpc_api import SERVICE_NAME, KeyGeneratorServicer
-from sipsec_pkg.material import DomainMaterial, derive_session_key, load_kek, load_material
+from sipsec_pkg.material import (
+    DomainMaterial,
+    MaterialError,
+    derive_session_key,
+    load_kek,
+    load_material,
+)
 from sipsec_pkg.metrics import MetricsHttpServer, PkgMetrics
 from sipsec_pkg.passwords import ScryptParams
 from sipsec_pkg.service import PkgService, ServiceSettings
@@ -115,6 +123,32 @@ class PkgNode:
         self.port = 0
         self.metrics_http: MetricsHttpServer | None = None
         self._gauge_task: asyncio.Task[None] | None = None
+        self._material_ok: bool | None = None
+        # user accounts live in the store: an emptied store is found and reported (stores.epoch)
+        self.epoch = store_epoch(store, "pkg", "user accounts", registry=self.metrics.registry)
+        epoch_check = {"store_epoch": self.epoch.check} if self.epoch is not None else {}
+        self.readiness = Readiness({"store": self._check_store, "key_material": self._check_material, **epoch_check},
+                                   registry=self.metrics.registry)
+
+    async def _check_store(self) -> None:
+        """The store answers (Redis: a PING; the readiness deadline bounds it)."""
+        ping = getattr(self.store, "ping", None)
+        if ping is not None:
+            await ping()
+
+    async def _check_material(self) -> None:
+        """The node's secret fits the domain's public parameters (checked once, at start)."""
+        if self._material_ok is None:
+            try:
+                await asyncio.to_thread(self.material.self_check)
+            except MaterialError:
+                self._material_ok = False
+                log.error("key material self-check failed: the secret does not fit the public parameters")
+            else:
+                self._material_ok = True
+            self.metrics.key_material_checks.labels("ok" if self._material_ok else "failed").inc()
+        if not self._material_ok:
+            raise MaterialError("key material self-check failed")
 
     @staticmethod
     def _session_key(config: PkgConfig, material: DomainMaterial) -> bytes:
@@ -193,10 +227,12 @@ class PkgNode:
         if self.server is None:
             self.build_server()
         assert self.server is not None and self.health is not None
+        self.readiness.attach(self.health, [SERVICE_NAME])
+        await self.readiness.start()  # publishes SERVING (or NOT_SERVING) for "" and the service
         await self.server.start()
-        await mark_serving(self.health, [SERVICE_NAME])
         if self.config.metrics_port is not None:
-            self.metrics_http = MetricsHttpServer(self.metrics, self.config.metrics_host, self.config.metrics_port)
+            self.metrics_http = MetricsHttpServer(self.metrics, self.config.metrics_host, self.config.metrics_port,
+                                                  self.readiness)
         await self.service.refresh_session_gauge()
         self._gauge_task = asyncio.create_task(self._refresh_gauge_forever())
         log.info(
@@ -225,6 +261,7 @@ class PkgNode:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gauge_task
             self._gauge_task = None
+        await self.readiness.stop()
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         if self.server is not None:

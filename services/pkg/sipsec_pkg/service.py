@@ -341,7 +341,7 @@ class PkgService:
             assert m.share is not None
             value = partial_extract(m.share, identity).value
             mode = "partial"
-        self.metrics.extractions.labels(purpose.value, mode).inc()
+        self.metrics.extractions.labels(purpose.value, mode, "current" if period == policy.current(now) else "ahead").inc()
         self.audit.record(
             "extract", now, aor=session_aor, purpose=purpose.value, period=period,
             peer=peer, node=m.node_index, mode=mode,

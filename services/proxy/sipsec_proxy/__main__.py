@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from sipsec import lifecycle
-from sipsec.cli import configure_logging, serve_command, serve_until_signalled, service_main
+from sipsec.cli import configure_from, serve_command, serve_until_signalled, service_main
 
 from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.server import create_proxy_server
@@ -41,7 +41,7 @@ async def _serve(config: ProxyConfig) -> None:
 
 
 def _run(config: ProxyConfig) -> int:
-    configure_logging(config.log_level)
+    configure_from(config, "proxy", config.domains)
     for warning in config.check_trust():  # ConfigError (exit 1) when a pin is missing
         logging.getLogger("sipsec.proxy").warning("%s", warning)
     if config.workers > 1:

@@ -90,6 +90,7 @@ class ProxyConfig:
     drain_seconds: float = setting("SIPSEC_PROXY_DRAIN_SECONDS", 2.0, "time to finish transactions after SIGTERM")
     insecure_dev: bool = shared.insecure_dev()
     log_level: str = shared.log_level()
+    log_format: str = shared.log_format()
 
     def __post_init__(self) -> None:
         self._check_values()

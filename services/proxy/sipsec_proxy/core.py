@@ -19,6 +19,7 @@ import hmac
 import itertools
 import logging
 import math
+import re
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -160,6 +161,22 @@ class ResponseContext:
         self.trusted = False  # the source is a configured peer or route hop
 
 
+_QUOTED_METHOD = re.compile(rb"\A([A-Z]+) \S+ SIP/2\.0\r\n")
+_QUOTED_BRANCH = re.compile(rb"\r\n(?:Via|v)[ \t]*:[^\r\n]*?;[ \t]*branch[ \t]*=[ \t]*([^;,\s]+)", re.IGNORECASE)
+
+
+def _quoted_request_key(head: bytes) -> tuple[str, str] | None:
+    """The client transaction key (top Via branch, method: §17.1.3) of a request known only by
+    its head, as an ICMP error quotes it; None when the head does not show both."""
+    method, branch = _QUOTED_METHOD.match(head), _QUOTED_BRANCH.search(head)
+    if method is None or branch is None:
+        return None
+    try:
+        return branch.group(1).decode("ascii"), method.group(1).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 class ProxyCore:
     """The proxy logic; the shell feeds :meth:`handle`. Transaction timers (§17) and Timer C
     (§16.6 step 11) are scheduled with ``call_at`` (the event loop's), one handle each."""
@@ -192,6 +209,9 @@ class ProxyCore:
         self.untrusted = RateLimiter(config.untrusted_rate, config.untrusted_burst, 1)
         # source hosts of authenticated REGISTERs (own gateways, phones): trusted until expiry
         self._registered: OrderedDict[str, float] = OrderedDict()
+        # the current addresses of the configured peer/route host *names* (the server resolves
+        # them again periodically: a container's or pod's address changes when it restarts)
+        self.peer_addresses: frozenset[str] = frozenset()
         self._registered_max = config.rate_sources
         # lookups and REGISTER checks in flight for untrusted sources, per kind: bounded, so
         # that a flood meeting a slow location service is refused (503) instead of piling up
@@ -387,7 +407,7 @@ class ProxyCore:
 
     def trusted_source(self, host: str, now: float) -> bool:
         """A configured peer or route hop, or the address of a live authenticated registration."""
-        if self.policy.trusted_source(host):
+        if self.policy.trusted_source(host) or host in self.peer_addresses:
             return True
         until = self._registered.get(host)
         return until is not None and until > now
@@ -429,15 +449,33 @@ class ProxyCore:
             return
         try:
             msg = parse_message(message) if isinstance(message, bytes) else message
-        except SipError:
+        except SipError:  # e.g. the head of a datagram that an ICMP error quoted
+            msg = None
+        if isinstance(msg, Request):
+            key = client_transaction_key(msg)
+        elif msg is None and isinstance(message, bytes):
+            key = _quoted_request_key(message)
+        else:
             return
-        if not isinstance(msg, Request):
-            return
-        key = client_transaction_key(msg)
         if key is None or key not in self._client:
             return
         now = self.clock()
         self._schedule(now, self._on_send_failed, key, peer, reason, now)
+
+    def connection_lost(self, peer: Peer) -> None:
+        """A stream transport's report that ``peer`` closed or reset its connection: each
+        branch still waiting for a final response from that hop over that transport gets a
+        transport error (503 upstream at once), instead of waiting out Timer B or C — a hop that
+        died after its 100 Trying would otherwise hold the caller for minutes."""
+        now = self.clock()
+        for key, b in list(self._client.items()):
+            tx = b.tx
+            if tx is None or tx.terminated or b.final or b.is_cancel:
+                continue
+            addr = tx.addr
+            if (getattr(addr, "transport", None), getattr(addr, "host", None), getattr(addr, "port", None)) == \
+                    (peer.transport, peer.host, peer.port):
+                self._schedule(now, self._on_send_failed, key, peer, "connection-lost", now)
 
     def _on_send_failed(self, key: Any, peer: Peer, reason: str, at: float) -> None:
         b = self._client.get(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sipsec.telemetry.health import build_info
 
 __all__ = ["METHODS", "REJECTION_REASONS", "ProxyMetrics", "method_label"]
 
@@ -28,6 +29,7 @@ class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.build_info = build_info(r, "proxy")
         self.requests = Counter(
             "sipsec_proxy_requests_total",
             "Requests answered or forwarded, by method and the class of the final response sent upstream.",

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from sipsec.envelope.errors import CLOCK_SKEW_PHRASE, CLOCK_SKEW_WARNING
 from sipsec.sip import (
     NameAddr,
     RemoteProtocolError,
@@ -139,10 +140,14 @@ class Registrar:
             try:
                 if await self.verifier.verify(req, aor):
                     return True
-            except RegisterRejected:
+            except RegisterRejected as exc:
                 self._result("denied")
                 core.reject("auth-failed")
-                core.respond(ctx, 403, "Invalid Signature")
+                if exc.reason == "stale":  # the signature may be fine: the clocks disagree
+                    core.respond(ctx, 403, CLOCK_SKEW_PHRASE,
+                                 extra=[("Warning", f'399 {self.config.digest_realm} "{CLOCK_SKEW_WARNING}"')])
+                else:
+                    core.respond(ctx, 403, "Invalid Signature")
                 return False
         if self.config.auth == "none":
             return True

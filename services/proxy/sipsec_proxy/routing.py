@@ -4,7 +4,9 @@ RFC 3261 §16.5 (determining request targets) and §16.6 step 7 (the next hop), 
 (locating a foreign domain's server), under a *policy*: the proxy is not a relay. A request
 is forwarded only to
 
-(a) a registered contact of a served domain (bindings written by the registrar),
+(a) a registered contact of a served domain (bindings written by the registrar); a contact
+    naming a host *name* only when that name is a configured peer or route hop (the transport
+    resolves it: container and cluster DNS names such as ``gateway-atlanta``),
 (b) a configured peer (``SIPSEC_PROXY_PEERS``) or route-table entry (``SIPSEC_PROXY_ROUTES``),
 (c) a foreign domain's server found through RFC 3263 (``SIPSEC_PROXY_DNS``), when the
     answer is a globally routable address (not loopback, link-local, private, shared,
@@ -443,6 +445,17 @@ def _literal_hop(policy: RoutingPolicy, uri: SipURI) -> Peer:
     return Peer(transport, host, uri.port or _DEFAULT_PORT[transport])
 
 
+def _configured_name_hop(policy: RoutingPolicy, uri: SipURI) -> Peer | None:
+    """A URI naming a configured peer or route hop by host name (a gateway or peer proxy in a
+    container network, ``gateway-atlanta``): that hop, resolved by the transport when sent.
+    Any other name is not a target here (no open relay: names from the network that no
+    configuration mentions go through the route table or RFC 3263, or nowhere)."""
+    hop = _literal_hop(policy, uri)
+    if is_ip_literal(hop.host) or not policy.configured(hop) or policy.service(hop):
+        return None
+    return hop
+
+
 def contact_target(policy: RoutingPolicy, contact: Contact) -> Target | None:
     """Where a binding's request goes (§16.5): its URI's address, or (RFC 5626 outbound) the
     flow its REGISTER came on; None when unusable or a service address of the deployment."""
@@ -457,7 +470,7 @@ def contact_target(policy: RoutingPolicy, contact: Contact) -> Target | None:
     if is_ip_literal(host) or host == "localhost":
         hop = _literal_hop(policy, uri)
     else:
-        hop = _route_hop(policy, host)
+        hop = _configured_name_hop(policy, uri) or _route_hop(policy, host)
     if contact.received and "ob" in uri.params:
         proto, _, hostport = contact.received.partition(":")
         rhost, _, port = hostport.rpartition(":")

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 from sipsec.aio.transport import (
     InboundQueue,
@@ -24,9 +24,11 @@ from sipsec.aio.transport import (
 from sipsec.config import ConfigError, split_hostport
 from sipsec.sip import DEFAULT_TIMERS, Limits, TimerSettings, is_ip_literal
 from sipsec.stores.location import MemoryLocationStore, RedisLocationStore
+from sipsec.telemetry.http import close_metrics, serve_metrics
 
 from sipsec_proxy.config import ProxyConfig
 from sipsec_proxy.core import ProxyCore
+from sipsec_proxy.health import proxy_readiness
 from sipsec_proxy.locator import CachingLocator, GrpcLocator, Locator, StoreLocator
 from sipsec_proxy.metrics import ProxyMetrics
 from sipsec_proxy.registrar import RegisterVerifier, Registrar
@@ -78,12 +80,14 @@ class ProxyServer:
         self.locator = locator if locator is not None else make_locator(config)
         self.verifier = verifier
         self.metrics = ProxyMetrics()
+        self.readiness = proxy_readiness(self.locator, self.metrics.registry)
         if isinstance(self.locator, CachingLocator) and self.locator.on_result is None:
             hit, miss = self.metrics.location_cache.labels("hit"), self.metrics.location_cache.labels("miss")
             self.locator.on_result = lambda cached: (hit if cached else miss).inc()
         self.queue = InboundQueue(config.queue_size)
         self.transports: dict[str, Transport] = {}
         self.core: ProxyCore | None = None
+        self._peer_ips: list[str] = []  # the configured peer names' addresses (_refresh_peers)
         self.registrar: Registrar | None = None
         self.metrics_port: int | None = None
         self._http: Any = None
@@ -132,11 +136,15 @@ class ProxyServer:
         # reaches its transaction: a final response upstream, never silence (RFC 3261 §8.1.3.1)
         for transport in [*self.transports.values(), *([shared] if shared is not None else [])]:
             transport.on_send_error = self.core.send_failed
+            if isinstance(transport, StreamTransport):  # a hop that closed or reset its connection
+                transport.on_connection_lost = self.core.connection_lost
+        self.core.peer_addresses = frozenset(self._peer_ips)
         self._tasks = [loop.create_task(self._consume())]
-        if cfg.metrics_port >= 0:
-            self._http, _ = start_http_server(cfg.metrics_port, cfg.metrics_host,
-                                              registry=_Exposed(self.metrics.registry))
-            self.metrics_port = int(self._http.server_port)
+        if any(not is_ip_literal(h) for h in cfg.peer_hosts()):
+            self._tasks.append(loop.create_task(self._refresh_peers()))
+        await self.readiness.start()
+        self._http, self.metrics_port = serve_metrics(cfg.metrics_port, cfg.metrics_host,
+                                                      _Exposed(self.metrics.registry), self.readiness)
         log.info("proxy for %s on %s (metrics port %s)", ",".join(sorted(cfg.domain_set)),
                  {k: v.local_address for k, v in self.transports.items()}, self.metrics_port)
 
@@ -144,7 +152,8 @@ class ProxyServer:
         """The TCP and TLS listeners, bounded by the configured :class:`ConnectionLimits`
         (the peers' and routes' hosts exempt from the per-source cap)."""
         cfg = self.config
-        conn_limits = cfg.connection_limits(await _resolve(cfg.peer_hosts(), cfg.dns_timeout_s))
+        self._peer_ips, _ = await _resolve(cfg.peer_hosts(), cfg.dns_timeout_s)
+        conn_limits = cfg.connection_limits(self._peer_ips)
         if cfg.tcp_listen:
             host, port = split_hostport(cfg.tcp_listen)
             self.transports["TCP"] = await StreamTransport.listen(self.queue, host, port, limits=limits,
@@ -159,6 +168,26 @@ class ProxyServer:
             self.transports["TLS"] = await StreamTransport.listen(self.queue, host, port, server_ssl=server_ssl,
                                                                   client_ssl=client_ssl, limits=limits,
                                                                   connection_limits=conn_limits)
+
+    async def _refresh_peers(self) -> None:
+        """Resolves the configured peer and route host names again: every
+        :data:`PEER_REFRESH_S` seconds, every :data:`PEER_RETRY_S` while one does not resolve
+        (a peer started after this proxy, a container or pod restarted with a new address).
+        The addresses found are trusted sources of the core and exempt from the per-source
+        connection cap."""
+        cfg = self.config
+        literal = [h.strip("[]") for h in cfg.peer_hosts() if is_ip_literal(h)]
+        while True:
+            ips, missing = await _resolve(cfg.peer_hosts(), cfg.dns_timeout_s, quiet=True)
+            if self.core is not None:
+                self.core.peer_addresses = frozenset(ips)
+            if set(ips) != set(self._peer_ips):
+                self._peer_ips = ips
+                for transport in self.transports.values():
+                    if isinstance(transport, StreamTransport):
+                        transport.set_peers([*literal, *ips])
+                log.info("configured peers resolve to %s", ", ".join(ips) or "nothing")
+            await asyncio.sleep(PEER_RETRY_S if missing else PEER_REFRESH_S)
 
     async def _consume(self) -> None:
         core = self.core
@@ -190,28 +219,36 @@ class ProxyServer:
             await core.aclose()
         for transport in [*self.transports.values(), *([self.shared_udp] if self.shared_udp else [])]:
             await transport.close()
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+        await self.readiness.stop()
+        close_metrics(self._http)
+        self._http = None
         await self.locator.close()
 
 
-async def _resolve(hosts: Iterable[str], timeout: float) -> list[str]:
+#: how often the configured peer names are resolved again, seconds (PEER_RETRY_S while one fails)
+PEER_REFRESH_S = 30.0
+PEER_RETRY_S = 2.0
+
+
+async def _resolve(hosts: Iterable[str], timeout: float, *, quiet: bool = False) -> tuple[list[str], list[str]]:
     """The IP addresses of the host names among ``hosts`` (IP literals are left out: the
-    config adds them itself); a name that does not resolve within ``timeout`` seconds is
-    logged and skipped."""
+    config adds them itself), and the names that did not resolve within ``timeout`` seconds
+    (logged unless ``quiet``: they are tried again, :meth:`ProxyServer._refresh_peers`)."""
     loop = asyncio.get_running_loop()
     found: list[str] = []
+    missing: list[str] = []
     for host in hosts:
         if is_ip_literal(host):
             continue
         try:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), timeout)
         except (OSError, TimeoutError) as exc:
-            log.warning("peer %s does not resolve (%s): not exempt from the TCP/TLS per-source limit", host, exc)
+            missing.append(host)
+            if not quiet:
+                log.warning("peer %s does not resolve yet (%s): tried again every %.0f s", host, exc, PEER_RETRY_S)
             continue
         found += [str(info[4][0]) for info in infos]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), missing
 
 
 def create_proxy_server(config: ProxyConfig, locator: Locator | None = None,

@@ -1,6 +1,8 @@
 """``sipsec-gateway``: run the UA gateway as a process (configuration from environment variables).
 
-``sipsec-gateway serve`` starts the SIP sides and the control API and drains on SIGTERM;
+``sipsec-gateway serve`` starts the SIP sides and the control API and drains on SIGTERM (new
+INVITEs 503 + Retry-After, calls in progress go on for up to ``SIPSEC_GATEWAY_CALL_GRACE_S``, then BYE /
+CANCEL; a second SIGTERM ends them at once);
 ``sipsec-gateway config`` prints every variable with its default and its current value. The
 command shape every service shares (:mod:`sipsec.cli`): flags override the variables.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import uvicorn
 from sipsec import lifecycle
-from sipsec.cli import configure_logging, serve_command, service_main
+from sipsec.cli import configure_from, serve_command, service_main
 from sipsec.config import ConfigError, describe, split_hostport
 from sipsec.engine import EngineMetrics, create_engine
 from sipsec.stores.access import open_redis, read_sealing_key, redis_username
@@ -133,15 +135,20 @@ async def serve(config: GatewayConfig) -> None:
     host, port = split_hostport(config.http_listen, 8080)
     server = _ApiServer(uvicorn.Config(create_app(gateway, tokens), host=host, port=port, log_level="warning",
                                        lifespan="off"))
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(*_: object) -> None:  # the first asks for a drain, a second for the end now
+        loop.call_soon_threadsafe(hurry.set if stop.is_set() else stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        signal.signal(sig, on_signal)
     api = asyncio.create_task(server.serve())
-    log.info("control API on http://%s:%d (%d bearer token(s)), metrics on %s", host, port, len(tokens),
+    log.info("control API on http://%s:%d (%d API tokens accepted), metrics on %s", host, port, len(tokens),
              f"http://{config.metrics_host}:{metrics_server.server_port}/metrics" if metrics_server else "-")
     await stop.wait()
-    log.info("draining")
+    left = await gateway.drain(config.call_grace_s, hurry)  # the API stays up meanwhile: /readyz is red
+    log.info("drained: ending %d call(s) still in progress", left)
     server.should_exit = True
     await gateway.stop()
     await api
@@ -162,7 +169,7 @@ DESCRIPTION = "sipsec UA gateway: secured SIP user agents and the B2BUA for plai
 
 
 def _logging(config: GatewayConfig) -> None:
-    configure_logging(config.log_level)
+    configure_from(config, "gateway", config.domain)
 
 
 def _serve(config: GatewayConfig) -> int:

@@ -1,14 +1,17 @@
 """The control API of the gateway (FastAPI; the OpenAPI document is served at /openapi.json).
 
 Users: ``POST /v1/users`` (log in with PKG credentials; policy, auto-answer, hold time),
+``POST /v1/users/bulk`` (many logins in one request, bounded concurrency; one result each),
 ``GET /v1/users``, ``DELETE /v1/users/{aor}``. Calls: ``GET /v1/calls`` (recent, this
 replica), ``POST /v1/calls`` (from, to, secure), ``GET /v1/calls/{id}`` (state and cost: crypto
 time per operation, setup time, bytes on the wire), ``GET /v1/calls/{id}/wire`` (outer and
 inner messages, when traces are on; redacted), ``DELETE /v1/calls/{id}`` (hang up).
-``GET /healthz`` (unauthenticated, says only whether the gateway is up, and its domain). Metrics are not
+``GET /healthz`` and ``GET /livez`` (unauthenticated, say only whether the gateway is up, and its
+domain), ``GET /readyz`` (unauthenticated: whether it can serve — store, PKG, users, not draining —
+with counts, never names; 503 naming the failing checks). Metrics are not
 served here but on their own port (:meth:`~sipsec_gateway.metrics.GatewayMetrics.serve`).
 
-Every operation but ``/healthz`` needs a bearer token (RFC 6750 §2.1, ``Authorization: Bearer
+Every operation but the health endpoints needs a bearer token (RFC 6750 §2.1, ``Authorization: Bearer
 <token>``) with the operation's scope: ``calls`` (place, hang up), ``users`` (log in, log
 out), ``read`` (list users and calls, call documents, wire views). The gateway stores only the
 SHA-256 of each token (:class:`ApiTokens`, one ``sha256-hex scope,scope name`` line each in a
@@ -40,7 +43,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sipsec_gateway.calls import CallState
+from sipsec_gateway.calls import (
+    DEPENDENCY_FAILURES,
+    RETRY_AFTER_S,
+    CallState,
+    is_dependency_failure,
+)
 from sipsec_gateway.gateway import Gateway, GatewayError
 from sipsec_gateway.trace import wire_view
 
@@ -48,6 +56,7 @@ __all__ = [
     "SCOPES",
     "ApiToken",
     "ApiTokens",
+    "BulkLoginRequest",
     "CallRequest",
     "LoginRequest",
     "TokenFileError",
@@ -222,6 +231,12 @@ class LoginRequest(BaseModel):
                                        "and none is given, one is generated and returned once in the response")
 
 
+class BulkLoginRequest(BaseModel):
+    users: list[LoginRequest] = Field(min_length=1, max_length=10_000,
+                                      description="the users to log in (each as POST /v1/users takes one)")
+    concurrency: int = Field(8, ge=1, le=64, description="logins in progress at once")
+
+
 class CallRequest(BaseModel):
     from_: str = Field(alias="from", description="the calling user (logged in here)")
     to: str = Field(description="the callee's SIP address of record")
@@ -310,6 +325,47 @@ class _AuthRoute(APIRoute):
 _CALLS, _USERS, _READ = (Security(_scope_dependency(s)) for s in SCOPES)
 
 
+async def _login_many(gateway: Gateway, body: BulkLoginRequest, address: str) -> dict[str, Any]:
+    """Log ``body.users`` in, ``body.concurrency`` at a time: one result per user, in order
+    (``status`` 201 or the error's status and message; a generated phone password shown once)."""
+    import asyncio
+
+    gate = asyncio.Semaphore(body.concurrency)
+
+    async def one(user: LoginRequest) -> dict[str, Any]:
+        async with gate:
+            try:
+                settings = await gateway.login(user.aor, user.password, policy=user.policy,
+                                               auto_answer=user.auto_answer, hold_s=user.hold_s,
+                                               phone_password=user.phone_password, client_address=address)
+            except GatewayError as exc:
+                return {"aor": user.aor, "status": exc.status, "message": exc.message}
+            result: dict[str, Any] = {"aor": settings.aor, "status": 201}
+            issued = gateway.take_issued_phone_password(settings.aor)
+            if issued is not None:
+                result["phone_password"] = issued  # shown this once; never logged
+            return result
+
+    results = await asyncio.gather(*(one(u) for u in body.users))
+    ok = sum(1 for r in results if r["status"] == 201)
+    return {"results": results, "ok": ok, "failed": len(results) - ok}
+
+
+def _health_routes(app: FastAPI, gateway: Gateway) -> None:
+    """``/livez`` and ``/readyz`` (unauthenticated, like ``/healthz``)."""
+
+    @app.get("/livez")
+    async def livez() -> JSONResponse:
+        """Liveness: the process answers (green while dependencies are down)."""
+        return JSONResponse({"status": "ok", "domain": gateway.domain})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: 200 when every check passes, else 503 naming the failing checks (counts only)."""
+        doc = await gateway.readiness()
+        return JSONResponse(doc, status_code=200 if not doc["failing"] else 503)
+
+
 def create_app(gateway: Gateway, tokens: ApiTokens) -> FastAPI:
     """The FastAPI application controlling ``gateway`` (which the caller starts and stops),
     accepting the bearer tokens of ``tokens``."""
@@ -333,8 +389,20 @@ def create_app(gateway: Gateway, tokens: ApiTokens) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), getattr(exc, "reason", ""), exc.headers)
 
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """A dependency (Redis, crypto workers, the network) failed: 503 + Retry-After, JSON."""
+        log.warning("control API %s %s: a dependency failed: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return _error(503, "a dependency of the gateway is unavailable (see /readyz)", "unavailable",
+                      {"Retry-After": str(RETRY_AFTER_S)})
+
+    for dependency in DEPENDENCY_FAILURES:
+        app.add_exception_handler(dependency, _unavailable)
+
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if is_dependency_failure(exc):
+            return await _unavailable(request, exc)
         log.error("control API %s %s failed: %s", request.method, request.url.path, type(exc).__name__,
                   exc_info=exc)
         return _error(500, "internal error (logged by the gateway)")
@@ -350,6 +418,11 @@ def create_app(gateway: Gateway, tokens: ApiTokens) -> FastAPI:
         if issued is not None:
             doc["phone_password"] = issued  # shown this once; never logged
         return doc
+
+    @app.post("/v1/users/bulk", dependencies=[_USERS])
+    async def login_many(body: BulkLoginRequest, request: Request) -> dict[str, Any]:
+        address = request.client.host if request.client is not None else ""
+        return await _login_many(gateway, body, address)
 
     @app.get("/v1/users", dependencies=[_READ])
     async def users() -> dict[str, Any]:
@@ -405,5 +478,7 @@ def create_app(gateway: Gateway, tokens: ApiTokens) -> FastAPI:
     async def healthz() -> JSONResponse:
         status = str(gateway.health()["status"])  # and the (public) domain; no users, no addresses
         return JSONResponse({"status": status, "domain": gateway.domain}, status_code=200 if status == "ok" else 503)
+
+    _health_routes(app, gateway)
 
     return app

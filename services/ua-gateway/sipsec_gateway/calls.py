@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
 from sipsec.aio import Peer, SipEndpoint
 from sipsec.aio.pending import PendingRequests
 from sipsec.engine import CryptoEngine, EngineUnavailable, InProcessEngine
@@ -47,10 +48,13 @@ from sipsec.sip.events import (
     TransactionTimeout,
     TransportError,
 )
+from sipsec.sip.headers import CSeq, parse_via_list
 from sipsec.sip.message import generate_branch, generate_call_id, generate_tag, make_response
 from sipsec.sip.transaction import ClientTransaction, ServerTransaction, Transaction
+from sipsec.stores.access import StoreUnavailable
 from sipsec.stores.envelope import DialogStore, ReplayCache
 
+from sipsec_gateway import sessiontimer
 from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.ordering import PerCallId, call_id_of
 from sipsec_gateway.routing import peer_for_uri
@@ -63,8 +67,27 @@ __all__ = ["ALLOW", "Agent", "AgentOwner", "Call", "CallFailed", "CallState", "T
 
 log = logging.getLogger("sipsec.gateway.calls")
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"
 _RESPONSE_TIMEOUT_S = 32.0
+#: Retry-After (seconds) of a 503 for a failed dependency or a draining gateway.
+RETRY_AFTER_S = 5
+#: Retry-After (seconds) of a 503 to an in-dialog request while a restarted gateway logs its users in again.
+RESTORING_RETRY_AFTER_S = 1
+#: BYE retries: the first after this many seconds, doubling up to BYE_RETRY_MAX_S.
+BYE_RETRY_FIRST_S = 0.5
+BYE_RETRY_MAX_S = 4.0
+#: Final answers to a BYE that are worth sending it again for (the hop or the far end was
+#: down, restarting or failing); 403 only when it says Clock Skew (the signing time was refused).
+_BYE_RETRYABLE = frozenset({408, 500, 503})
+
+
+#: Exceptions that mean a dependency failed (store, crypto workers, network), not a bug of ours.
+DEPENDENCY_FAILURES: tuple[type[Exception], ...] = (EngineUnavailable, OSError, TimeoutError, RedisError, StoreUnavailable)
+
+
+def is_dependency_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a dependency's failure (store, crypto workers, network), not our own bug."""
+    return isinstance(exc, DEPENDENCY_FAILURES)
 
 
 class Crypto(Protocol):
@@ -89,6 +112,12 @@ class AgentOwner(Protocol):
     async def on_plain_request(self, agent: Agent, request: Request, txn: ServerTransaction) -> bool: ...
 
     def admit_phone(self, request: Request, txn: ServerTransaction) -> bool: ...
+
+    def accepting_calls(self) -> bool: ...
+
+    def restoring(self) -> bool: ...
+
+    def on_record_ended(self, record: dict[str, Any]) -> None: ...
 
     def on_provisional(self, call: Call, response: Response) -> None: ...
 
@@ -134,7 +163,13 @@ class Agent:
         engine: CryptoEngine | None = None,
         advertise: str = "",
         transport: str = "UDP",
+        session_expires_s: int = 0,
+        min_se_s: int = sessiontimer.MIN_SE_FLOOR,
+        bye_retry_s: float = 32.0,
     ) -> None:
+        self.bye_retry_s = bye_retry_s  # how long a BYE that failed is sent again (0 = never)
+        self.session_expires_s = session_expires_s if secured else 0  # timers on the secured leg
+        self.min_se_s = min_se_s
         self.advertise = advertise
         self.transport_name = transport.upper()
         self.endpoint = endpoint
@@ -172,6 +207,8 @@ class Agent:
         self.events.running = True
 
     async def close(self) -> None:
+        for call in self.calls.values():
+            self._disarm_session(call)
         if self._trace_timer is not None:
             self._trace_timer.cancel()
             self._trace_timer = None
@@ -335,14 +372,20 @@ class Agent:
             call.invite_txn = txn
         return txn
 
-    async def _respond(self, call: Call | None, txn: ServerTransaction, inner: Response) -> None:
+    async def _respond(self, call: Call | None, txn: ServerTransaction, inner: Response) -> bool:
+        """Seal (secured calls) and send ``inner`` on ``txn``; False when it was a provisional
+        response overtaken while it was being sealed by the final one (a phone's 180 and 200
+        close together): a 1xx after the final answer is obsolete (RFC 3261 §17.2.1) and dropped."""
         outer: Request | Response = inner
         if call is not None and call.secure:
             outer = await self._seal(call, inner, in_reply_to=txn.request)
+        if inner.status < 200 and txn.final_sent:
+            return False
         size = len(outer.to_bytes())
         assert isinstance(outer, Response)
         self.endpoint.send_response(txn, outer)
         self._record(call, "sent", outer, inner, None, size)
+        return True
 
     def respond_plain(self, txn: ServerTransaction, status: int, reason: str | None = None,
                       headers: list[tuple[str, str]] | None = None) -> None:
@@ -372,6 +415,8 @@ class Agent:
         ]
         if sdp:
             h.append(("Content-Type", "application/sdp"))
+        if call.secure and self.session_expires_s > 0:
+            h.extend(sessiontimer.offer_headers(self.session_expires_s, self.min_se_s))
         invite = Request("INVITE", uri, h, sdp)
         if call.secure or self.secured:
             advertise(invite)
@@ -417,13 +462,12 @@ class Agent:
         if call.state is CallState.ESTABLISHED and call.dialog is not None:
             bye = call.dialog.create_request("BYE", self.via())
             dest = self._in_dialog_peer(bye, call)
-            call.bye_done = asyncio.get_running_loop().create_future()
             self._end(call, None, "local hangup")
-            try:
-                await self._send_request(call, bye, dest)
-                return await asyncio.wait_for(asyncio.shield(call.bye_done), timeout)
-            except TimeoutError:
-                return 408
+            deadline = time.monotonic() + self.bye_retry_s  # the window counts from the first BYE
+            status = await self._send_bye(call, bye, dest, timeout)
+            if self.bye_retry_s > 0 and _bye_retryable(status, call.bye_phrase):
+                self.spawn(self._retry_bye(call, bye, dest, deadline))
+            return status
         if call.live and call.direction == "outgoing":
             call.cancel_requested = True  # a 2xx that crosses the CANCEL is ended with BYE
             self.cancel(call)
@@ -432,6 +476,47 @@ class Agent:
             await self.reject(call, 480, "Temporarily Unavailable")
             return 480
         return call.status or 0
+
+    async def _send_bye(self, call: Call, bye: Request, dest: Peer, timeout: float) -> int:
+        """Send ``bye``; the status of its final answer (408 without one within ``timeout``)."""
+        call.bye_done = asyncio.get_running_loop().create_future()
+        call.bye_phrase = ""
+        try:
+            await self._send_request(call, bye, dest)
+            return await asyncio.wait_for(asyncio.shield(call.bye_done), timeout)
+        except TimeoutError:
+            return 408
+
+    async def _retry_bye(self, call: Call, first: Request, dest: Peer, deadline: float) -> None:
+        """Send the BYE of an ended call again, with the dialog's next CSeq and back-off
+        (:data:`BYE_RETRY_FIRST_S` doubling to :data:`BYE_RETRY_MAX_S`), until an answer that is
+        not worth retrying (2xx, 481, another 4xx) or ``deadline`` (monotonic) passes; each
+        retry counted by its outcome in ``sipsec_gateway_bye_retries_total``."""
+        delay, bye = BYE_RETRY_FIRST_S, first
+        while time.monotonic() + delay < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BYE_RETRY_MAX_S)
+            bye = self._next_bye(bye)
+            try:
+                status = await self._send_bye(call, bye, dest, max(1.0, deadline - time.monotonic()))
+            except (CallFailed, EnvelopeError, IbcError, EngineUnavailable, OSError) as exc:
+                log.info("%s side: a BYE could not be sent again: %s", self.side, type(exc).__name__)
+                status = 503
+            if not _bye_retryable(status, call.bye_phrase):
+                self.metrics.bye_retries.labels("answered").inc()
+                log.info("%s side: a BYE sent again was answered %d", self.side, status)
+                return
+            self.metrics.bye_retries.labels("failed").inc()
+        self.metrics.bye_retries.labels("gave-up").inc()
+        log.warning("%s side: a BYE got no final answer worth keeping within %.0f s: given up",
+                    self.side, self.bye_retry_s)
+
+    def _next_bye(self, prev: Request) -> Request:
+        """``prev`` as a new transaction: the next CSeq of the dialog (§12.2.1.1) and a fresh branch."""
+        bye = prev.copy()
+        bye.cseq = CSeq(prev.cseq.seq + 1, "BYE")
+        bye.via = parse_via_list(self.via())
+        return bye
 
     def _in_dialog_peer(self, request: Request, call: Call) -> Peer:
         try:
@@ -454,8 +539,8 @@ class Agent:
         if sdp:
             resp.headers.add("Content-Type", "application/sdp")
             resp.body = sdp
-        await self._respond(call, txn, resp)
-        call.move(CallState.RINGING)
+        if await self._respond(call, txn, resp):
+            call.move(CallState.RINGING)
 
     async def answer(self, call: Call, sdp: bytes) -> None:
         """Send 200 OK with ``sdp`` to a ringing incoming call."""
@@ -467,6 +552,10 @@ class Agent:
             ok.headers.add("Record-Route", rr)
         ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>")
         ok.headers.add("Allow", ALLOW)
+        if call.session is not None:
+            ok.headers.add("Session-Expires", call.session.header())
+            if call.session.refresher == "uac":
+                ok.headers.add("Require", "timer")
         if call.secure:
             advertise(ok)
         if sdp:
@@ -481,20 +570,25 @@ class Agent:
         self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
         self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
         call.counted = True
+        self._arm_session(call)
         self.owner.on_established(call)
 
-    async def reject(self, call: Call, status: int, reason: str | None = None) -> None:
+    async def reject(self, call: Call, status: int, reason: str | None = None,
+                     headers: list[tuple[str, str]] | None = None) -> None:
         """Answer an incoming call that has no final response yet with ``status`` (and fail it)."""
         txn = call.invite_txn
         if not isinstance(txn, ServerTransaction) or txn.final_sent or call.invite is None:
             return
         resp = make_response(call.invite, status, reason, to_tag=call.local_tag)
+        for name, value in headers or []:
+            resp.headers.add(name, value)
         try:
             await self._respond(call, txn, resp)
         finally:  # even when sealing the answer failed, the call is over
             self._fail(call, status, resp.reason)
 
-    async def abort(self, call: Call, status: int = 500, reason: str = "Server Internal Error") -> None:
+    async def abort(self, call: Call, status: int = 500, reason: str = "Server Internal Error",
+                    headers: list[tuple[str, str]] | None = None) -> None:
         """End ``call`` whatever state it is in, after a fault: BYE when established, CANCEL
         while ringing out, ``status`` while ringing in; the owner then ends the bridged leg.
 
@@ -510,14 +604,14 @@ class Agent:
                 self.cancel(call)
                 self._fail(call, status, reason)
             else:
-                await self.reject(call, status, reason)
+                await self.reject(call, status, reason, headers)
         except Exception:  # noqa: BLE001 - the fault path itself failed: fall back below
             log.warning("%s side: ending a call after a fault failed", self.side, exc_info=True)
         if call.live:
             txn = call.invite_txn
             if isinstance(txn, ServerTransaction):
                 try:
-                    self.respond_plain(txn, status, reason)
+                    self.respond_plain(txn, status, reason, headers)
                 except Exception:  # noqa: BLE001 - nothing more can be sent on this leg
                     log.warning("%s side: no final response possible", self.side, exc_info=True)
             if call.state is CallState.ESTABLISHED:
@@ -527,9 +621,21 @@ class Agent:
 
     # -- the event loop ------------------------------------------------------------------------
 
+    def _fault_answer(self, event: Event) -> tuple[int, str, list[tuple[str, str]]]:
+        """The final response for a request whose handling raised: 503 + Retry-After when a
+        dependency (store, crypto workers, network) failed (RFC 3261 §21.5.4), else 500 with a
+        Warning (§21.5.1, §20.43) — never silence."""
+        exc = self.events.error_of(event)
+        if exc is not None and is_dependency_failure(exc):
+            self.metrics.child(self.metrics.failures, "dependency").inc()
+            return 503, "Service Unavailable", [("Retry-After", str(RETRY_AFTER_S))]
+        self.metrics.child(self.metrics.failures, "internal").inc()
+        return 500, "Server Internal Error", [("Warning", f'399 {self.address[0]} "internal fault, logged"')]
+
     def _after_fault(self, event: Event) -> None:
         """A fault while handling ``event``: end its call (and so the bridged one), or at
-        least answer its request with 500 (RFC 3261 §21.5.1)."""
+        least answer its request with 503 or 500 (:meth:`_fault_answer`)."""
+        status, reason, headers = self._fault_answer(event)
         txn = getattr(event, "transaction", None) or getattr(event, "invite", None)
         call = self._by_txn.get(txn) if txn is not None else None
         if call is None and isinstance(event, RequestReceived):
@@ -537,12 +643,12 @@ class Agent:
                                                         self._local_user_or_none(event.request) or ""))
         if isinstance(txn, ServerTransaction) and (call is None or txn is not call.invite_txn):
             try:
-                self.respond_plain(txn, 500, "Server Internal Error")
+                self.respond_plain(txn, status, reason, headers)
             except Exception:  # noqa: BLE001 - nothing more can be sent
-                log.warning("%s side: no 500 possible", self.side, exc_info=True)
+                log.warning("%s side: no %d possible", self.side, status, exc_info=True)
         if call is not None:
             # not awaited: a BYE's response comes back on this Call-ID, queued behind this task
-            self.spawn(self.abort(call))
+            self.spawn(self.abort(call, status, reason, headers))
 
     def _local_user_or_none(self, outer: Request) -> str | None:
         try:
@@ -586,6 +692,9 @@ class Agent:
             self._fail(call, status, "INVITE failed")
         elif txn is call.invite_txn and call.state is CallState.ESTABLISHED and not call.acked:
             self.spawn(self.hangup(call))  # §13.3.1.4: our 2xx was never ACKed; end the session with BYE
+        elif txn.request.method == "UPDATE" and call.state is CallState.ESTABLISHED:
+            log.info("%s side: a session refresh got no answer (%d): ending the call", self.side, status)
+            self.spawn(self.hangup(call))  # RFC 4028 §10: the far end is gone
         elif call.bye_done is not None and not call.bye_done.done():
             call.bye_done.set_result(status)
 
@@ -600,7 +709,8 @@ class Agent:
             return None, None
         try:
             opening = await self.io.open(outer, keys.keyring(), call.local_aor)
-        except Refused:
+        except Refused as refused:
+            call.refused = refused.reason
             return None, None
         call.add_crypto(opening.op, opening.seconds)
         inner = opening.message
@@ -615,27 +725,62 @@ class Agent:
             return
         call = self._by_txn.get(txn)
         if call is None:
+            self._dropped("response", "no-call")
             return
         method = txn.request.method
-        if method == "INVITE" and call.state is CallState.ESTABLISHED and 200 <= outer.status < 300:
-            self._resend_ack(call)  # a retransmitted 2xx
+        if call.state is CallState.ESTABLISHED and await self._on_established_response(call, method, outer):
             return
         size = len(outer.to_bytes())
         if outer.status == 100:
             self._record(call, "received", outer, outer, None, size)
             return
-        inner, signer = await self._open_response(call, outer)
+        inner, signer = await self._open_or_error(call, outer, method)
         if inner is None:
             return
         if call.secure and inner is outer and (outer.status < 300):
             # an unsecured 1xx/2xx for a secured call: never trust it (a 2xx could hijack the call)
             self.metrics.rejections.labels("not-secured").inc()
+            self._dropped("response", "not-secured")
             return
         self._record(call, "received", outer, inner, signer, size)
         if method == "INVITE":
             await self._on_invite_response(call, txn, inner)
         elif method == "BYE" and inner.status >= 200:
+            call.bye_phrase = inner.reason
             self._bye_answered(txn, call, inner.status)
+
+    async def _open_or_error(self, call: Call, outer: Response, method: str) -> tuple[Response | None, str | None]:
+        """The inner response; a final error to an INVITE that does not open (a proxy rewrote it:
+        503 -> 500, RFC 3261 §16.7) is trusted as an unsecured error is — the INVITE transaction
+        is over, so is the call; anything else that does not open is dropped (counted)."""
+        inner, signer = await self._open_response(call, outer)
+        if inner is not None:
+            return inner, signer
+        self._dropped("response", "refused")
+        if method == "INVITE" and outer.status >= 300:
+            return outer, None
+        if method == "INVITE" and outer.status >= 200 and call.refused == "stale" and call.live \
+                and call.state is not CallState.ESTABLISHED:
+            # the answer is signed outside our time window (clock skew): this call cannot be set
+            # up; the caller hears so now (the callee's gateway ends its side when no ACK comes)
+            self._fail(call, 403, "Clock Skew")
+        return None, None
+
+    async def _on_established_response(self, call: Call, method: str, outer: Response) -> bool:
+        """A retransmitted 2xx of the INVITE (ACKed again) or the answer to a session refresh; False: neither."""
+        if method == "UPDATE" and outer.status >= 200:
+            inner, _ = await self._open_response(call, outer)
+            self._refresh_answered(call, inner or outer)
+            return True
+        if method == "INVITE" and 200 <= outer.status < 300:
+            self._resend_ack(call)
+            return True
+        return False
+
+    def _dropped(self, kind: str, reason: str) -> None:
+        """Count (and log) a received message that is not acted on."""
+        self.metrics.child(self.metrics.dropped, kind, reason).inc()
+        log.info("%s side: %s dropped (%s)", self.side, kind, reason)
 
     def _resend_ack(self, call: Call | None) -> None:
         """ACK a retransmitted 2xx again with the ACK sent for the first (RFC 3261 §13.2.2.4)."""
@@ -695,6 +840,9 @@ class Agent:
             call.setup_done.set_result(None)
         ack = call.dialog.create_ack(self.via())
         await self._send_request(call, ack, self._in_dialog_peer(ack, call))
+        if call.secure and call.invite.headers.get("Session-Expires"):  # we offered a timer
+            call.session = sessiontimer.from_response(resp)
+            self._arm_session(call)
         await self.save(call)
         if call.cancel_requested:
             self.spawn(self.hangup(call))
@@ -753,6 +901,7 @@ class Agent:
     def _end(self, call: Call, status: int | None, reason: str) -> None:
         if call.state is not CallState.ESTABLISHED:
             return
+        self._disarm_session(call)
         call.move(CallState.ENDED)
         call.reason = reason
         if call.dialog is not None:
@@ -781,6 +930,11 @@ class Agent:
             # once, so a flood from a (possibly spoofed) source draws one answer per request
             self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", "5")])
             txn.terminate()
+            return
+        if outer.method == "INVITE" and outer.to_tag is None and not self.owner.accepting_calls():
+            # draining (SIGTERM) or not started: a new call goes elsewhere, calls in progress go on
+            self.metrics.child(self.metrics.dropped, "request", "draining").inc()
+            self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", str(RETRY_AFTER_S))])
             return
         secured = is_secured(outer)
         if secured and not self.secured:
@@ -824,6 +978,12 @@ class Agent:
         """A secured request: open it for its local user (a dialog's first request creates the call)."""
         local = call.local_aor if call is not None else addressed
         keys = self.owner.user_keys(local) if local else None
+        if (keys is None or local is None) and outer.to_tag is not None and self.owner.restoring():
+            # an in-dialog request (a BYE) while a restarted gateway logs its users in again:
+            # the sender tries again shortly and then finds the call's record
+            self.metrics.child(self.metrics.dropped, "request", "restoring").inc()
+            self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", str(RESTORING_RETRY_AFTER_S))])
+            return
         if keys is None or local is None:
             self.respond_plain(txn, 404, "Not Found")
             return
@@ -884,11 +1044,13 @@ class Agent:
             await self._on_out_of_dialog(call, req, txn)
             return
         if call is None or call.dialog is None:
-            if secured and method == "BYE":
+            if method == "BYE" and (secured or self.side == "plain"):
                 await self._bye_from_store(req, txn)
                 return
-            self.respond_plain(txn, 481, "Call/Transaction Does Not Exist")
-            return
+            call = await self._adopt_by_call_id(req.call_id) if method in ("UPDATE", "INVITE") else None
+            if call is None or call.dialog is None:
+                self.respond_plain(txn, 481, "Call/Transaction Does Not Exist")
+                return
         reject = call.dialog.receive_request(req)
         if reject is not None:
             await self._respond(call, txn, make_response(req, reject))
@@ -897,10 +1059,11 @@ class Agent:
             await self._respond(call, txn, make_response(req, 200))
             self._end(call, None, "remote hangup")
             return
-        if method == "INVITE":
+        if method in ("INVITE", "UPDATE"):  # a re-INVITE or UPDATE: also a session refresh (RFC 4028 §9)
             ok = make_response(req, 200)
             ok.headers.add("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>")
-            if call.local_sdp:
+            self._refreshed_by_peer(call, req, ok)
+            if call.local_sdp and (method == "INVITE" or req.body):
                 ok.headers.add("Content-Type", "application/sdp")
                 ok.body = call.local_sdp
             await self._respond(call, txn, ok)
@@ -922,6 +1085,11 @@ class Agent:
             call.dest = txn.addr if isinstance(txn.addr, Peer) else None
             self._by_txn[txn] = call
             call.txns.append(txn)
+            timer = sessiontimer.answer(req, self.session_expires_s, self.min_se_s) if call.secure else None
+            if timer == 422:  # RFC 4028 §9: the interval offered is below our Min-SE
+                await self.reject(call, 422, "Session Interval Too Small", [("Min-SE", str(self.min_se_s))])
+                return
+            call.session = timer if isinstance(timer, sessiontimer.SessionTimer) else None
             await self.owner.on_incoming(self, call, txn)
             return
         if req.method == "OPTIONS":
@@ -936,16 +1104,19 @@ class Agent:
     async def _on_ack(self, outer: Request, size: int) -> None:
         call = self._by_outer_cid.get(self._cid_key(call_id_of(outer) or "", self._local_user(outer) or ""))
         if call is None:
+            self._dropped("ack", "no-call")
             return
         inner: Request | None = outer
         signer = None
         if call.secure:
             keys = self.owner.user_keys(call.local_aor)
             if keys is None or not is_secured(outer):
+                self._dropped("ack", "not-secured" if keys is not None else "not-logged-in")
                 return
             try:
                 opening = await self.io.open(outer, keys.keyring(), call.local_aor, retransmission_ok=True)
             except Refused:
+                self._dropped("ack", "refused")
                 return
             assert isinstance(opening.message, Request)
             inner = opening.message
@@ -962,6 +1133,74 @@ class Agent:
         if call.state is CallState.ESTABLISHED:
             await self.hangup(call)
 
+    # -- session timers (RFC 4028) -------------------------------------------------------------
+
+    def _disarm_session(self, call: Call) -> None:
+        if call.session_handle is not None:
+            call.session_handle.cancel()
+            call.session_handle = None
+
+    def _arm_session(self, call: Call, retry: bool = False) -> None:
+        """Arm the call's next session-timer event: our refresh at half the interval (§10; an
+        eighth after a refresh that failed), or, when the far end refreshes, the expiry that ends the call."""
+        self._disarm_session(call)
+        if call.session is None or call.state is not CallState.ESTABLISHED:
+            return
+        loop = asyncio.get_running_loop()
+        if call.session.we_refresh(call.direction == "outgoing"):
+            delay = max(1.0, call.session.interval / 8) if retry else call.session.interval / 2
+            call.session_handle = loop.call_later(delay, self._session_event, call, True)
+        else:
+            call.session_handle = loop.call_later(sessiontimer.expiry_after(call.session.interval),
+                                                  self._session_event, call, False)
+
+    def _session_event(self, call: Call, refresh: bool) -> None:
+        call.session_handle = None
+        if call.state is not CallState.ESTABLISHED:
+            return
+        if refresh:
+            self.spawn(self._refresh(call))
+        else:
+            log.info("%s side: no session refresh in time (RFC 4028 §10): ending the call", self.side)
+            self.metrics.session_expiries.inc()
+            self.spawn(self.hangup(call))
+
+    async def _refresh(self, call: Call) -> None:
+        """Send the session refresh: an UPDATE without a body (RFC 3311, RFC 4028 §7.4)."""
+        assert call.session is not None and call.dialog is not None
+        upd = call.dialog.create_request("UPDATE", self.via(), headers=[
+            ("Contact", f"<{self.contact_uri(call.local_aor, call.call_id)}>"),
+            ("Supported", "timer"), ("Session-Expires", call.session.header())])
+        await self._send_request(call, upd, self._in_dialog_peer(upd, call))
+
+    def _refresh_answered(self, call: Call, resp: Response) -> None:
+        """Our refresh was answered: 2xx arms the next one; 408/481 mean the far end lost the
+        dialog (BYE, §10); 405/501 (it takes no UPDATE) stop the timer; another error (a proxy's
+        503 while the far end restarts) is retried soon."""
+        if 200 <= resp.status < 300:
+            call.session = sessiontimer.from_response(resp) or call.session
+            self._arm_session(call)
+            self.spawn(self.shared.renew(call))  # the records live on with the call
+        elif resp.status in (408, 481):
+            self.spawn(self.hangup(call))
+        elif resp.status in (405, 501):
+            log.info("%s side: the far end takes no session refresh (%d): timer off", self.side, resp.status)
+            call.session = None
+        else:
+            self._arm_session(call, retry=True)
+
+    def _refreshed_by_peer(self, call: Call, req: Request, ok: Response) -> None:
+        """A re-INVITE/UPDATE from the far end refreshes the session (§9): answer its interval, re-arm."""
+        parsed = sessiontimer.parse(req.headers.get("Session-Expires"))
+        if parsed is not None:
+            refresher = parsed[1] or (call.session.refresher if call.session is not None else "uac")
+            call.session = sessiontimer.SessionTimer(max(parsed[0], self.min_se_s), refresher)
+        if call.session is not None:
+            ok.headers.add("Session-Expires", call.session.header())
+            ok.headers.add("Require", "timer")
+            self._arm_session(call)
+            self.spawn(self.shared.renew(call))  # the records live on with the call
+
     # -- dialog state shared by replicas -------------------------------------------------------
 
     async def save(self, call: Call) -> None:
@@ -969,14 +1208,15 @@ class Agent:
         await self.shared.save(call)
 
     async def _bye_from_store(self, req: Request, txn: ServerTransaction) -> None:
-        """A BYE for a dialog another replica established: answer it from the shared state."""
+        """A BYE for a dialog another replica (or this one before a restart) established: answer
+        it from the shared state, and end the leg bridged to it (the owner does)."""
         record = await self.shared.by_call_id(req.call_id)
-        key = await self.shared.key_of(record) if record is not None else None
-        if record is None or key is None:
+        key = await self.shared.key_of(record) if record is not None and self.secured else None
+        if record is None or (self.secured and key is None):
             self.respond_plain(txn, 481, "Call/Transaction Does Not Exist")
             return
         call = self.new_call(direction=record["direction"], local_aor=record["local_aor"],
-                             peer_aor=record["peer_aor"], secure=True, call_id=record["call_id"])
+                             peer_aor=record["peer_aor"], secure=key is not None, call_id=record["call_id"])
         call.key = key
         call.move(CallState.ESTABLISHED)
         call.move(CallState.ENDED)
@@ -985,21 +1225,43 @@ class Agent:
         await self.shared.delete(record)
         call.ended.set()
         self._retire(call)
+        self.owner.on_record_ended(record)
 
     async def hangup_from_store(self, record: dict[str, Any]) -> int:
-        """Send the BYE of a dialog another replica established (the shared state has all it needs)."""
-        key = await self.shared.key_of(record)
-        if key is None:
+        """Send the BYE of a dialog another replica (or this one before a restart) established
+        (the shared state has all it needs); the owner then ends the leg bridged to it."""
+        call = await self._adopt(record)
+        if call is None:
             raise CallFailed(410, "the dialog key has expired")
+        return await self.hangup(call)
+
+    async def _adopt_by_call_id(self, sip_call_id: str) -> Call | None:
+        record = await self.shared.by_call_id(sip_call_id)
+        return await self._adopt(record) if record is not None else None
+
+    async def _adopt(self, record: dict[str, Any]) -> Call | None:
+        """Continue here, as an established call, a dialog another replica (or this one before a
+        restart) established: from its record (and dialog key); None once the key expired. When it
+        ends, the owner ends the leg bridged to it from that leg's record (``adopted_bridge``)."""
+        key = await self.shared.key_of(record) if self.secured else None
+        if self.secured and key is None:
+            return None
         call = self.new_call(direction=record["direction"], local_aor=record["local_aor"],
-                             peer_aor=record["peer_aor"], secure=True, call_id=record["call_id"])
+                             peer_aor=record["peer_aor"], secure=key is not None, call_id=record["call_id"])
+        del self.calls[call.id]
         call.id = record["id"]
         self.calls[call.id] = call
         call.key = key
         call.dialog = dialog_from_record(record)
+        peer = record.get("peer")
+        if isinstance(peer, list) and len(peer) == 3:
+            call.dest = Peer(str(peer[0]), str(peer[1]), int(peer[2]))
         call.move(CallState.ESTABLISHED)
-        self._map(call, key.outer_call_id())
-        return await self.hangup(call)
+        call.acked = True
+        bridge = record.get("bridge")
+        call.adopted_bridge = bridge if isinstance(bridge, str) else None
+        self._map(call, key.outer_call_id() if key is not None else call.call_id)
+        return call
 
     # -- out-of-dialog non-INVITE requests (REGISTER) ------------------------------------------
 
@@ -1010,3 +1272,8 @@ class Agent:
 
 def _b(flag: bool) -> str:
     return "true" if flag else "false"
+
+
+def _bye_retryable(status: int, phrase: str) -> bool:
+    """Whether a BYE answered ``status`` (``phrase``) is worth sending again."""
+    return status in _BYE_RETRYABLE or (status == 403 and "skew" in phrase.lower())

@@ -70,7 +70,7 @@ class GatewayConfig:
     state_dir: str = setting("SIPSEC_GATEWAY_STATE_DIR", "", "directory of the generated control-API token files (`api-tokens`, `api-token`, both 0600; empty = ~/.local/state/sipsec-gateway)")
     metrics_host: str = setting("SIPSEC_GATEWAY_METRICS_HOST", "0.0.0.0", "bind host of the Prometheus /metrics endpoint (its own port, never the control API's)")
     metrics_port: int = setting("SIPSEC_GATEWAY_METRICS_PORT", 9466, "Prometheus port (0 = any free port, -1 = off)")
-    register_expires: int = setting("SIPSEC_GATEWAY_REGISTER_EXPIRES", 3600, "Expires asked for in REGISTER, seconds (refreshed at 80 %)")
+    register_expires: int = setting("SIPSEC_GATEWAY_REGISTER_EXPIRES", 600, "Expires asked for in REGISTER, seconds (refreshed at 80 %; also how long a dead gateway's bindings stay in location)")
     key_retry_s: float = setting("SIPSEC_GATEWAY_KEY_RETRY_S", 60.0, "retry interval when a key fetch or re-registration failed, seconds")
     signing: str = setting("SIPSEC_GATEWAY_SIGNING", "every-message", "signing policy: every-message or dialog-establishing")
     default_policy: str = setting("SIPSEC_GATEWAY_DEFAULT_POLICY", "secure-only", "per-user default: secure-only, prefer-secure or plain")
@@ -80,9 +80,16 @@ class GatewayConfig:
     trace_calls: int = setting("SIPSEC_GATEWAY_TRACE_CALLS", 0, "how many recent calls keep a decrypted wire trace for `GET /v1/calls/{id}/wire` (0 = none, the default: traces hold the opened messages; e.g. 200 to debug)")
     trace_minutes: float = setting("SIPSEC_GATEWAY_TRACE_MINUTES", 10.0, "longest a wire trace is kept, minutes (then dropped)")
     trace_reveal: bool = setting("SIPSEC_GATEWAY_TRACE_REVEAL", False, "1 = a `read` token may ask for unredacted wire views (`?reveal=true`: SDP, AORs, display names, Contact user parts, Call-IDs); otherwise they are always redacted")
-    drain_seconds: float = setting("SIPSEC_GATEWAY_DRAIN_SECONDS", 2.0, "time to end calls after SIGTERM before exiting")
+    session_expires_s: int = setting("SIPSEC_GATEWAY_SESSION_EXPIRES_S", 1800, "RFC 4028 session timer of secured calls: the interval offered and the longest accepted, seconds (0 = off); the refresher sends an UPDATE at half of it, and a call whose far end stops refreshing ends with BYE")
+    min_se_s: int = setting("SIPSEC_GATEWAY_MIN_SE_S", 90, "RFC 4028 Min-SE: the shortest session interval accepted (a shorter offer gets 422), seconds")
+    bye_retry_s: float = setting("SIPSEC_GATEWAY_BYE_RETRY_S", 32.0, "how long a BYE answered 408, 500, 503, 403 Clock Skew or a transport error is sent again (back-off 0.5 s doubling to 4 s, the next CSeq each time), seconds (0 = never)")
+    replica: str = setting("SIPSEC_GATEWAY_REPLICA", "", "this replica's stable name in the store: the users it keeps are restored by the next start with the same name (empty = domain and secured-side address; set it where the address changes on restart, e.g. to a StatefulSet pod name)")
+    drain_seconds: float = setting("SIPSEC_GATEWAY_DRAIN_SECONDS", 2.0, "when stopping: how long to wait for the BYE/CANCEL of each call still up to be answered, seconds")
+    call_grace_s: float = setting("SIPSEC_GATEWAY_CALL_GRACE_S", 30.0, "after SIGTERM: how long calls in progress may go on (new INVITEs get 503 + Retry-After, readiness is red) before the gateway ends them (BYE, CANCEL) and exits, seconds; a second SIGTERM ends them at once")
+    ready_timeout_s: float = setting("SIPSEC_GATEWAY_READY_TIMEOUT_S", 1.0, "/readyz: how long the store and the PKG may take to answer before the gateway says it is not ready, seconds")
     insecure_dev: bool = shared.insecure_dev()
     log_level: str = shared.log_level()
+    log_format: str = shared.log_format()
 
     def __post_init__(self) -> None:
         if not self.domain or "@" in self.domain:
@@ -143,6 +150,12 @@ class GatewayConfig:
             raise ConfigError("register_expires must be at least 60 seconds")
         if self.call_timeout_s <= 0 or self.dialog_ttl_s <= 0 or self.key_retry_s <= 0:
             raise ConfigError("timeouts must be positive")
+        if self.bye_retry_s < 0:
+            raise ConfigError("bye_retry_s must not be negative")
+        if self.min_se_s < 1 or (self.session_expires_s and self.session_expires_s < self.min_se_s):
+            raise ConfigError("min_se_s must be positive and session_expires_s 0 (off) or at least min_se_s")
+        if self.call_grace_s < 0 or self.drain_seconds < 0 or not 0 < self.ready_timeout_s <= 30:
+            raise ConfigError("call_grace_s and drain_seconds must not be negative; ready_timeout_s must be in (0, 30]")
         if not 0 <= self.verify_window_ms <= 100:
             raise ConfigError("verify_window_ms must be between 0 and 100")
         if not 0 <= self.verify_busy_cpu <= 1:

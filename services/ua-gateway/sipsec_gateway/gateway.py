@@ -51,7 +51,7 @@ from sipsec.stores.envelope import (
 from sipsec_gateway.calls import Agent, Call, CallFailed, CallState
 from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.contacts import ContactTokens
-from sipsec_gateway.keys import KeyMaterialError, ParamsDirectory, PkgConnector, UserKeys
+from sipsec_gateway.keys import KeyMaterialError, ParamsDirectory, PkgConnector, PkgProbe, UserKeys
 from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.phoneguard import GuardSettings, PhoneGuard
 from sipsec_gateway.sdp import static_sdp
@@ -155,6 +155,11 @@ class Gateway:
         self._decoy_password = secrets.token_urlsafe(18)  # checked for names without a password
         self._started = False
         self.started_at = 0.0
+        self.draining = False  # SIGTERM: no new calls; calls in progress go on until the drain deadline
+        self.probe = PkgProbe(self.pkg)
+        self._docs: dict[str, dict[str, Any]] = {}  # what the store keeps of each user (sealed there)
+        self._kept: set[str] = set()  # users the store kept for this replica (restored or not yet)
+        self._restoring: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -175,7 +180,8 @@ class Gateway:
             replay=self.replay_cache, outbound=self.proxy, signing=self.config.signing_policy,
             dialog_ttl_s=self.config.dialog_ttl_s, trace_calls=self.config.trace_calls, trace_ttl_s=self.config.trace_minutes * 60, keep_calls=self.config.keep_calls,
             call_store=self.call_store, engine=self.engine, advertise=self.config.advertise,
-            transport=transport,
+            transport=transport, session_expires_s=self.config.session_expires_s, min_se_s=self.config.min_se_s,
+            bye_retry_s=self.config.bye_retry_s,
         )
         secure_ep.start()
         self.secure.start()
@@ -185,13 +191,15 @@ class Gateway:
             await plain_ep.listen_udp(phost, pport)
             self.plain = Agent(
                 plain_ep, self, self.metrics, side="plain", secured=False, dialogs=self.dialog_store,
-                replay=self.replay_cache, outbound=None, trace_calls=self.config.trace_calls, trace_ttl_s=self.config.trace_minutes * 60, keep_calls=self.config.keep_calls, engine=self.engine,
-                advertise=self.config.advertise,
+                replay=self.replay_cache, outbound=None, call_store=self.call_store,
+                dialog_ttl_s=self.config.dialog_ttl_s, trace_calls=self.config.trace_calls, trace_ttl_s=self.config.trace_minutes * 60, keep_calls=self.config.keep_calls, engine=self.engine,
+                advertise=self.config.advertise, bye_retry_s=self.config.bye_retry_s,
             )
             plain_ep.start()
             self.plain.start()
         self._started = True
         self.started_at = time.time()
+        self._restoring = asyncio.get_running_loop().create_task(self._restore_users())
         log.info("gateway for %s: secured SIP on %s, plain SIP on %s, proxy %s", self.domain,
                  self.secure.address, self.plain.address if self.plain else "-", self.config.proxy)
 
@@ -205,21 +213,48 @@ class Gateway:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"SIPSEC_GATEWAY_TLS_CERT / _TLS_KEY / _TLS_CA cannot be used: {exc}") from None
 
+    def live_calls(self) -> list[Call]:
+        """The calls of this replica still in progress (either side)."""
+        return [c for agent in (self.secure, self.plain) if agent is not None for c in agent.calls.values() if c.live]
+
+    def restoring(self) -> bool:
+        """Whether the users kept for this replica are still being logged in again (after a start)."""
+        return not self._started or (self._restoring is not None and not self._restoring.done())
+
+    def accepting_calls(self) -> bool:
+        """Whether new calls are taken (not while starting or draining: those get 503 + Retry-After)."""
+        return self._started and not self.draining
+
+    async def drain(self, deadline_s: float, hurry: asyncio.Event | None = None) -> int:
+        """Stop taking new calls and let the calls in progress go on for up to ``deadline_s``
+        seconds (or until ``hurry`` is set); the number still in progress (:meth:`stop` ends them)."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        log.info("draining: %d call(s) in progress, up to %g s", len(self.live_calls()), deadline_s)
+        while self.live_calls() and loop.time() < end and not (hurry is not None and hurry.is_set()):
+            await asyncio.sleep(0.05)
+        return len(self.live_calls())
+
     async def stop(self, drain: float | None = None) -> None:
-        """End live calls (up to ``drain`` seconds), unregister and log out users, close everything."""
+        """End every call still in progress (BYE when established, CANCEL toward a ringing callee,
+        503 to a ringing caller; up to ``drain`` seconds for their answers; none with ``drain`` 0),
+        unregister the users (the store keeps them for the next start), close everything."""
         drain = self.config.drain_seconds if drain is None else drain
-        for agent in (self.plain, self.secure):
-            if agent is None:
-                continue
-            live = [c for c in agent.calls.values() if c.state is CallState.ESTABLISHED]
-            if live and drain > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.gather(*(agent.hangup(c, timeout=drain) for c in live), return_exceptions=True),
-                        drain)
+        self.draining = True
+        if self._restoring is not None:
+            self._restoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restoring
+        live = self.live_calls()
+        if live and drain > 0:  # drain 0: leave the calls as they are (a replica or restart continues them)
+            ending = [self._agent_of(c).abort(c, 503, "Service Unavailable", [("Retry-After", "5")]) for c in live]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*ending, return_exceptions=True), drain)
         unregister = min(drain, 2.0) if drain > 0 else 0.0
-        await asyncio.gather(*(self.logout(aor, unregister_timeout=unregister) for aor in list(self.users)),
-                             return_exceptions=True)
+        await asyncio.gather(*(self.logout(aor, unregister_timeout=unregister, forget=False)
+                               for aor in list(self.users)), return_exceptions=True)
+        await self.probe.close()
         for agent in (self.plain, self.secure):
             if agent is not None:
                 await agent.close()
@@ -279,7 +314,8 @@ class Gateway:
         if hold_s is not None and hold_s < 0:
             raise GatewayError(400, "hold_s must not be negative")
         if canonical in self.users:
-            return self._relogin(canonical, password, chosen, auto_answer, hold_s, phone_password)
+            return await self._login_again(canonical, password, chosen, auto_answer, hold_s, phone_password,
+                                           register)
         keys = UserKeys(canonical, password, self.pkg, self.directory, self.metrics,
                         client_address=client_address)
         try:
@@ -305,6 +341,114 @@ class Gateway:
                 await self._drop_user(canonical)
                 raise
         self._maintain[canonical] = asyncio.get_running_loop().create_task(self._maintain_user(canonical))
+        self._docs[canonical] = {"aor": canonical, "password": password, "client_address": client_address}
+        await self._keep_user(canonical)
+        return settings
+
+    # -- users kept in the store across restarts ---------------------------------------------------
+
+    @property
+    def replica(self) -> str:
+        """This replica's name in the store: ``SIPSEC_GATEWAY_REPLICA``, else its domain and
+        secured-side address (stable across restarts on the same address)."""
+        if self.config.replica:
+            return f"{self.domain}|{self.config.replica}"
+        host, port = self.secure.address if self.secure is not None else ("-", 0)
+        return f"{self.domain}|{host}:{port}"
+
+    async def _keep_user(self, aor: str) -> None:
+        """Write what a restart needs to log ``aor`` in again (sealed in Redis; never in clear)."""
+        doc, settings = self._docs.get(aor), self.settings.get(aor)
+        if doc is None or settings is None or not self.call_store.keeps_secrets:
+            return
+        phone = self.phones.get(aor)
+        doc.update(policy=settings.policy.value, auto_answer=settings.auto_answer, hold_s=settings.hold_s,
+                   phone_password=settings.phone_password,
+                   contact=self.secure.contact_uri(aor) if self.secure is not None else None,
+                   phone=None if phone is None else {
+                       "contact": phone.contact, "transport": phone.peer.transport, "host": phone.peer.host,
+                       "port": phone.peer.port, "expires_at": phone.expires_at})
+        try:
+            await self.call_store.put_user(self.replica, aor, doc)
+            self._kept.add(aor)
+        except Exception as exc:  # noqa: BLE001 - the user works now; readiness shows the store down
+            log.warning("cannot keep a logged-in user in the store (lost on restart): %s", type(exc).__name__)
+
+    async def _forget_user(self, aor: str) -> None:
+        self._docs.pop(aor, None)
+        self._kept.discard(aor)
+        try:
+            await self.call_store.delete_user(self.replica, aor)
+        except Exception as exc:  # noqa: BLE001 - logged out here; a restart would log it in again
+            log.warning("cannot remove a logged-out user from the store: %s", type(exc).__name__)
+
+    async def _restore_users(self) -> None:
+        """Log in again the users this replica had before it was restarted, register them
+        (dropping a stale contact) and bring back their phone bindings; retried every
+        ``key_retry_s`` while the store or the PKG fails."""
+        pending = await self._kept_docs()
+        while pending is None:
+            await asyncio.sleep(self.config.key_retry_s)
+            pending = await self._kept_docs()
+        while pending:
+            for aor, doc in list(pending.items()):
+                if await self._restore_user(doc):
+                    del pending[aor]
+            if pending:
+                await asyncio.sleep(self.config.key_retry_s)
+
+    async def _kept_docs(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            docs = await self.call_store.users(self.replica)
+        except Exception as exc:  # noqa: BLE001 - the store is down: readiness says so, retried
+            log.warning("cannot read the kept users from the store: %s", type(exc).__name__)
+            return None
+        kept = {d["aor"]: d for d in docs if isinstance(d.get("password"), str)}
+        self._kept.update(kept)
+        if kept:
+            log.info("restoring %d user(s) kept in the store", len(kept))
+        return kept
+
+    async def _restore_user(self, doc: dict[str, Any]) -> bool:
+        """One kept user logged in again; False to retry later (the PKG or proxy failed)."""
+        aor = doc["aor"]
+        try:
+            await self.login(aor, doc["password"], policy=doc.get("policy"), auto_answer=bool(doc.get("auto_answer")),
+                             hold_s=doc.get("hold_s"), phone_password=doc.get("phone_password"),
+                             client_address=str(doc.get("client_address", "")))
+        except GatewayError as exc:
+            if exc.status in (400, 401, 403, 404):  # the account is gone or its password changed
+                log.warning("a kept user cannot log in again (%d): forgotten", exc.status)
+                await self._forget_user(aor)
+                return True
+            log.warning("a kept user could not log in again yet (%d): retrying", exc.status)
+            return False
+        old = doc.get("contact")
+        if isinstance(old, str) and self.secure is not None and old != self.secure.contact_uri(aor):
+            with contextlib.suppress(GatewayError):  # the dead instance's binding: removed now, not at expiry
+                await self.register(aor, expires=0, contact=old, timeout=5.0)
+        self._restore_phone(aor, doc.get("phone"))
+        await self._keep_user(aor)
+        return True
+
+    def _restore_phone(self, aor: str, phone: object) -> None:
+        if not isinstance(phone, dict) or float(phone.get("expires_at", 0)) <= time.time():
+            return
+        peer = Peer(str(phone["transport"]), str(phone["host"]), int(phone["port"]))
+        self.phones[aor] = PhoneBinding(aor, str(phone["contact"]), peer, float(phone["expires_at"]))
+
+    async def _login_again(self, aor: str, password: str, policy: SecurityPolicy, auto_answer: bool,
+                           hold_s: float | None, phone_password: str | None, register: bool) -> UserSettings:
+        """A login of a user logged in already: new settings, and with ``register`` a REGISTER
+        that checks and repairs the binding (never "registered" on the gateway's word alone)."""
+        settings = self._relogin(aor, password, policy, auto_answer, hold_s, phone_password)
+        if register:
+            try:
+                await self.register(aor)
+            except GatewayError:
+                settings.registered = False
+                raise
+        await self._keep_user(aor)
         return settings
 
     def _relogin(self, aor: str, password: str, policy: SecurityPolicy, auto_answer: bool,
@@ -334,17 +478,22 @@ class Gateway:
             await keys.close()
         self.metrics.users.set(len(self.users))
 
-    async def logout(self, aor: str, *, unregister_timeout: float = 5.0) -> None:
+    async def logout(self, aor: str, *, unregister_timeout: float = 5.0, forget: bool = True) -> None:
+        """Unregister and log out ``aor``; ``forget=False`` (stopping) keeps it in the store for the next start."""
         canonical = self._canonical_local(aor)
         if canonical not in self.users:
             raise GatewayError(404, f"{canonical} is not logged in")
         if self.settings[canonical].registered and unregister_timeout > 0:
             with contextlib.suppress(GatewayError, CallFailed):
                 await self.register(canonical, expires=0, timeout=unregister_timeout)
+        if forget:
+            await self._forget_user(canonical)
         await self._drop_user(canonical)
 
-    async def register(self, aor: str, *, expires: int | None = None, timeout: float = 10.0) -> None:
-        """A signed REGISTER of ``aor``'s contact on this gateway with the proxy (RFC 5652 SignedData, RFC 3261 §10)."""
+    async def register(self, aor: str, *, expires: int | None = None, timeout: float = 10.0,
+                       contact: str | None = None) -> None:
+        """A signed REGISTER of ``aor``'s contact on this gateway with the proxy (RFC 5652 SignedData, RFC 3261 §10);
+        ``contact``: another (an earlier instance's) contact of ``aor`` instead, whose binding this changes."""
         assert self.secure is not None
         keys = self.users[aor]
         exp = self.config.register_expires if expires is None else expires
@@ -353,7 +502,7 @@ class Gateway:
             ("Via", self.secure.via()), ("Max-Forwards", "70"),
             ("From", f"<{aor}>;tag={generate_tag()}"), ("To", f"<{aor}>"),
             ("Call-ID", call_id), ("CSeq", "1 REGISTER"),
-            ("Contact", f"<{self.secure.contact_uri(aor)}>"), ("Expires", str(exp)),
+            ("Contact", f"<{contact or self.secure.contact_uri(aor)}>"), ("Expires", str(exp)),
         ])
         t0 = time.perf_counter()
         try:
@@ -370,7 +519,8 @@ class Gateway:
             self.metrics.registrations.labels("proxy", "refused").inc()
             raise GatewayError(502, f"the proxy refused the REGISTER: {resp.status} {resp.reason}")
         self.metrics.registrations.labels("proxy", "ok").inc()
-        self.settings[aor].registered = exp > 0
+        if contact is None:
+            self.settings[aor].registered = exp > 0
 
     async def _maintain_user(self, aor: str) -> None:
         """Refresh the registration at 80 % of its lifetime; keep the keys of the current and the
@@ -465,6 +615,8 @@ class Gateway:
         caller = self._canonical_local(from_aor)
         if caller not in self.users:
             raise GatewayError(404, f"{caller} is not logged in on this gateway")
+        if not self.accepting_calls():
+            raise GatewayError(503, "the gateway is draining: place the call on another replica")
         try:
             callee = str(canonical_aor(to))
         except IbcError:
@@ -524,10 +676,11 @@ class Gateway:
         record = await self.call_store.get(call_id)
         if record is None:
             raise GatewayError(404, f"no call {call_id}")
-        return {"id": call_id, "state": "established", "direction": record["direction"],
+        return {"id": call_id, "side": record.get("side", "secure"), "state": "established",
+                "direction": record["direction"],
                 "from": record["local_aor"] if record["direction"] == "outgoing" else record["peer_aor"],
                 "to": record["peer_aor"] if record["direction"] == "outgoing" else record["local_aor"],
-                "secure": True, "setup_ms": record.get("setup_ms"), "replica": "other"}
+                "secure": "key_id" in record, "setup_ms": record.get("setup_ms"), "replica": "other"}
 
     async def hangup(self, call_id: str) -> int:
         """Hang up a call of this replica, or one another replica established (shared store)."""
@@ -537,8 +690,11 @@ class Gateway:
             record = await self.call_store.get(call_id)
             if record is None:
                 raise GatewayError(404, f"no call {call_id}")
+            agent = self.plain if record.get("side") == "plain" else self.secure
+            if agent is None:
+                raise GatewayError(404, f"no call {call_id}")
             try:
-                return await self.secure.hangup_from_store(record)
+                return await agent.hangup_from_store(record)
             except CallFailed as exc:
                 raise GatewayError(exc.status, exc.reason) from None
         if not call.live:
@@ -665,11 +821,36 @@ class Gateway:
 
     async def _answer_bridged(self, agent: Agent, call: Call, sdp: bytes) -> None:
         await agent.answer(call, sdp)
-        if agent is self.secure:
-            await agent.save(call)
+        await agent.save(call)  # either side: a restarted gateway ends both legs from the records
+
+    def on_record_ended(self, record: dict[str, Any]) -> None:
+        """A leg continued from its record (after a restart, or another replica's) ended: end
+        the leg bridged to it, from that leg's record."""
+        bridge = record.get("bridge")
+        other = self.plain if record.get("side", "secure") == "secure" else self.secure
+        if not isinstance(bridge, str) or other is None:
+            return
+        local = self.find_call(bridge)
+        if local is not None:  # bridged here and still known: end it as any bridged leg
+            if local.live:
+                self._bridge_step(local, self._agent_of(local).hangup(local))
+            return
+        other.spawn(self._end_recorded(other, bridge))
+
+    async def _end_recorded(self, agent: Agent, call_id: str) -> None:
+        record = await self.call_store.get(call_id)
+        if record is None:
+            return
+        try:
+            await agent.hangup_from_store(record)
+        except CallFailed as exc:
+            log.warning("the bridged leg of a continued call could not be ended: %d %s", exc.status, exc.reason)
 
     def on_ended(self, call: Call) -> None:
         other = call.bridge
+        if other is None and call.adopted_bridge is not None:  # continued from its record
+            self.on_record_ended({"side": call.side, "bridge": call.adopted_bridge})
+            return
         if other is None or not other.live:
             return
         agent = self._agent_of(other)
@@ -712,6 +893,7 @@ class Gateway:
         ok = make_response(request, 200, to_tag=generate_tag())
         if expires == 0 or not contacts:
             self.phones.pop(user, None)
+            await self._keep_user(user)
         else:
             uri = contacts[0].uri
             # the Contact's address (RFC 3261 §10.3); the packet's source when it names no IP
@@ -724,6 +906,7 @@ class Gateway:
                 return True
             self.phones[user] = PhoneBinding(user, str(uri), peer, time.time() + min(expires, 7200))
             ok.headers.add("Contact", f"<{uri}>;expires={min(expires, 7200)}")
+            await self._keep_user(user)
         self.metrics.registrations.labels("phone", "ok").inc()
         agent.endpoint.send_response(txn, ok)
         return True
@@ -786,6 +969,39 @@ class Gateway:
         log.info("phone Digest refused: %s", why)
 
     # -- health --------------------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, Any]:
+        """Whether this gateway can serve calls now, check by check (each within ``ready_timeout_s``):
+        ``sip`` (started, not draining), ``store`` (answers), ``pkg`` (a node answers its health
+        check), ``users`` (when users are kept for this replica, at least one is logged in and registered)."""
+        timeout = self.config.ready_timeout_s
+        store, pkg = await asyncio.gather(self._store_check(timeout), self._pkg_check(timeout))
+        kept = self._kept | set(self.users)
+        registered = sum(1 for s in self.settings.values() if s.registered)
+        checks: dict[str, dict[str, Any]] = {
+            "sip": {"ok": self.accepting_calls(), "draining": self.draining},
+            "store": store,
+            "pkg": pkg,
+            "users": {"ok": not kept or registered > 0, "logged_in": len(self.users), "registered": registered,
+                      "kept": len(kept)},
+        }
+        failing = [name for name, check in checks.items() if not check["ok"]]
+        return {"status": "ready" if not failing else "not ready", "domain": self.domain,
+                "failing": failing, "checks": checks}
+
+    async def _store_check(self, timeout: float) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self.call_store.ping(), timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready"
+            return {"ok": False, "error": type(exc).__name__}
+        return {"ok": True}
+
+    async def _pkg_check(self, timeout: float) -> dict[str, Any]:
+        try:
+            serving = await asyncio.wait_for(self.probe.serving(timeout), timeout + 0.5)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready"
+            return {"ok": False, "error": type(exc).__name__, "nodes": len(self.pkg.targets)}
+        return {"ok": serving > 0, "serving": serving, "nodes": len(self.pkg.targets)}
 
     def health(self) -> Mapping[str, Any]:
         return {

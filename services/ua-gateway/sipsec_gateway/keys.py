@@ -17,14 +17,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sipsec.envelope import Keyring
 from sipsec.ibc import DomainParams, PrivateKey, Purpose, canonical_aor
 from sipsec.pkgclient import PkgClient, PkgClientError, ThresholdPkgClient
+from sipsec.rpc.server import client_channel
 
 from sipsec_gateway.metrics import GatewayMetrics
 
-__all__ = ["ClientFactory", "KeyMaterialError", "ParamsDirectory", "PkgConnector", "UserKeys", "client_ip"]
+__all__ = ["ClientFactory", "KeyMaterialError", "ParamsDirectory", "PkgConnector", "PkgProbe", "UserKeys", "client_ip"]
 
 log = logging.getLogger("sipsec.gateway.keys")
 
@@ -77,6 +81,44 @@ class PkgConnector:
     def client(self, target: str) -> PkgClient:
         return PkgClient(target, plaintext=self.plaintext, root_certificates=self.root_certificates,
                          client_cert=self.client_cert, timeout_s=self.timeout_s)
+
+
+class PkgProbe:
+    """Whether the PKG answers: the standard gRPC health check of every node, each within a deadline.
+
+    The channels are opened once and kept (a probe every few seconds must not cost a TLS handshake)."""
+
+    def __init__(self, connector: PkgConnector) -> None:
+        self.connector = connector
+        self._stubs: dict[str, Any] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _stub(self, target: str) -> Any:
+        stub = self._stubs.get(target)
+        if stub is None:
+            c = self.connector
+            channel = client_channel(target, root_certificates=c.root_certificates, client_cert=c.client_cert,
+                                     plaintext=c.plaintext)
+            self._channels.append(channel)
+            stub = self._stubs[target] = health_pb2_grpc.HealthStub(channel)
+        return stub
+
+    async def _serving(self, target: str, timeout: float) -> bool:
+        try:
+            resp = await self._stub(target).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def serving(self, timeout: float) -> int:
+        """How many PKG nodes answered SERVING within ``timeout`` seconds (all asked at once)."""
+        results = await asyncio.gather(*(self._serving(t, timeout) for t in self.connector.targets))
+        return sum(results)
+
+    async def close(self) -> None:
+        channels, self._channels, self._stubs = self._channels, [], {}
+        for channel in channels:
+            await channel.close()
 
 
 class ParamsDirectory:

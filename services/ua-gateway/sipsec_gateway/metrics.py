@@ -19,6 +19,7 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.registry import Collector
+from sipsec.telemetry.health import build_info
 
 __all__ = ["API_AUTH_FAILURES", "CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
 
@@ -53,6 +54,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         r = self.registry
+        self.build_info = build_info(r, "gateway")
         self.call_setups = Counter(
             "sipsec_gateway_call_setups_total",
             "Call setups (either direction) by outcome and whether the call was secured.",
@@ -110,6 +112,28 @@ class GatewayMetrics:
             "sipsec_gateway_phone_requests_limited_total",
             "Out-of-dialog phone-side requests answered 503 because their source exceeded its rate.",
             registry=r,
+        )
+        self.dropped = Counter(
+            "sipsec_gateway_messages_dropped_total",
+            "Received SIP messages not acted on, by kind (request, response, ack) and reason.",
+            ["kind", "reason"], registry=r,
+        )
+        self.bye_retries = Counter(
+            "sipsec_gateway_bye_retries_total",
+            "BYEs sent again after a retryable failure (408, 500, 503, transport error, 403 Clock Skew), "
+            "by outcome: answered (a final answer not worth retrying), failed (retryable again), "
+            "gave-up (once per BYE whose retry window passed).",
+            ["outcome"], registry=r,
+        )
+        self.session_expiries = Counter(
+            "sipsec_gateway_session_timer_expiries_total",
+            "Calls ended with BYE because the far end's session refresh did not come in time (RFC 4028).",
+            registry=r,
+        )
+        self.failures = Counter(
+            "sipsec_gateway_request_failures_total",
+            "Requests answered with an error because handling them failed: dependency (503 + Retry-After) or internal (500).",
+            ["kind"], registry=r,
         )
         self.api_auth_failures = Counter(
             "sipsec_gateway_api_auth_failures_total",

@@ -49,6 +49,8 @@ class PerCallId:
     """Run ``handle(event)`` for each event submitted, in order per Call-ID (see the module docstring).
 
     ``on_error(event)`` is called (after logging) when ``handle`` raised; it must not raise.
+    ``error_of(event)`` is that exception while ``on_error`` runs (what failed decides the answer:
+    503 for a dependency, 500 for a fault of our own).
     """
 
     def __init__(self, name: str, handle: Callable[[Event], Awaitable[None]],
@@ -58,7 +60,11 @@ class PerCallId:
         self._on_error = on_error
         self._tails: dict[str, asyncio.Task[None]] = {}  # the last event task per Call-ID
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._errors: dict[int, BaseException] = {}
         self.running = False
+
+    def error_of(self, event: Event) -> BaseException | None:
+        return self._errors.get(id(event))
 
     def submit(self, event: Event) -> None:
         """Queue ``event`` behind the previous event of its Call-ID (dropped unless running)."""
@@ -80,12 +86,15 @@ class PerCallId:
             await asyncio.wait({previous})
         try:
             await self._handle(event)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the side
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the side
             log.exception("%s side failed on %s", self.name, type(event).__name__)
+            self._errors[id(event)] = exc
             try:
                 self._on_error(event)
             except Exception:  # noqa: BLE001 - the fault path itself failed; the side goes on
                 log.exception("%s side could not end the call after a fault", self.name)
+            finally:
+                self._errors.pop(id(event), None)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task that :meth:`close` ends."""

@@ -115,8 +115,8 @@ class SecuredIO:
                 self.metrics.rejections.labels(exc.reason).inc()
                 log.info("rejected a secured %s: %s (%d)%s", _what(outer), exc.reason, exc.status,
                          f" [{exc.warning}]" if exc.warning else "")
-            raise Refused(exc.status, _REASON_PHRASE.get(exc.status, "Bad Request"), exc.reason,
-                          exc.warning) from None
+            phrase = exc.reason_phrase if exc.reason == "stale" else _REASON_PHRASE.get(exc.status, "Bad Request")
+            raise Refused(exc.status, phrase, exc.reason, exc.warning) from None
         except EnvelopeError as exc:
             self.metrics.rejections.labels("error").inc()
             log.warning("could not open a secured %s: %s", _what(outer), exc)

@@ -51,29 +51,61 @@ class SharedState:
             scoped = self._scoped[aor] = ScopedDialogStore(self.base, aor)
         return scoped
 
-    async def put_key(self, aor: str, key: DialogKey) -> None:
-        await self.dialogs(aor).put(key, self.ttl_s, time.time())
+    async def put_key(self, aor: str, key: DialogKey, ttl_s: float | None = None) -> None:
+        await self.dialogs(aor).put(key, self.ttl_s if ttl_s is None else ttl_s, time.time())
+
+    def ttl_for(self, call: Call) -> float:
+        """How long a call's record (and dialog key) is kept: with a session timer on the call (or
+        on the leg bridged to it) two intervals and a minute, renewed at every refresh — a call
+        nobody refreshes any more is gone soon —, else ``ttl_s``."""
+        timed = call.session or (call.bridge.session if call.bridge is not None else None)
+        return self.ttl_s if timed is None else min(self.ttl_s, 2.0 * timed.interval + 60.0)
+
+    async def renew(self, call: Call) -> None:
+        """A session refresh: the call's record, its key and the bridged leg's record live on."""
+        await self.save(call)
+        if call.key is not None:
+            await self.put_key(call.local_aor, call.key, self.ttl_for(call))
+        if call.bridge is not None:
+            await self.save(call.bridge, self.ttl_for(call))
+        elif call.adopted_bridge is not None and self.call_store is not None:
+            record = await self.call_store.get(call.adopted_bridge)
+            if record is not None:
+                await self.call_store.put(record["id"], record["call_id"], record, self.ttl_for(call))
 
     async def key_of(self, record: dict[str, Any]) -> DialogKey | None:
-        """The dialog key a call record names (None once it expired)."""
+        """The dialog key a call record names (None once it expired, or for a phone leg)."""
+        if "key_id" not in record:
+            return None
         return await self.dialogs(record["local_aor"]).get(bytes.fromhex(record["key_id"]), time.time())
 
-    async def save(self, call: Call) -> None:
-        """Keep what another replica needs to continue this secured dialog (hang up, answer a BYE)."""
-        if self.call_store is None or call.dialog is None or not call.secure or call.key is None:
+    async def save(self, call: Call, ttl_s: float | None = None) -> None:
+        """Keep what another replica (or this one, restarted) needs to continue this dialog: hang
+        up, answer a BYE, and end the leg bridged to it (``bridge``: that leg's record id). A
+        secured leg names its dialog key; a phone leg (plain side) the phone's address."""
+        if self.call_store is None or call.dialog is None:
             return
+        if call.secure and call.key is None:
+            return
+        if not call.secure and call.side != "plain":
+            return  # a plain call on the secured side: nothing to seal, no phone to reach
         d = call.dialog
-        record = {
-            "id": call.id, "direction": call.direction, "local_aor": call.local_aor,
-            "peer_aor": call.peer_aor, "call_id": call.call_id, "key_id": call.key.key_id.hex(),
+        record: dict[str, Any] = {
+            "id": call.id, "side": call.side, "direction": call.direction, "local_aor": call.local_aor,
+            "peer_aor": call.peer_aor, "call_id": call.call_id,
             "local": str(d.local), "remote": str(d.remote), "remote_target": str(d.remote_target),
             "route_set": [str(r) for r in d.route_set], "local_seq": d.local_seq or 0,
             "created": call.created, "setup_ms": None if call.setup_s is None else call.setup_s * 1e3,
+            "bridge": call.bridge.id if call.bridge is not None else None,
         }
-        await self.call_store.put(call.id, call.call_id, record, self.ttl_s)
+        if call.key is not None:
+            record["key_id"] = call.key.key_id.hex()
+        if call.dest is not None:
+            record["peer"] = [call.dest.transport, call.dest.host, call.dest.port]
+        await self.call_store.put(call.id, call.call_id, record, self.ttl_for(call) if ttl_s is None else ttl_s)
 
     async def forget(self, call: Call) -> None:
-        if self.call_store is not None and call.secure:
+        if self.call_store is not None and (call.secure or call.side == "plain"):
             await self.call_store.delete(call.id, call.call_id)
 
     async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ from sipsec.sip import Request
 from sipsec.sip.dialog import Dialog
 from sipsec.sip.transaction import Transaction
 
+from sipsec_gateway.sessiontimer import SessionTimer
+
 __all__ = ["TRANSITIONS", "Call", "CallFailed", "CallState", "InvalidTransition", "TraceEntry"]
 
 
@@ -119,6 +121,11 @@ class Call:
     setup_done: asyncio.Future[None] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     bye_done: asyncio.Future[int] | None = None
+    refused: str = ""  # the envelope reason the last response that did not open was refused for
+    bye_phrase: str = ""  # the reason phrase of the last final answer to our BYE
+    session: SessionTimer | None = None  # RFC 4028 session timer, once negotiated
+    session_handle: asyncio.TimerHandle | None = None  # the next refresh, or the expiry
+    adopted_bridge: str | None = None  # continued from a record: the record id of the leg bridged to it
 
     @property
     def live(self) -> bool:

@@ -1,4 +1,9 @@
-"""Call records shared by gateway replicas (memory or Redis), so any replica can continue a dialog.
+"""Call records and logged-in users shared by gateway replicas and restarts (memory or Redis).
+
+Durable (see docs/state.md): the users logged in on the gateway (PKG password, settings, phone
+password, registered contact, phone binding — sealed), and the record of each established
+call's legs until the call ends; a record of an ended call is deleted at once. With Redis this
+is what lets a gateway killed and started again continue its users and its calls.
 
 A record holds the SIP dialog state a replica needs to end the call or answer its BYE
 (tags, remote target, route set, local CSeq, the dialog key's id); the dialog key itself
@@ -9,9 +14,12 @@ indexed by the API call id and by the inner Call-ID, with a TTL; in Redis both a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from typing import Any, Protocol
@@ -21,7 +29,12 @@ from sipsec.envelope import DialogKey
 from sipsec.stores.access import RecordSealer
 from sipsec.stores.envelope import DialogStore
 
-__all__ = ["CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
+__all__ = ["USERS_FLUSH_S", "CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
+
+log = logging.getLogger("sipsec.gateway.store")
+
+#: How long changes to the kept users are gathered before one write (a burst of logins, one SET).
+USERS_FLUSH_S = 0.2
 
 
 class ScopedDialogStore:
@@ -92,6 +105,17 @@ class CallStore(Protocol):
 
     async def delete(self, call_id: str, sip_call_id: str) -> None: ...
 
+    async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None: ...
+
+    async def delete_user(self, replica: str, aor: str) -> None: ...
+
+    async def users(self, replica: str) -> list[dict[str, Any]]: ...
+
+    async def ping(self) -> None: ...
+
+    @property
+    def keeps_secrets(self) -> bool: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -101,6 +125,23 @@ class MemoryCallStore:
     def __init__(self) -> None:
         self._records: dict[str, tuple[float, dict[str, Any]]] = {}
         self._index: dict[str, str] = {}
+        self._users: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @property
+    def keeps_secrets(self) -> bool:
+        return True  # process memory: nothing leaves the process
+
+    async def ping(self) -> None:
+        return None
+
+    async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None:
+        self._users[replica, aor] = dict(doc)
+
+    async def delete_user(self, replica: str, aor: str) -> None:
+        self._users.pop((replica, aor), None)
+
+    async def users(self, replica: str) -> list[dict[str, Any]]:
+        return [dict(d) for (r, _), d in self._users.items() if r == replica]
 
     async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
         self._records[call_id] = (time.monotonic() + ttl_s, dict(record))
@@ -138,10 +179,90 @@ class RedisCallStore:
         self.client = client
         self.prefix = prefix
         self._sealer = None if sealing_key is None else RecordSealer(sealing_key)
+        self._users: dict[str, dict[str, dict[str, Any]]] = {}  # replica -> AOR -> kept user
+        self._flushing: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
 
     @property
     def sealed(self) -> bool:
         return self._sealer is not None
+
+    @property
+    def keeps_secrets(self) -> bool:
+        """Whether users' secrets may be kept here: only sealed (never in clear in Redis)."""
+        return self._sealer is not None
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    def _users_key(self, replica: str) -> str:
+        """One key per replica (named by its secured-side address): a replica restores its own users only."""
+        name = replica if self._sealer is None else self._sealer.blind("replica", replica)
+        return f"{self.prefix}users:{name}"
+
+    async def _loaded(self, replica: str) -> dict[str, dict[str, Any]]:
+        users = self._users.get(replica)
+        if users is None:
+            key = self._users_key(replica)
+            raw = await self.client.get(key)
+            data = self._unseal(key, raw) if raw is not None else None
+            try:
+                doc = json.loads(data) if data is not None else {}
+            except ValueError:
+                doc = {}
+            users = {aor: d for aor, d in (doc.items() if isinstance(doc, dict) else ())
+                     if isinstance(d, dict) and d.get("aor") == aor}
+            self._users[replica] = users
+        return users
+
+    async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None:
+        """Keep a logged-in user: one sealed JSON object per replica, written with GET/SET only
+        (the gateway's ACL user has no hash or scan commands), coalesced: changes within
+        ``USERS_FLUSH_S`` go out in one write."""
+        (await self._loaded(replica))[aor] = dict(doc)
+        self._flush_soon(replica)
+
+    async def delete_user(self, replica: str, aor: str) -> None:
+        if (await self._loaded(replica)).pop(aor, None) is not None:
+            self._flush_soon(replica)
+
+    async def users(self, replica: str) -> list[dict[str, Any]]:
+        """Every user kept for ``replica``; entries that do not unseal or name another AOR are skipped."""
+        self._users.pop(replica, None)  # read what the store holds now
+        return [dict(d) for d in (await self._loaded(replica)).values()]
+
+    def _flush_soon(self, replica: str) -> None:
+        if replica in self._flushing:
+            self._again.add(replica)
+            return
+        self._flushing[replica] = asyncio.get_running_loop().create_task(self._flush(replica))
+
+    async def _flush(self, replica: str) -> None:
+        try:
+            while True:
+                self._again.discard(replica)
+                await asyncio.sleep(USERS_FLUSH_S)
+                await self._write_users(replica)
+                if replica not in self._again:
+                    return
+        finally:
+            self._flushing.pop(replica, None)
+
+    async def _write_users(self, replica: str) -> None:
+        key = self._users_key(replica)
+        try:
+            await self.client.set(key, self._seal(key, json.dumps(self._users.get(replica, {})).encode()))
+        except Exception as exc:  # noqa: BLE001 - retried with the next change; readiness shows the store down
+            log.warning("cannot keep the logged-in users in Redis (retried): %s", type(exc).__name__)
+            self._again.add(replica)
+
+    async def flush(self) -> None:
+        """Write the pending changes of the kept users now."""
+        for replica, task in list(self._flushing.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._write_users(replica)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sipsec:gateway:",
@@ -213,4 +334,5 @@ class RedisCallStore:
         await self.client.delete(self._call_key(call_id), self._cid_key(sip_call_id))
 
     async def aclose(self) -> None:
+        await self.flush()
         await self.client.aclose()

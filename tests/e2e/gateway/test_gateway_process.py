@@ -39,6 +39,7 @@ async def test_gateway_process_serves_api_places_a_secured_call_and_drains_on_si
             "SIPSEC_GATEWAY_METRICS_PORT": str(metrics_port),
             "SIPSEC_GATEWAY_STATE_DIR": str(tmp_path / "state"),  # no token file: one is made here
             "SIPSEC_GATEWAY_DRAIN_SECONDS": "1",
+            "SIPSEC_GATEWAY_CALL_GRACE_S": "1",  # calls in progress may go on 1 s after SIGTERM, then BYE
             "SIPSEC_LOG_LEVEL": "WARNING",
         })
         proc = subprocess.Popen([str(SCRIPT), "serve"], env=env, stdout=subprocess.PIPE,

@@ -2,6 +2,8 @@
 committed scrape configuration and rules while calls are placed: every target is up, every
 query of every dashboard panel returns data, every rule group evaluates without error; then a
 PKG that stops answering fires ``SipsecPkgDown`` (its ``for:`` shortened) for its domain only.
+Last, every line the services printed during the run is a JSON log object of the one schema
+(:mod:`sipsec.telemetry.logs`) and none holds a password, token or key of the run.
 
 Besides secured calls, the test causes the events whose counters only appear when they happen
 (bad logins up to a back-off, federation hits and an unknown peer domain, an unsecured INVITE
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +33,7 @@ import pytest
 import yaml
 from sipsec.pkgclient import PkgClient
 from sipsec.pkgclient.errors import PkgClientError
+from sipsec.telemetry.logs import FIELDS
 
 from tests.conftest import free_port
 from tests.unit.observability._catalog import ROOT, dashboards, panel_targets
@@ -98,6 +102,47 @@ def _control_token(state: Path, domain: str) -> str:
     state directory, under up's state directory), or "" for a gateway without one."""
     found = sorted(p for p in state.rglob("api-token") if domain in str(p.relative_to(state)))
     return found[0].read_text().strip() if found else ""
+
+
+#: The plain-text lines a service command prints for its operator, not log records: where it
+#: listens (stdout; the PKG's on stderr) and, for a gateway's first start, where its generated
+#: control-API token file is (stderr). Everything else is JSON.
+ANNOUNCEMENT = re.compile(r"^sipsec-(pkg|location|proxy|worker|gateway)(: | listening on )")
+
+
+def _secrets(state: Path, creds: dict[str, str]) -> set[str]:
+    """Every secret of the run: user passwords, control-API tokens, KEKs, Redis ACL passwords."""
+    found = {v for v in creds.values() if len(v) >= 6}
+    for path in state.rglob("*"):
+        if path.is_file() and re.search(r"(kek|password|api-token|token)$", path.name) and path.stat().st_size < 4096:
+            value = path.read_text(errors="replace").strip()
+            if len(value) >= 8:
+                found.add(value)
+    return found
+
+
+def _check_logs(state: Path, secrets: set[str]) -> int:
+    """Every line each service printed is a JSON object of the one schema (or its announcement),
+    and none holds a secret of the run. Returns the number of JSON lines seen."""
+    logs = sorted(p for p in (state / "logs").glob("*.log") if not p.name.endswith("-redis.log"))
+    services = {p.name for p in logs}
+    assert any("pkg" in n for n in services) and any("gateway" in n for n in services), services
+    seen = 0
+    for path in logs:
+        text = path.read_text(errors="replace")
+        leaked = [s[:4] + "…" for s in secrets if s in text]
+        assert not leaked, f"{path.name} holds secrets of the run: {leaked}"
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or ANNOUNCEMENT.match(line):
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                pytest.fail(f"{path.name}:{number} is not JSON: {line[:200]!r}")
+            assert isinstance(obj, dict) and set(FIELDS) <= set(obj), (path.name, number, obj)
+            assert obj["service"] and obj["service"] in path.name, (path.name, obj)
+            seen += 1
+    return seen
 
 
 def _query(base: str, expr: str) -> list[dict[str, Any]]:
@@ -258,4 +303,6 @@ def test_prometheus_scrapes_up_and_every_panel_and_rule_has_data(tmp_path: Path)
                 prom.wait()
         code = up.stop()
     assert code == 0, "".join(up.err)
+    # the services' own lines, from start to drain, calls included: JSON of the one schema, no secret
+    assert _check_logs(state, _secrets(state, creds) | {t for t in tok.values() if t}) > 20
     assert time.monotonic() - t0 < 90, "the test is meant to stay under 90 s"

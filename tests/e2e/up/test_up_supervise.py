@@ -125,6 +125,19 @@ def wait_serving(target: str, deadline: float) -> None:
         time.sleep(0.1)
 
 
+def wait_ready(url: str, deadline: float) -> None:
+    """Until ``url`` (a ``/readyz``) answers 200; fails past ``deadline`` (monotonic)."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback test URL
+                if resp.status == 200:
+                    return
+        except OSError:  # 503 (HTTPError is an OSError) or not listening yet
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready again in time"
+        time.sleep(0.1)
+
+
 async def bindings_of(aor: str, url: str, password_file: str) -> list[Any]:
     """The live bindings of ``aor`` read straight from a domain's Redis, as its location user."""
     store = RedisLocationStore(url, password_file=password_file)
@@ -152,6 +165,10 @@ def test_a_killed_location_is_restarted_the_rest_keep_running_and_calls_complete
         # one line: which service, how it ended, the restart count
         assert any("biloxi.com/location exited with status -9 (SIGKILL); restart 1 in" in ln for ln in up.err), up.err
         wait_serving(f"{victim['address']}:{victim['ports']['grpc']}", killed_at + 10)
+        # the proxy's readiness checks location over the channel its lookups use: green again
+        # means it has reconnected (bounded back-off), all within the 10 s recovery bound
+        proxy = next(r for r in rows if r["domain"] == "biloxi.com" and r["service"] == "proxy")
+        wait_ready(f"http://{proxy['address']}:{proxy['ports']['metrics']}/readyz", killed_at + 10)
         assert up.proc.poll() is None, "sipsec up must keep running"
         assert all(alive(pid) for pid in others), "the other services keep their processes"
         assert new_pid in processes_in(state)

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_call_setup_bench_reports_latency_bytes_and_throughput() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "call_setup.py"), "--json", "--calls", "8", "--warmup", "1",
-         "--start-rate", "5", "--max-rate", "10", "--trial-s", "1", "--budget-s", "3"],
+         "--start-rate", "5", "--max-rate", "10", "--trial-s", "1", "--budget-s", "3",
+         "--users", "12"],  # random pairs of a small population (the headline's path, not its size)
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -60,7 +61,7 @@ def test_call_setup_bench_runs_services_and_gateways_in_four_processes() -> None
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "call_setup.py"), "--json", "--processes", "4", "--calls", "3",
          "--warmup", "1", "--start-rate", "5", "--max-rate", "5", "--trial-s", "1", "--budget-s", "2",
-         "--no-setup-only"],
+         "--no-setup-only", "--one-pair"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)

@@ -39,8 +39,8 @@ async def test_extracted_keys_open_and_sign_for_that_identity(atlanta, make_node
         decapsulate(enc, bob_ct)
     sig = await client.get_private_key(params, Purpose.SIG)
     verify(params, sig.identity, b"INVITE", sign(sig, b"INVITE"))
-    assert node.metrics.extractions.labels("enc", "full")._value.get() == 1
-    assert node.metrics.extractions.labels("sig", "full")._value.get() == 1
+    assert node.metrics.extractions.labels("enc", "full", "current")._value.get() == 1
+    assert node.metrics.extractions.labels("sig", "full", "current")._value.get() == 1
 
 
 async def test_periods_current_next_explicit_and_far_future(atlanta, make_node, connect, clock):

@@ -36,7 +36,7 @@ async def test_metrics_endpoint(atlanta, make_node, connect):
     assert f'sipsec_rpc_server_handled_total{{code="UNAUTHENTICATED",method="Login",{service}}} 1.0' in text
     assert f'sipsec_rpc_server_handled_total{{code="NOT_FOUND",method="GetDomainParams",{service}}} 1.0' in text
     assert f'sipsec_rpc_server_handling_seconds_count{{method="GetPrivateKey",{service}}} 2.0' in text
-    assert 'sipsec_pkg_extractions_total{mode="full",purpose="enc"} 1.0' in text
+    assert 'sipsec_pkg_extractions_total{mode="full",period="current",purpose="enc"} 1.0' in text
     assert 'sipsec_pkg_login_failures_total{reason="bad_credentials"} 1.0' in text
     assert "sipsec_pkg_active_sessions 1.0" in text
     assert 'sipsec_pkg_federation_errors_total{reason="unknown_domain"} 1.0' in text

@@ -113,7 +113,7 @@ async def test_a_threshold_node_returns_only_its_partial(chicago, make_node, con
     resp = await c.fetch_key(Purpose.ENC)
     assert resp.private_key is None and resp.partial is not None and resp.partial.index == 2
     assert (await c.get_system_params()).node_index == 2
-    assert node.metrics.extractions.labels("enc", "partial")._value.get() == 1
+    assert node.metrics.extractions.labels("enc", "partial", "current")._value.get() == 1
 
 
 async def test_nodes_share_sessions_through_redis(chicago, make_node, redis_url, clock):

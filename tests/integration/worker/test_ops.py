@@ -53,3 +53,39 @@ def test_batches_split_in_order_over_processes() -> None:
     chunks = _chunks(items, 3)
     assert [len(c) for c in chunks] == [3, 2, 2]
     assert [x for c in chunks for x in c] == items
+
+
+def test_a_key_is_parsed_once_and_keeps_its_signing_tables(material: Material) -> None:
+    m = material
+    request = pb.SignRequest(identity=identity_to_proto(m.sig), private_key=m.sig_key.to_bytes(),
+                             message=b"INVITE").SerializeToString()
+    hits, misses, _ = ops.key_cache_info()
+    results = ops.run_items("sign", [request] * 3, None)
+    for reason, signature, *_ in results:
+        assert reason == ""
+        ibc.verify(m.params, m.sig, b"INVITE", signature)
+    h, mi, size = ops.key_cache_info()
+    assert (h - hits, mi - misses) == (2, 1) and size >= 1
+    cached = ops._keys.get(m.sig, identity_to_proto(m.sig).SerializeToString(), m.sig_key.to_bytes())
+    assert cached._tables is not None  # built on its second signature, kept for the next ones
+    # the same key bytes for another identity is another entry (and signs as that identity)
+    other = pb.SignRequest(identity=identity_to_proto(m.enc), private_key=m.sig_key.to_bytes(), message=b"x")
+    assert ops.run_items("sign", [other.SerializeToString()], None)[0][0] == "invalid-identity"
+    size = ops.key_cache_info()[2]
+    # a bad key is answered, never cached
+    bad = pb.SignRequest(identity=identity_to_proto(m.sig), private_key=b"\x00" * 48, message=b"x")
+    assert ops.run_items("sign", [bad.SerializeToString()], None)[0][0] == "invalid-encoding"
+    assert ops.key_cache_info()[2] == size
+
+
+def test_verifications_are_split_over_processes_only_in_chunks_of_eight() -> None:
+    from sipsec_worker.pool import VERIFY_MIN_CHUNK, CryptoPool
+
+    pool = CryptoPool(2, 8)
+    try:
+        items = [b"x"] * 15
+        assert [len(c) for c in pool._admit(items, None, VERIFY_MIN_CHUNK)] == [15]
+        assert [len(c) for c in pool._admit([b"x"] * 16, None, VERIFY_MIN_CHUNK)] == [8, 8]
+        assert [len(c) for c in pool._admit(items, None)] == [8, 7]  # other kinds: one per process
+    finally:
+        pool._executor.shutdown(wait=False)

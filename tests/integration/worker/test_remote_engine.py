@@ -274,3 +274,113 @@ async def test_tls_worker_and_engine(start_worker: StartWorker, material: Materi
         await plain.close()
     assert _calls(metrics, "sign", "ok") == 1 and _calls(metrics, "verify", "ok") == 1
     assert w.sample("sipsec_worker_operations_total", kind="sign", outcome="ok") == 1
+
+
+class _GatedEngine(InProcessEngine):
+    """The in-process engine, each signature held until ``gate`` opens (to fill the fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def sign(self, key: ibc.PrivateKey, message: bytes) -> bytes:
+        self.started += 1
+        await self.gate.wait()
+        return await super().sign(key, message)
+
+
+async def test_in_process_fallback_is_bounded(material: Material) -> None:
+    m = material
+    metrics = EngineMetrics()
+    fallback = _GatedEngine()
+    engine = RemoteEngine([f"127.0.0.1:{free_port()}"], plaintext=True, metrics=metrics,
+                          fallback=fallback, max_fallback=2, eject_s=30.0)
+    try:
+        held = [asyncio.ensure_future(engine.sign(m.sig_key, MSG)) for _ in range(2)]
+        for _ in range(200):  # both reach the fallback (the worker refuses the connection)
+            if fallback.started == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert fallback.started == 2 and engine.fallback_in_flight == 2
+        with pytest.raises(EngineUnavailable, match="fallback is full"):
+            await engine.sign(m.sig_key, MSG)
+        assert fallback.started == 2  # the refused one never ran
+        fallback.gate.set()
+        for signature in await asyncio.gather(*held):
+            ibc.verify(m.params, m.sig, MSG, signature)
+        assert engine.fallback_in_flight == 0
+        ibc.verify(m.params, m.sig, MSG, await engine.sign(m.sig_key, MSG))  # room again
+    finally:
+        await engine.close()
+        await fallback.close()
+    assert _fallbacks(metrics, "sign", "fallback_full") == 1
+    assert _fallbacks(metrics, "sign", "failed") + _fallbacks(metrics, "sign", "no_worker") == 3
+    with pytest.raises(ValueError):
+        RemoteEngine(["127.0.0.1:1"], max_fallback=-1)
+
+
+async def test_concurrent_operations_travel_as_one_batch_and_each_caller_gets_its_own_answer(
+    start_worker: StartWorker, material: Material,
+) -> None:
+    m = material
+    w = await start_worker()
+    metrics = EngineMetrics()
+    engine = RemoteEngine([w.target], plaintext=True, metrics=metrics, allow_fallback=False)
+    messages = [b"msg %d" % i for i in range(10)]
+    signatures = [ibc.sign(m.sig_key, msg) for msg in messages]
+    signatures[3] = ibc.sign(m.sig_key, b"another message")  # a forgery among them
+    try:
+        results = await asyncio.gather(
+            *(engine.verify(m.params, m.sig, msg, sig) for msg, sig in zip(messages, signatures, strict=True)),
+            return_exceptions=True)
+        assert engine.batch_sizes.count == 1 and engine.batch_sizes.items == 10
+        assert isinstance(results[3], ibc.InvalidSignature)
+        assert [r for i, r in enumerate(results) if i != 3] == [None] * 9
+        made = await asyncio.gather(*(engine.sign(m.sig_key, msg) for msg in messages))
+        assert engine.batch_sizes.count == 2 and engine.batch_sizes.largest == 10
+        for msg, sig in zip(messages, made, strict=True):
+            ibc.verify(m.params, m.sig, msg, sig)
+        # a lone operation is sent at once, as a batch of one
+        ibc.verify(m.params, m.sig, b"alone", await engine.sign(m.sig_key, b"alone"))
+        assert engine.batch_sizes.count == 3
+    finally:
+        await engine.close()
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 9
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="invalid_signature") == 1
+    assert _calls(metrics, "verify", "ok") == 9 and _calls(metrics, "verify", "rejected") == 1
+    assert _calls(metrics, "sign", "ok") == 11
+
+    plain = RemoteEngine([w.target], plaintext=True, coalesce=False, allow_fallback=False)
+    try:  # unary RPCs, one per operation, the same answers
+        ibc.verify(m.params, m.sig, b"x", await plain.sign(m.sig_key, b"x"))
+        with pytest.raises(ibc.InvalidSignature):
+            await plain.verify(m.params, m.sig, b"x", signatures[3])
+        assert plain.batch_sizes.count == 0
+    finally:
+        await plain.close()
+
+
+async def test_answers_carry_the_workers_queue_depth(start_worker: StartWorker, material: Material) -> None:
+    m = material
+    w = await start_worker(max_batch=1000)
+    metrics = EngineMetrics()
+    engine = RemoteEngine([w.target], plaintext=True, metrics=metrics, allow_fallback=False, timeout_s=60)
+    try:
+        await w.server.pool.warm_up()
+        await engine.sign(m.sig_key, MSG)
+        assert engine.queue_depth == 0  # an idle worker
+        busy = await _saturate(w, m)  # both pool processes busy
+        signing = asyncio.ensure_future(engine.sign(m.sig_key, MSG))  # waits behind them
+        while w.server.pool.in_flight < 3:
+            await asyncio.sleep(0.005)
+        behind = [asyncio.ensure_future(w.stub.BatchVerify(pb.BatchVerifyRequest(items=[_forged(m)] * 16), timeout=60))
+                  for _ in range(2)]  # queued after the signature
+        ibc.verify(m.params, m.sig, MSG, await signing)
+        assert engine.queue_depth >= 1  # the answer said others wait there
+        assert metrics.registry.get_sample_value("sipsec_engine_worker_queue_depth") == engine.queue_depth
+        await asyncio.gather(busy, *behind)
+        await engine.sign(m.sig_key, MSG)
+        assert engine.queue_depth == 0
+    finally:
+        await engine.close()

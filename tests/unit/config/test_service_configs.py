@@ -22,7 +22,7 @@ SERVICES = {
     "crypto-worker": ("sipsec_worker.config:WorkerConfig", "WORKER"),
     "ua-gateway": ("sipsec_gateway.config:GatewayConfig", "GATEWAY"),
 }
-SHARED = {"SIPSEC_LOG_LEVEL", "SIPSEC_REDIS_URL", "SIPSEC_INSECURE_DEV"}
+SHARED = {"SIPSEC_LOG_LEVEL", "SIPSEC_LOG_FORMAT", "SIPSEC_REDIS_URL", "SIPSEC_INSECURE_DEV"}
 #: the minimum a service needs to start from an otherwise empty environment
 REQUIRED = {"crypto-worker": {"SIPSEC_WORKER_PLAINTEXT": "1"}}
 

@@ -20,9 +20,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
-__all__ = ["ROOT", "SERVICES", "Service", "check_help", "dockerfile_command", "documented_names",
-           "parse_pkg_argv",
-           "script_invocations", "service_for_dockerfile", "service_for_image", "subcommands"]
+__all__ = ["ROOT", "SERVICES", "Service", "check_help", "dockerfile_command", "dockerfile_stage",
+           "documented_names", "parse_pkg_argv",
+           "script_invocations", "service_for_image", "service_for_target", "subcommands"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,13 @@ class Service:
 
     @property
     def dockerfile(self) -> Path:
-        return ROOT / "services" / self.folder / "Dockerfile"
+        """The one Dockerfile; this service's image is its stage named :attr:`target`."""
+        return ROOT / "Dockerfile"
+
+    @property
+    def target(self) -> str:
+        """The Dockerfile stage (build target) of this service's image: ``sipsec-pkg`` -> ``pkg``."""
+        return self.script.removeprefix("sipsec-")
 
     def documented(self, var: str) -> bool:
         """Whether the README names ``var`` (see :func:`documented_names`)."""
@@ -81,17 +87,19 @@ def documented_names(text: str) -> set[str]:
     return names
 
 
-def service_for_dockerfile(path: str) -> Service:
+def service_for_target(target: str) -> Service:
+    """The service whose image is the Dockerfile stage ``target`` (KeyError for another)."""
     for svc in SERVICES.values():
-        if (ROOT / path).resolve() == svc.dockerfile.resolve():
+        if svc.target == target:
             return svc
-    raise KeyError(path)
+    raise KeyError(target)
 
 
 def service_for_image(image: str) -> Service | None:
-    """``sipsec/pkg:dev`` -> the pkg Service; other images (redis) -> None."""
-    m = re.fullmatch(r"sipsec/([a-z-]+)(:.*)?", image)
-    return SERVICES[m.group(1)] if m else None
+    """``sipsec-pkg:dev`` (or ``registry/sipsec-pkg@sha256:...``, or the older ``sipsec/pkg:dev``)
+    -> the pkg Service; other images (redis) -> None."""
+    m = re.fullmatch(r"(?:.*/)?sipsec[-/]([a-z]+)(?:[:@].*)?", image)
+    return SERVICES.get(m.group(1)) if m else None
 
 
 def _instruction(text: str, name: str) -> list[str] | None:
@@ -102,9 +110,18 @@ def _instruction(text: str, name: str) -> list[str] | None:
     return found
 
 
+def dockerfile_stage(svc: Service) -> str:
+    """The text of the service's stage in the Dockerfile (from its FROM to the next FROM)."""
+    stages = re.split(r"(?im)^(?=FROM\s)", svc.dockerfile.read_text())
+    for stage in stages:
+        if re.match(rf"(?i)FROM\s+\S+\s+AS\s+{re.escape(svc.target)}\s*$", stage.splitlines()[0]):
+            return stage
+    raise KeyError(f"no stage {svc.target!r} in {svc.dockerfile}")
+
+
 def dockerfile_command(svc: Service) -> tuple[list[str], list[str]]:
-    """(ENTRYPOINT, CMD) of the service's Dockerfile, exec form."""
-    text = svc.dockerfile.read_text()
+    """(ENTRYPOINT, CMD) of the service's Dockerfile stage, exec form."""
+    text = dockerfile_stage(svc)
     return _instruction(text, "ENTRYPOINT") or [], _instruction(text, "CMD") or []
 
 

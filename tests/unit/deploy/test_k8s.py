@@ -17,16 +17,20 @@ from sipsec_cli.up import DOMAINS
 
 from tests.unit.deploy._catalog import (
     ROOT,
+    SERVICES,
+    Service,
     check_help,
     parse_pkg_argv,
     script_invocations,
-    service_for_image,
     subcommands,
 )
 
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 K8S_VERSION = "1.32.0"
-OVERLAYS = [d.name.split(".")[0] for d in DOMAINS]
+#: every shipped overlay: the two domains of `sipsec up` first, then the third (chicago.com)
+OVERLAYS = [d.name.split(".")[0] for d in DOMAINS] + sorted(
+    p.name for p in (ROOT / "k8s" / "overlays").iterdir() if p.name not in {d.name.split(".")[0] for d in DOMAINS})
+WORKLOADS = ("Deployment", "StatefulSet")
 GRPC_SERVICES = {"pkg", "location", "worker"}
 SECRET_STANDIN = "00" * 32
 PINS = "sipsec-pins"  #: the provider's ConfigMap of pinned fingerprints (k8s/README.md, Pins)
@@ -44,6 +48,18 @@ def kinds(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def workloads(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The Deployments and StatefulSets: everything that runs pods."""
+    return [d for d in docs if d["kind"] in WORKLOADS]
+
+
+def service_for_image(image: str) -> Service | None:
+    """The service whose image ``image`` is (``registry.invalid/sipsec/sipsec-pkg:0.1.0`` -> pkg,
+    whatever registry the kustomize ``images:`` put in front); other images (redis) -> None."""
+    m = re.fullmatch(r"(?:.*/)?sipsec-([a-z]+)(?:[:@].*)?", image)
+    return SERVICES[m.group(1)] if m else None
+
+
 def containers(dep: dict[str, Any]) -> Iterator[dict[str, Any]]:
     spec = dep["spec"]["template"]["spec"]
     yield from spec.get("initContainers", [])
@@ -57,8 +73,9 @@ def overlay(request: pytest.FixtureRequest) -> tuple[str, tuple[dict[str, Any], 
 
 def test_base_builds_on_its_own() -> None:
     docs = build("k8s/base")
-    names = {d["metadata"]["name"] for d in kinds(docs, "Deployment")}
-    assert names == {"pkg", "location", "proxy", "worker", "redis", "gateway"}
+    names = {(d["kind"], d["metadata"]["name"]) for d in workloads(docs)}
+    assert names == {("Deployment", n) for n in ("pkg", "location", "proxy", "worker")} | {
+        ("StatefulSet", "redis"), ("StatefulSet", "gateway")}
 
 
 def test_every_object_passes_schema_validation(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
@@ -95,18 +112,18 @@ def test_overlay_sets_namespace_and_domain(overlay: tuple[str, tuple[dict[str, A
     assert cms["proxy-env"]["SIPSEC_PROXY_DOMAINS"] == domain
     pkg = next(d for d in kinds(docs, "Deployment") if d["metadata"]["name"] == "pkg")
     pkg_env = _container_env(pkg["spec"]["template"]["spec"]["containers"][0], _cm_data(docs))
-    for peer in DOMAINS:
-        if peer.name != domain:
-            short = peer.name.split(".")[0]
-            assert pkg_env["SIPSEC_PKG_PEERS"].startswith(
-                f"{peer.name},pkg.sipsec-{short}.svc.cluster.local:50051,sha256:")
+    peers = [e for e in pkg_env["SIPSEC_PKG_PEERS"].split(";") if e]
+    for short in OVERLAYS:
+        if short != name:
+            assert f"{short}.com,pkg.sipsec-{short}.svc.cluster.local:50051,{PIN_STANDIN}" in peers
             # the peer proxy's TLS listener (RFC 3261 §26.2)
-            assert f"{peer.name}=proxy.sipsec-{short}.svc.cluster.local:5061;transport=tls" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
+            assert f"{short}.com=proxy.sipsec-{short}.svc.cluster.local:5061;transport=tls" in cms["proxy-env"]["SIPSEC_PROXY_ROUTES"]
+    assert len(peers) == len(OVERLAYS) - 1 and not any(p.startswith(f"{domain},") for p in peers)
 
 
 def test_hardened_security_context_and_resources(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
-    for dep in kinds(docs, "Deployment"):
+    for dep in workloads(docs):
         name = dep["metadata"]["name"]
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -124,7 +141,7 @@ def test_hardened_security_context_and_resources(overlay: tuple[str, tuple[dict[
 
 def test_probes(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
-    for dep in kinds(docs, "Deployment"):
+    for dep in workloads(docs):
         name = dep["metadata"]["name"]
         main = dep["spec"]["template"]["spec"]["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
@@ -138,7 +155,7 @@ def test_probes(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
 
 def test_services_select_deployments_and_target_named_ports(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
-    deps = kinds(docs, "Deployment")
+    deps = workloads(docs)
     for svc in kinds(docs, "Service"):
         sel = svc["spec"]["selector"]
         matching = [d for d in deps if sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
@@ -152,7 +169,10 @@ def _cm_data(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, str]]:
     return {c["metadata"]["name"]: c["data"] for c in kinds(docs, "ConfigMap")}
 
 
-def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]], *,
+                   pod: str = "pod-0", namespace: str = "sipsec-test") -> dict[str, str]:
+    """The environment the kubelet gives container ``c`` of pod ``pod``: envFrom, then env in
+    order, ``$(VAR)`` expanded from what precedes it; a pin or Secret gets a well-formed stand-in."""
     env: dict[str, str] = {}
     for src in c.get("envFrom", []):
         ref = src["configMapRef"]["name"]
@@ -160,6 +180,10 @@ def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]]) -> d
         env.update(cms[ref])
     for item in c.get("env", []):
         if "valueFrom" in item:
+            if set(item["valueFrom"]) == {"fieldRef"}:  # the downward API: the pod's own name
+                field = item["valueFrom"]["fieldRef"]["fieldPath"]
+                env[item["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[field]
+                continue
             if set(item["valueFrom"]) == {"configMapKeyRef"}:  # a pin the provider sets: a well-formed one
                 ref = item["valueFrom"]["configMapKeyRef"]
                 assert ref["name"] == PINS and not ref.get("optional"), item
@@ -172,39 +196,44 @@ def _container_env(c: dict[str, Any], cms: Mapping[str, Mapping[str, str]]) -> d
     return env
 
 
+def pod_env(doc: dict[str, Any], c: dict[str, Any], docs: tuple[dict[str, Any], ...], ordinal: int = 0) -> dict[str, str]:
+    """:func:`_container_env` of container ``c`` in the ``ordinal``-th pod of workload ``doc``."""
+    return _container_env(c, _cm_data(docs), pod=f"{doc['metadata']['name']}-{ordinal}",
+                          namespace=doc["metadata"]["namespace"])
+
+
 def test_pins_are_required_values_not_placeholders(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     """No fingerprint ships in the manifests (no all-zero placeholder): the gateway's and the
     proxy's pin of their PKG and the PKG's pin of its federation peer come from the provider's
     required (non-optional) sipsec-pins ConfigMap keys, which the overlays do not generate."""
-    _, docs = overlay
+    name, docs = overlay
     text = yaml.safe_dump_all(list(docs))
     assert not re.search(r"sha256:0{16,}", text) and not re.search(r"sha256:[0-9a-f]{64}", text)
     assert PINS not in {c["metadata"]["name"].rsplit("-", 1)[0] for c in kinds(docs, "ConfigMap")}
-    wanted = {"gateway": "SIPSEC_GATEWAY_PKG_FINGERPRINT", "proxy": "SIPSEC_PROXY_PKG_FINGERPRINT",
-              "pkg": "PEER_FINGERPRINT"}
-    for dep in kinds(docs, "Deployment"):
+    peer_pins = [f"PEER_PIN_{p.upper()}_COM" for p in OVERLAYS if p != name]
+    wanted = {"gateway": ["SIPSEC_GATEWAY_PKG_FINGERPRINT"], "proxy": ["SIPSEC_PROXY_PKG_FINGERPRINT"],
+              "pkg": peer_pins}
+    for dep in workloads(docs):
         name = dep["metadata"]["name"]
-        if name not in wanted:
-            continue
-        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])}
-        ref = env[wanted[name]]["valueFrom"]["configMapKeyRef"]
-        assert ref["name"] == PINS and ref.get("optional") is not True, name
-        for cm in kinds(docs, "ConfigMap"):
-            assert not cm["data"].get(wanted[name]), (name, cm["metadata"]["name"])  # not shadowed by a default
+        for var in wanted.get(name, []):
+            env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+            ref = env[var]["valueFrom"]["configMapKeyRef"]
+            assert ref["name"] == PINS and ref.get("optional") is not True, name
+            for cm in kinds(docs, "ConfigMap"):
+                assert not cm["data"].get(var), (name, cm["metadata"]["name"])  # not shadowed by a default
 
 
 def test_configuration_is_documented_parses_and_files_are_mounted(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
-    cms = _cm_data(docs)
     calls: set[tuple[str, ...]] = set()
-    for dep in kinds(docs, "Deployment"):
+    for dep in workloads(docs):
         pod = dep["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for c in containers(dep):
             svc = service_for_image(c["image"])
             if svc is None:
                 continue
-            env = _container_env(c, cms)
+            env = pod_env(dep, c, docs)
             # every setting (SIPSEC_*) documented; others are helpers of $(VAR) references
             undocumented = [v for v in env if v.startswith("SIPSEC_") and not svc.documented(v)]
             assert not undocumented, f"{dep['metadata']['name']}: {undocumented} not in {svc.readme.relative_to(ROOT)}"
@@ -226,8 +255,8 @@ def test_configuration_is_documented_parses_and_files_are_mounted(overlay: tuple
                 calls.add((call[0], *subcommands(call)))
                 if call[0] == "sipsec-pkg":
                     parse_pkg_argv(call)
-    for call, (code, out) in check_help(calls).items():
-        assert code == 0 and "usage" in out.lower(), f"{' '.join(call)} --help failed:\n{out}"
+    for invoked, (code, out) in check_help(calls).items():
+        assert code == 0 and "usage" in out.lower(), f"{' '.join(invoked)} --help failed:\n{out}"
 
 
 def test_pkg_reads_kek_and_material_from_secret_and_volume(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
@@ -245,7 +274,7 @@ def test_pkg_reads_kek_and_material_from_secret_and_volume(overlay: tuple[str, t
 
 def test_monitoring_annotations_point_at_metrics_ports(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
     _, docs = overlay
-    for dep in kinds(docs, "Deployment"):
+    for dep in workloads(docs):
         name = dep["metadata"]["name"]
         if name == "redis":
             continue
@@ -273,10 +302,9 @@ def test_sip_over_tls_between_gateway_and_proxy_and_between_proxies(
     """Gateway↔proxy and proxy↔proxy SIP is TLS (RFC 3261 §26.2): the certificates, keys and the
     CA are files of the provider's Secrets, every next hop is verified by name (RFC 5922 §7)."""
     name, docs = overlay
-    cms = _cm_data(docs)
-    deps = {d["metadata"]["name"]: d for d in kinds(docs, "Deployment")}
+    deps = {d["metadata"]["name"]: d for d in workloads(docs)}
     gw_c, px_c = (deps[n]["spec"]["template"]["spec"]["containers"][0] for n in ("gateway", "proxy"))
-    gw, px = _container_env(gw_c, cms), _container_env(px_c, cms)
+    gw, px = pod_env(deps["gateway"], gw_c, docs), pod_env(deps["proxy"], px_c, docs)
     assert gw["SIPSEC_GATEWAY_TRANSPORT"] == "tls"
     assert gw["SIPSEC_GATEWAY_PROXY"] == "proxy:5061"
     assert gw["SIPSEC_GATEWAY_TLS_SERVER_NAME"] == f"proxy.sipsec-{name}.svc.cluster.local"
@@ -364,7 +392,7 @@ def _flow(policies: list[dict[str, Any]], src: Pod, dst: Pod, port: int, proto: 
 
 @pytest.fixture(scope="module")
 def fleet() -> tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]]:
-    """Both overlays together: every policy, and a pod per (domain, app) with its labels."""
+    """Every overlay together: every policy, and a pod per (domain, app) with its labels."""
     policies: list[dict[str, Any]] = []
     pods: dict[str, dict[str, Pod]] = {}
     for name in OVERLAYS:
@@ -373,7 +401,7 @@ def fleet() -> tuple[list[dict[str, Any]], dict[str, dict[str, Pod]]]:
         ns = kinds(docs, "Namespace")[0]
         ns_labels = {**ns["metadata"]["labels"], "kubernetes.io/metadata.name": ns["metadata"]["name"]}
         pods[name] = {d["metadata"]["name"]: (d["spec"]["template"]["metadata"]["labels"], ns["metadata"]["name"], ns_labels)
-                      for d in kinds(docs, "Deployment")}
+                      for d in workloads(docs)}
     return policies, pods
 
 

@@ -16,8 +16,9 @@ import pytest
 import yaml
 from sipsec.stores.access import REDIS_USERS, redis_username
 from sipsec_cli.up import DOMAINS, Supervisor, UpOptions
+from sipsec_cli.up.supervise import AOF_DEFAULT_USER
 
-from tests.unit.deploy.test_k8s import OVERLAYS, _cm_data, _container_env, build, kinds
+from tests.unit.deploy.test_k8s import OVERLAYS, _cm_data, _container_env, build, kinds, workloads
 
 ROOT = Path(__file__).resolve().parents[3]
 #: compose service base name / k8s Deployment -> the Redis user it must connect as
@@ -43,9 +44,9 @@ def _run_acl_script(script: str, secrets: Path, data: Path, env: dict[str, str])
     return (data / "users.acl").read_text()
 
 
-def _check_acl(text: str, passwords: dict[str, str]) -> None:
+def _check_acl(text: str, passwords: dict[str, str], default: str = "user default off resetkeys resetchannels -@all") -> None:
     lines = text.splitlines()
-    assert lines[0] == "user default off resetkeys resetchannels -@all"
+    assert lines[0] == default
     assert len(lines) == 1 + len(passwords)
     for line, (user, password) in zip(lines[1:], passwords.items(), strict=True):
         digest = hashlib.sha256(password.encode()).hexdigest()
@@ -88,7 +89,8 @@ def test_compose_redis_requires_auth_and_sits_on_its_domains_internal_network(co
         redis = services[f"redis-{short}"]
         script = " ".join(redis["command"])
         assert "--protected-mode yes" in script and "--aclfile /data/users.acl" in script
-        assert "'user default off resetkeys resetchannels -@all'" in script
+        # the default user: off, yet able to replay the append-only file (as `sipsec up` runs it)
+        assert redis["environment"]["ACL_DEFAULT"] == AOF_DEFAULT_USER and '"$$ACL_DEFAULT"' in script
         for user in COMPOSE_USERS:
             assert redis["environment"][f"ACL_{user.upper()}"] == REDIS_USERS[user].rules()
         assert redis["networks"] == [f"{short}-data"]
@@ -109,7 +111,7 @@ def test_compose_redis_script_writes_the_acl_file_from_the_secrets(compose: dict
         (secrets / f"atlanta_redis_{user}_password").write_text(password + "\n")
     script = redis["command"][0].replace("$$", "$").replace("/run/secrets", str(secrets)).replace("/data", str(data))
     text = _run_acl_script(script, secrets, data, {k: str(v) for k, v in redis["environment"].items()})
-    _check_acl(text, passwords)
+    _check_acl(text, passwords, default=AOF_DEFAULT_USER)
     assert (data / "users.acl").stat().st_mode & 0o077 == 0  # umask 077
 
 
@@ -120,7 +122,7 @@ def test_compose_redis_script_writes_the_acl_file_from_the_secrets(compose: dict
 def test_k8s_services_connect_as_their_own_users_and_redis_requires_auth(name: str, tmp_path: Path) -> None:
     docs = build(f"k8s/overlays/{name}")
     cms = _cm_data(docs)
-    deps = {d["metadata"]["name"]: d for d in kinds(docs, "Deployment")}
+    deps = {d["metadata"]["name"]: d for d in workloads(docs)}
     for dep_name, user in (("pkg", "pkg"), ("location", "location"), ("gateway", "gateway")):
         pod = deps[dep_name]["spec"]["template"]["spec"]
         vols = {v["name"]: v for v in pod["volumes"]}
@@ -156,7 +158,8 @@ def test_k8s_services_connect_as_their_own_users_and_redis_requires_auth(name: s
         (secrets / user).write_text(password)
     script = redis["args"][0].replace("/run/secrets/sipsec-redis", str(secrets)).replace("/data", str(data))
     assert not re.search(r"\$\$", script)  # nothing Kubernetes would rewrite
-    _check_acl(_run_acl_script(script, secrets, data, dict(acl_cm["data"])), passwords)
+    # with the append-only file on, the default user (off) may replay the services' writes
+    _check_acl(_run_acl_script(script, secrets, data, dict(acl_cm["data"])), passwords, default=AOF_DEFAULT_USER)
 
 
 # --------------------------------------------------------------------------- sipsec up

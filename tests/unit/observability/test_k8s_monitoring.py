@@ -44,7 +44,7 @@ def test_generated_copies_are_current(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overlay", ["atlanta", "biloxi"])
 def test_pod_monitors_scrape_every_service_with_job_and_domain(overlay: str) -> None:
     docs = build(overlay)
-    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
     monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodMonitor"}
     assert set(monitors) == {f"sipsec-{s}" for s in SERVICES}
     for service in SERVICES:
