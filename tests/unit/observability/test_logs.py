@@ -23,11 +23,17 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
     out = io.StringIO()
+    # in-process tests before this one (the demo, the benchmarks) quiet the "sipsec" logger
+    # itself; a service process starts with it unset, so does this test
+    package = logging.getLogger("sipsec")
+    saved = package.level
+    package.setLevel(logging.NOTSET)
     configure("DEBUG", "json", service="pkg", domain="atlanta.com", stream=out)
     try:
         yield out
     finally:
         configure("WARNING", "text", stream=io.StringIO())
+        package.setLevel(saved)
 
 
 def _lines(out: io.StringIO) -> list[dict[str, str]]:
