@@ -210,9 +210,11 @@ class RedisCallStore:
                 doc = json.loads(data) if data is not None else {}
             except ValueError:
                 doc = {}
-            users = {aor: d for aor, d in (doc.items() if isinstance(doc, dict) else ())
-                     if isinstance(d, dict) and d.get("aor") == aor}
-            self._users[replica] = users
+            loaded = {aor: d for aor, d in (doc.items() if isinstance(doc, dict) else ())
+                      if isinstance(d, dict) and d.get("aor") == aor}
+            # another caller may have loaded (and changed) the table while this GET was out:
+            # keep that one, or a login during the start-up restore would be lost
+            users = self._users.setdefault(replica, loaded)
         return users
 
     async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None:
@@ -228,7 +230,8 @@ class RedisCallStore:
 
     async def users(self, replica: str) -> list[dict[str, Any]]:
         """Every user kept for ``replica``; entries that do not unseal or name another AOR are skipped."""
-        self._users.pop(replica, None)  # read what the store holds now
+        if replica not in self._flushing:  # changes not yet written are the newest: keep them
+            self._users.pop(replica, None)  # read what the store holds now
         return [dict(d) for d in (await self._loaded(replica)).values()]
 
     def _flush_soon(self, replica: str) -> None:

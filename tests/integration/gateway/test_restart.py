@@ -241,3 +241,31 @@ async def test_kept_users_are_sealed_per_replica_and_need_only_the_gateways_acl(
     finally:
         await first.aclose()
         await other_key.aclose()
+
+
+async def test_a_login_during_the_start_up_restore_is_kept(acl_redis: Any) -> None:
+    """The restore's read of the kept users and a login's write race at start-up (seen under
+    load in CI: the user was lost across the next SIGKILL): whichever read finishes last must not
+    replace the table the login changed."""
+    from sipsec.stores.access import open_redis
+    from sipsec_gateway.store import RedisCallStore
+
+    client = open_redis(acl_redis.url_for("gateway"), password_file=acl_redis.password_files["gateway"])
+    store = RedisCallStore(client, sealing_key=b"k" * 32)
+    replica = "biloxi.com|127.0.0.3:5070"
+    doc = {"aor": BOB, "password": PASSWORD, "policy": "secure-only"}
+    try:
+        restoring = asyncio.ensure_future(store.users(replica))  # its GET is out
+        await asyncio.sleep(0)
+        await store.put_user(replica, BOB, doc)  # a login meanwhile
+        await restoring
+        await store.flush()
+        again = RedisCallStore(open_redis(acl_redis.url_for("gateway"),
+                                          password_file=acl_redis.password_files["gateway"]),
+                               sealing_key=b"k" * 32)
+        try:
+            assert await again.users(replica) == [doc]
+        finally:
+            await again.aclose()
+    finally:
+        await store.aclose()
