@@ -29,13 +29,9 @@ from sipsec.envelope import DialogKey
 from sipsec.stores.access import RecordSealer
 from sipsec.stores.envelope import DialogStore
 
-__all__ = ["USERS_FLUSH_S", "CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
+__all__ = ["CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
 
 log = logging.getLogger("sipsec.gateway.store")
-
-#: How long changes to the kept users are gathered before one write (a burst of logins, one SET).
-USERS_FLUSH_S = 0.2
-
 
 class ScopedDialogStore:
     """One local AOR's view of a shared :class:`DialogStore`.
@@ -180,8 +176,10 @@ class RedisCallStore:
         self.prefix = prefix
         self._sealer = None if sealing_key is None else RecordSealer(sealing_key)
         self._users: dict[str, dict[str, dict[str, Any]]] = {}  # replica -> AOR -> kept user
-        self._flushing: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        # group commit of the kept users: changes made, and the changes a landed write holds
+        self._changed: dict[str, int] = {}
+        self._written: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @property
     def sealed(self) -> bool:
@@ -219,53 +217,48 @@ class RedisCallStore:
 
     async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None:
         """Keep a logged-in user: one sealed JSON object per replica, written with GET/SET only
-        (the gateway's ACL user has no hash or scan commands), coalesced: changes within
-        ``USERS_FLUSH_S`` go out in one write."""
+        (the gateway's ACL user has no hash or scan commands). Returns once a write holding
+        this change is in Redis (a login acknowledged is a login a SIGKILL keeps); changes made
+        while a write is out go together in the next one (group commit). Raises when the write
+        fails; the change stays pending and goes out with the next write."""
         (await self._loaded(replica))[aor] = dict(doc)
-        self._flush_soon(replica)
+        await self._commit(replica)
 
     async def delete_user(self, replica: str, aor: str) -> None:
         if (await self._loaded(replica)).pop(aor, None) is not None:
-            self._flush_soon(replica)
+            await self._commit(replica)
 
     async def users(self, replica: str) -> list[dict[str, Any]]:
         """Every user kept for ``replica``; entries that do not unseal or name another AOR are skipped."""
-        if replica not in self._flushing:  # changes not yet written are the newest: keep them
+        if self._changed.get(replica, 0) == self._written.get(replica, 0):  # nothing pending here
             self._users.pop(replica, None)  # read what the store holds now
         return [dict(d) for d in (await self._loaded(replica)).values()]
 
-    def _flush_soon(self, replica: str) -> None:
-        if replica in self._flushing:
-            self._again.add(replica)
-            return
-        self._flushing[replica] = asyncio.get_running_loop().create_task(self._flush(replica))
-
-    async def _flush(self, replica: str) -> None:
-        try:
-            while True:
-                self._again.discard(replica)
-                await asyncio.sleep(USERS_FLUSH_S)
-                await self._write_users(replica)
-                if replica not in self._again:
-                    return
-        finally:
-            self._flushing.pop(replica, None)
+    async def _commit(self, replica: str) -> None:
+        """Group commit: wait for a SET that starts after this change (one SET serves every
+        change made while the previous one was out)."""
+        change = self._changed[replica] = self._changed.get(replica, 0) + 1
+        lock = self._locks.setdefault(replica, asyncio.Lock())
+        async with lock:
+            if self._written.get(replica, 0) >= change:
+                return  # a write that started after this change has landed
+            covers = self._changed[replica]
+            await self._write_users(replica)
+            self._written[replica] = max(self._written.get(replica, 0), covers)
 
     async def _write_users(self, replica: str) -> None:
         key = self._users_key(replica)
         try:
             await self.client.set(key, self._seal(key, json.dumps(self._users.get(replica, {})).encode()))
-        except Exception as exc:  # noqa: BLE001 - retried with the next change; readiness shows the store down
-            log.warning("cannot keep the logged-in users in Redis (retried): %s", type(exc).__name__)
-            self._again.add(replica)
+        except Exception as exc:  # noqa: BLE001 - the caller says what is lost; the next write carries it
+            log.warning("cannot keep the logged-in users in Redis: %s", type(exc).__name__)
+            raise
 
     async def flush(self) -> None:
-        """Write the pending changes of the kept users now."""
-        for replica, task in list(self._flushing.items()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await self._write_users(replica)
+        """Write the changes to the kept users that a failed write left pending."""
+        for replica in list(self._users):
+            if self._changed.get(replica, 0) > self._written.get(replica, 0):
+                await self._commit(replica)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "sipsec:gateway:",
@@ -337,5 +330,6 @@ class RedisCallStore:
         await self.client.delete(self._call_key(call_id), self._cid_key(sip_call_id))
 
     async def aclose(self) -> None:
-        await self.flush()
+        with contextlib.suppress(Exception):  # logged by the write; nothing more to do on the way out
+            await self.flush()
         await self.client.aclose()

@@ -269,3 +269,40 @@ async def test_a_login_during_the_start_up_restore_is_kept(acl_redis: Any) -> No
             await again.aclose()
     finally:
         await store.aclose()
+
+
+async def test_a_kept_user_is_in_redis_when_put_user_returns_and_a_burst_shares_writes(acl_redis: Any) -> None:
+    """A login is answered once its user is in Redis (CI: a SIGKILL right after the calls lost a
+    user still waiting for a timed write); logins made while a write is out share the next one."""
+    from sipsec.stores.access import open_redis
+    from sipsec_gateway.store import RedisCallStore
+
+    def store() -> RedisCallStore:
+        client = open_redis(acl_redis.url_for("gateway"), password_file=acl_redis.password_files["gateway"])
+        return RedisCallStore(client, sealing_key=b"k" * 32)
+
+    writer, reader = store(), store()
+    replica = "biloxi.com|127.0.0.3:5070"
+    sets = 0
+    real_set = writer.client.set
+
+    async def counting_set(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sets
+        sets += 1
+        return await real_set(*args, **kwargs)
+
+    writer.client.set = counting_set  # type: ignore[method-assign]
+    try:
+        doc = {"aor": BOB, "password": PASSWORD, "policy": "secure-only"}
+        await writer.put_user(replica, BOB, doc)  # no flush: returned means written
+        assert await reader.users(replica) == [doc]
+        assert sets == 1
+        docs = [{"aor": f"sip:u{i}@biloxi.com", "password": PASSWORD} for i in range(20)]
+        await asyncio.gather(*(writer.put_user(replica, d["aor"], d) for d in docs))
+        assert 2 <= sets <= 3  # the first SET carries one login, the next every login made meanwhile
+        assert len(await reader.users(replica)) == 21
+        await writer.delete_user(replica, BOB)
+        assert BOB not in {d["aor"] for d in await reader.users(replica)}
+    finally:
+        await writer.aclose()
+        await reader.aclose()
