@@ -13,14 +13,16 @@ install: system-deps $(STAMP)
 system-deps:
 	@scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml setup.py
+# The runtime dependencies at the versions of requirements/lock.txt (the images install that
+# set too, and `scripts/lock-deps.py --check` compares it with this environment).
+$(STAMP): pyproject.toml setup.py requirements/lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev]' -c requirements/lock.txt
 	@touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Quick inner loop: skips the slow reference checks and real-process tests.
 test-fast: install

@@ -22,6 +22,7 @@ from sipsec.sip import Request, parse_message
 from sipsec.stores.envelope import RedisDialogStore
 from sipsec_gateway.__main__ import main as gateway_main
 from sipsec_gateway.__main__ import redis_stores
+from sipsec_gateway.api import load_tokens
 from sipsec_gateway.calls import CallState
 from sipsec_gateway.config import ConfigError, GatewayConfig
 from sipsec_gateway.store import ScopedDialogStore
@@ -117,6 +118,11 @@ def test_the_gateway_refuses_redis_without_a_sealing_key(acl_redis: AclRedisServ
     monkeypatch.delenv("SIPSEC_GATEWAY_SEALING_KEY_FILE", raising=False)
     monkeypatch.delenv("SIPSEC_GATEWAY_INSECURE_PLAIN_STORE", raising=False)
     monkeypatch.setenv("SIPSEC_GATEWAY_PKG_FINGERPRINT", "sha256:" + "ab" * 32)  # the pin is required too
+    # this test's own state directory, its tokens made beforehand: the only line is the refusal
+    # (with ~/.local/state, a first run on a fresh machine also printed the token's path)
+    monkeypatch.setenv("SIPSEC_GATEWAY_STATE_DIR", str(tmp_path / "state"))
+    load_tokens("", str(tmp_path / "state"))
+    capsys.readouterr()
     assert gateway_main(["serve"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SIPSEC_GATEWAY_SEALING_KEY_FILE" in err[0]
