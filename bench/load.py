@@ -14,10 +14,17 @@ caller and a random callee of the other domain; then, with plain-SIP phones:
 2. ``setup_p50_ms`` / ``setup_p95_ms`` / ``setup_p99_ms`` at 50 calls/s (``--latency-rate``,
    ``--latency-s``; ``setup_at_cps`` says the rate);
 3. ``concurrent_calls_held``: hold profiles of ``--hold-steps`` calls (up to 2,000), each held
-   until all are up; the most held at once with 0 failed, and ``rss_kib_per_held_call`` per
-   process (RSS growth from before the run to the peak, over the calls held);
+   until all are up, started at ``--hold-rate`` calls/s (default: the highest offered rate the
+   ladder passed, else its lowest: a deployment that cannot set calls up at 50/s cannot build
+   up held calls at 50/s either; ``hold_rate`` in the output says which); the most held at once
+   with 0 failed, and ``rss_kib_per_held_call`` per process (RSS growth from before the run to
+   the peak, over the calls held);
 4. the same for the one-pair best case (``best_case``: every call between the same two users),
    labelled so (``--no-best-case`` skips it).
+
+``--population FILE`` (with ``--up-json``) provisions once and reuses: the first run writes the
+population it provisioned and logged in there (0600: it holds passwords), later runs against
+the same running ``sipsec up`` read it and skip provisioning (2,000 users cost minutes of scrypt).
 
 ``--sipp-check`` instead drives the same deployment with SIPp (the files of ``sipsec load
 --emit-sipp``) and with ``sipsec load`` at one rate, and compares completed calls and rates.
@@ -25,6 +32,7 @@ caller and a random callee of the other domain; then, with plain-SIP phones:
     .venv/bin/python bench/load.py --json                 # everything (tens of minutes at 1,000 users)
     .venv/bin/python bench/load.py --json --users 100 --rates 10,20 --hold-steps 100 --no-best-case
     .venv/bin/python bench/load.py --json --sipp-check --users 100 --rate 10 --trial-s 20
+    .venv/bin/python bench/load.py --json --up-json up.json --population pop.json --hold-steps ''
 """
 
 from __future__ import annotations
@@ -107,8 +115,10 @@ async def _figures(target: targets.Target, args: argparse.Namespace, pop: Popula
         "ladder": ladder,
     }
     if args.hold_steps:
-        out.update(await _held(target, base, pop, [int(x) for x in args.hold_steps.split(",")], args.latency_rate,
-                                log))
+        rates = [float(r) for r in args.rates.split(",")]
+        hold_rate = args.hold_rate or max((r["rate"] for r in ladder if r["passed"]), default=min(rates))
+        out["hold_rate"] = hold_rate
+        out.update(await _held(target, base, pop, [int(x) for x in args.hold_steps.split(",")], hold_rate, log))
     return out
 
 
@@ -187,6 +197,25 @@ async def _sipp_check(target: targets.Target, args: argparse.Namespace, pop: Pop
     return {"rate": args.rate, "sipsec_load": _brief(ours), "sipp": theirs, "agree": agree}
 
 
+async def _population(target: targets.Target, args: argparse.Namespace) -> tuple[Population, bool]:
+    """The population: read from ``--population`` when that file exists (already provisioned and
+    logged in on this running deployment), else provisioned now (and written there when given);
+    whether it was reused."""
+    path = Path(args.population) if args.population else None
+    if path is not None and path.exists():
+        users = json.loads(path.read_text(encoding="utf-8"))
+        if set(users) != set(target.domains) or any(len(v) < args.users for v in users.values()):
+            raise SystemExit(f"load: {path} holds another population (domains {sorted(users)}, "
+                             f"{min((len(v) for v in users.values()), default=0)} users); remove it to provision anew")
+        return Population({d: [(str(u[0]), str(u[1]), str(u[2])) for u in v[:args.users]]
+                           for d, v in users.items()}), True
+    pop = await provision(target, LoadOptions(Profile(), args.users, live=False))
+    if path is not None:
+        path.touch(0o600)
+        path.write_text(json.dumps(pop.users), encoding="utf-8")
+    return pop, False
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     up_run = None
     if args.embedded:
@@ -198,9 +227,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         target = targets.from_up(up_run.ready)
     try:
         t0 = time.monotonic()
-        pop = await provision(target, LoadOptions(Profile(), args.users, live=False))
+        pop, reused = await _population(target, args)
         result: dict[str, Any] = {"target": target.kind, "users_per_domain": args.users,
-                                  "provision_s": round(time.monotonic() - t0, 1)}
+                                  "provision_s": round(time.monotonic() - t0, 1), "population_reused": reused}
         if args.sipp_check:
             result["sipp_check"] = await _sipp_check(target, args, pop)
             return result
@@ -221,18 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000, help="users per domain (default 1,000)")
     parser.add_argument("--up-json", help="drive a running `sipsec up` (the JSON its --json printed)")
     parser.add_argument("--embedded", action="store_true", help="drive the in-process topology instead")
+    parser.add_argument("--population", help="with --up-json: reuse the population in this file (provisioned and "
+                                             "logged in on that deployment), or provision one and write it here")
     parser.add_argument("--worker-processes", type=int, default=1, help="sipsec up's crypto-worker pool")
-    parser.add_argument("--rates", default="20,35,50,75,100,125,150", help="the ladder, calls/s")
+    parser.add_argument("--rates", default="5,10,20,35,50,75,100,125,150", help="the ladder, calls/s")
     parser.add_argument("--trial-s", type=float, default=15.0, help="seconds per ladder run")
     parser.add_argument("--latency-s", type=float, default=20.0, help="seconds of the latency run")
     parser.add_argument("--latency-rate", type=float, default=50.0,
-                        help="calls/s of the latency run, and how fast hold runs start calls (default 50)")
+                        help="calls/s of the latency run (default 50)")
+    parser.add_argument("--hold-rate", type=float, default=0.0,
+                        help="how fast hold runs start calls (default: the ladder's highest passing offered rate, "
+                             "else its lowest)")
     parser.add_argument("--hold-steps", default="500,1000,2000", help="calls held at once, tried in turn ('' skips)")
     parser.add_argument("--best-case", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--procs", type=int, default=1, help="generator processes")
     parser.add_argument("--sipp-check", action="store_true", help="compare SIPp and sipsec load at --rate")
     parser.add_argument("--rate", type=float, default=10.0, help="--sipp-check's rate")
     args = parser.parse_args(argv)
+    if args.population and not args.up_json:
+        parser.error("--population needs --up-json (a deployment that outlives one run)")
     result = asyncio.run(run(args))
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     if args.sipp_check:

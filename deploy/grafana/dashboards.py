@@ -245,6 +245,18 @@ CALLS_DASH = Dash(
             Panel("PKG fetches by kind and outcome", "ops", "Logins, parameters and private keys the gateways fetched.",
                   (q(f"sum by (kind, outcome) (rate(sipsec_gateway_key_fetches_total{{{GW}}}[{RATE}]))",
                      "{{kind}} {{outcome}}"),)),
+            Panel("Threshold PKG nodes: answer time (p95)", "s",
+                  "Per configured threshold PKG node (gateways with several PKG targets): time to answer "
+                  "GetPrivateKey with a partial key, its pairing check included. 0 when no gateway uses a "
+                  "threshold PKG.",
+                  (q(f"""histogram_quantile(0.95, sum by (node, le) (rate(
+                           sipsec_pkgclient_threshold_node_duration_seconds_bucket{{{GW}}}[{RATE}])))
+                       or on() vector(0)""", "{{node}}"),)),
+            Panel("Threshold PKG nodes: invalid partials", "ops",
+                  "Partial keys that failed their pairing check or claimed another node's index, per configured "
+                  "node (a node holding a wrong share). 0 when none.",
+                  (q(f"""sum by (node) (rate(sipsec_pkgclient_bad_threshold_shares_total{{{GW}}}[{RATE}]))
+                       or on() vector(0)""", "{{node}}"),)),
             Panel("Secured signalling bytes", "Bps", "SIP bytes on the secured side, by direction.",
                   (q(f"sum by (direction) (rate(sipsec_gateway_wire_bytes_total{{{GW}}}[{RATE}]))", "{{direction}}"),),
                   width=24),

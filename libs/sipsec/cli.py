@@ -28,7 +28,7 @@ from typing import Any, TextIO, TypeVar
 from sipsec import lifecycle
 from sipsec.config import ConfigError, add_flags, from_args
 from sipsec.lifecycle import stop_on_signals
-from sipsec.telemetry import logs
+from sipsec.telemetry import logs, tracing
 
 __all__ = ["LOG_FORMAT", "Command", "add_setting_flags", "build_parser", "config_from_args", "configure_from", "configure_logging",
            "run_parsed", "serve_command", "serve_main", "serve_until_signalled", "service_main"]
@@ -151,9 +151,12 @@ def configure_logging(level: str, fmt: str = "text", *, service: str = "", domai
 
 
 def configure_from(config: object, service: str, domain: str = "") -> None:
-    """:func:`configure_logging` from a service configuration's ``log_level`` and ``log_format``."""
+    """:func:`configure_logging` from a service configuration's ``log_level`` and ``log_format``;
+    tracing too, when ``OTEL_TRACES_EXPORTER`` asks for it (:mod:`sipsec.telemetry.tracing`)."""
+    domain = domain or str(getattr(config, "domain", "") or "")
     configure_logging(str(getattr(config, "log_level", "INFO")), str(getattr(config, "log_format", "text")),
-                      service=service, domain=domain or str(getattr(config, "domain", "") or ""))
+                      service=service, domain=domain)
+    tracing.configure(service, domain)
 
 
 async def serve_until_signalled(start: Callable[[], Awaitable[str]], drain: Callable[[], Awaitable[object]], *,

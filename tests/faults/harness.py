@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -37,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.sipp import Sipp
 from tests.upctl import UpProcess
 
-__all__ = ["CALLEE", "CALLER", "Call", "Inventory", "Load", "Row", "Stack", "measure"]
+__all__ = ["BASELINE_S", "CALLEE", "CALLER", "Call", "Inventory", "Load", "Row", "Stack", "measure"]
 
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "scenarios"
@@ -45,6 +46,12 @@ REGISTER_SCENARIO = HERE.parent / "e2e" / "gateway" / "scenarios" / "phone_regis
 CALLER, CALLEE = "sip:alice@atlanta.com", "sip:bob@biloxi.com"
 #: The steady load: calls per second placed by alice's phone.
 RATE = 5.0
+#: How long the load runs before the fault is injected: half-way between two calls' starts (the
+#: calls start every 1/RATE = 0.2 s, the first ~0.2 s after the load), so that no call's INVITE
+#: is on its way to the faulted component when the fault is injected. At a multiple of 0.2 s a
+#: call started a few ms before the fault (in flight, by its start time) reached the component
+#: after it, and was lost or refused as chance had it.
+BASELINE_S = float(os.environ.get("SIPSEC_FAULT_BASELINE_S", "2.1"))
 #: How long after the load ends a call may still be up on bob's phone before it counts as left up.
 TEARDOWN_GRACE_S = float(os.environ.get("SIPSEC_FAULT_TEARDOWN_GRACE_S", "5"))
 #: A call that got no final answer within this long is unanswered (sipp's per-receive timeout):
@@ -315,9 +322,11 @@ class Load:
                                      "-d", str(hold_ms), "-au", "alice", "-ap", stack.phone_pw["alice"],
                                      "-recv_timeout", str(RECV_TIMEOUT_MS), "-trace_logs", "-log_file", "uac-log.txt"])
         self.t0 = 0.0
+        self.wall_to_monotonic = 0.0
 
     def start(self) -> Load:
         self.t0 = time.monotonic()
+        self.wall_to_monotonic = self.t0 - time.time()
         self.sipp.start()
         return self
 
@@ -336,7 +345,7 @@ class Load:
             parts = line.split()
             if len(parts) < 3 or not parts[1].isdigit() or not parts[2].isdigit():
                 continue
-            n, t = int(parts[1]), self.t0 + int(parts[2]) / 1000
+            n, t = int(parts[1]), self._when(parts)
             if parts[0] == "start":
                 calls[n] = Call(n, t)
             elif n in calls and parts[0] == "answered":
@@ -348,6 +357,16 @@ class Load:
                 calls[n].end, calls[n].outcome = t, "failed"
                 calls[n].status = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else None
         return sorted(calls.values(), key=lambda c: c.start)
+
+    def _when(self, parts: list[str]) -> float:
+        """A log line's time (monotonic s): its wall clock (gettimeofday's s and us, the last
+        two fields), else sipp's clock tick from ``t0`` (off by sipp's start-up, tens of ms)."""
+        if len(parts) >= (6 if parts[0] == "failed" else 5):
+            try:
+                return float(parts[-2]) + float(parts[-1]) / 1e6 + self.wall_to_monotonic
+            except ValueError:
+                pass
+        return self.t0 + int(parts[2]) / 1000
 
     def in_flight(self, at: float) -> int:
         """Calls started and not yet ended at ``at`` (monotonic s)."""
@@ -432,7 +451,7 @@ def _judge(row: Row, bound: int) -> None:
 
 def measure(stack: Stack, fault: str, inject: Callable[[], None], remove: Callable[[], None], *,
             signal_probe: Callable[[], str | None], in_flight_bound: Callable[[int], int],
-            fault_s: float, hold_ms: int = 2000, settle_s: float = 8.0, baseline_s: float = 2.0) -> Row:
+            fault_s: float, hold_ms: int = 2000, settle_s: float = 8.0, baseline_s: float = BASELINE_S) -> Row:
     """Run the load, inject the fault after ``baseline_s``, hold it ``fault_s`` (polling
     ``signal_probe`` for the first sign of it), remove it, keep the load ``settle_s`` more, and
     measure the row. ``in_flight_bound`` maps the calls in flight at injection to how many
@@ -459,9 +478,32 @@ def measure(stack: Stack, fault: str, inject: Callable[[], None], remove: Callab
         row.left_up_on_phone = len(stack.open_phone_calls() - left_before)
         row.data_lost = stack.inventory().lost_since(before)
         _judge(row, in_flight_bound(row.calls_in_flight))
+        _debug_dump(stack, row, load, injected_at, removed_at)
         return row
     finally:
         load.cleanup()
+
+
+def _debug_dump(stack: Stack, row: Row, load: Load, injected_at: float, removed_at: float) -> None:
+    """With ``SIPSEC_FAULT_DEBUG_DIR``: each call's times (s after the injection), both phones'
+    logs, ``sipsec up``'s lines and the gateways' logs, for a row's post-mortem."""
+    where = os.environ.get("SIPSEC_FAULT_DEBUG_DIR")
+    if not where:
+        return
+    out = Path(where)
+    out.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^a-z0-9]+", "-", row.fault.lower()).strip("-")
+    lines = [f"injected_at {injected_at - load.wall_to_monotonic:.3f} (wall), removed_at {removed_at - injected_at:.3f}"]
+    for c in load.calls():
+        rel = [None if t is None else round(t - injected_at, 3) for t in (c.start, c.answered, c.end)]
+        lines.append(f"{c.number} start {rel[0]} answered {rel[1]} end {rel[2]} {c.outcome} {c.status}")
+    (out / f"{name}.calls.txt").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.up.txt").write_text("".join(stack.up.err))
+    for phone, log_file in ((load.sipp, "uac-log.txt"), (stack.uas, "uas-log.txt")):
+        if (phone.workdir / log_file).exists():
+            shutil.copy(phone.workdir / log_file, out / f"{name}.{log_file}")
+    for log in (stack.state / "logs").glob("*gateway*"):
+        shutil.copy(log, out / f"{name}.{log.name}")
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.2) -> bool:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.faults.conftest import ROWS
 from tests.faults.harness import (
+    BASELINE_S,
     Row,
     Stack,
     alive,
@@ -112,7 +113,7 @@ def _record(row: Row) -> Row:
 
 def _kill_and_restart(stack: Stack, fault: str, domain: str, service: str, *, bound: Callable[[int], int],
                       sig: int = signal.SIGKILL, fault_s: float = 4.0, expected: str | None = None,
-                      extra_probe: Probe | None = None, hold_ms: int = 2000, baseline_s: float = 2.0) -> Row:
+                      extra_probe: Probe | None = None, hold_ms: int = 2000, baseline_s: float = BASELINE_S) -> Row:
     """``sig`` to ``domain/service``; ``sipsec up`` restarts it; the fault ends once it serves again."""
     label = f"{domain}/{service}"
     since = len(stack.up.err)
@@ -235,13 +236,12 @@ def test_pkg_killed(stack: Stack) -> None:
                               extra_probe=Probe(stack, "biloxi.com/pkg")))
 
 
-@pytest.mark.xfail(strict=False, reason="a call whose 200 the skewed gateway signed as the clock jumped is refused "
-                   "as stale by the caller's gateway and failed at once towards the caller (403 Clock Skew), but "
-                   "the callee's gateway, never ACKed, ends its side (and bob's phone) only after 64*T1 = 32 s "
-                   "(RFC 3261 13.3.1.4), past the suite's teardown grace; not strict: no 200 may cross the jump")
 def test_clock_skew_on_one_domain(stack: Stack) -> None:
     """The callee's gateway clock +400 s (past the 300 s signing-time window): its calls fail
-    with 403 and the reason says clock skew (``stale``), then recover once the clock is right."""
+    with 403 and the reason says clock skew (``stale``), then recover once the clock is right.
+    A 200 the skewed gateway signed as its clock jumped is refused by the caller's gateway
+    (403 Clock Skew to the caller), which still ACKs it and ends its session with a signed BYE
+    (RFC 3261 §13.2.2.4), sent again until the skewed gateway takes it: bob's phone gets its BYE."""
     gw = stack.gw_metrics["biloxi.com"]
     probe = Probe(stack, metric_url=gw, metric_name="sipsec_gateway_envelope_rejections_total", reason="stale")
     row = measure(stack, "clock skew +400 s (biloxi gateway)", lambda: stack.set_skew(400),

@@ -38,8 +38,10 @@ def add_parser(sub: Any) -> None:
     t = p.add_argument_group("target (default: the embedded topology, started here)")
     t.add_argument("--up", action="store_true", help="start `sipsec up` (Redis, crypto-worker) and drive it")
     t.add_argument("--up-json", metavar="FILE", help="drive a running `sipsec up`: the JSON object its --json printed")
-    t.add_argument("--gateway", action="append", default=[], metavar="DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE",
-                   help="drive these gateways (repeat per domain); users come from --users-file")
+    t.add_argument("--gateway", action="append", default=[], metavar="DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE[,SOURCE]",
+                   help="drive these gateways (repeat per domain); users come from --users-file; SOURCE "
+                        "(addresses joined with '+'): where this domain's phones bind, an address the gateway "
+                        "reaches them at (default: 127.<100+d>.<g>.<k> loopback addresses)")
     t.add_argument("--workers", type=int, default=0, help="embedded: a crypto-worker pool of this many processes")
     pop = p.add_argument_group("population")
     pop.add_argument("--users", type=int, default=100, help="users per domain, provisioned in bulk (default 100)")

@@ -10,6 +10,9 @@ UAC/UAS, Digest per RFC 8760 for REGISTER 401 and INVITE 407):
 * every INVITE to a user of the host is answered at once (180, then 200 with a static SDP);
   a BYE in such a dialog gets 200.
 
+Every request a phone sends goes to its gateway (its registrar and outbound proxy), the
+in-dialog ACK and BYE too, whatever the dialog's remote target names.
+
 No media is sent and nothing is paired: the gateways do the secured leg.
 """
 
@@ -30,13 +33,12 @@ from sipsec.sip import (
     TransactionTimeout,
     TransportError,
 )
-from sipsec.sip.dialog import Dialog, next_hop
+from sipsec.sip.dialog import Dialog
 from sipsec.sip.digest import DigestClient, select_challenge
 from sipsec.sip.headers import Headers
 from sipsec.sip.message import Request, Response, generate_call_id, generate_tag, make_response
 from sipsec.sip.transaction import ServerTransaction
 from sipsec.sip.uri import SipURI, parse_uri
-from sipsec_gateway.routing import peer_for_uri
 from sipsec_gateway.sdp import static_sdp
 
 __all__ = ["CallOutcome", "PhoneError", "PhoneHost"]
@@ -185,10 +187,11 @@ class PhoneHost:
         return "" if 200 <= resp.status < 300 else f"BYE {resp.status}"
 
     def _next_hop(self, request: Request) -> Peer:
-        try:
-            return peer_for_uri(next_hop(request), "UDP")
-        except SipError:
-            return self.gateway
+        """Where an in-dialog request (ACK, BYE) goes: the gateway, the phone's outbound proxy, as
+        every request of the phone does. Not the dialog's remote target: the gateway's Contact may
+        name a host only its own network resolves (a compose service name, its advertised host)."""
+        del request
+        return self.gateway
 
     # -- events ---------------------------------------------------------------------------------
 

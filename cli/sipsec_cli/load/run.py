@@ -87,7 +87,9 @@ def _specs(target: Target, pop: Population, options: LoadOptions) -> list[Genera
         for i, d in enumerate(names):
             mine = [(u, phone) for j, (u, _, phone) in enumerate(pop.users[d]) if j % procs == g]
             count = max(1, min(250, math.ceil(len(mine) / options.users_per_address)))
-            doms.append(DomainPhones(d, target.domains[d].phone, tuple(mine), _addresses(i, g, count)))
+            sources = target.domains[d].sources  # given: every socket on one of them (a port each)
+            addresses = tuple(sources[k % len(sources)] for k in range(count)) if sources else _addresses(i, g, count)
+            doms.append(DomainPhones(d, target.domains[d].phone, tuple(mine), addresses))
         specs.append(GeneratorSpec(g, tuple(doms), callees, options.profile.share(g, procs), options.timeout_s,
                                    max(1, options.max_in_flight // procs), options.seed * 1000 + g))
     if options.one_pair:  # the single caller: the first user of the first domain

@@ -11,8 +11,11 @@ the report plots.
 * :func:`from_up` — a running ``sipsec up`` given by the JSON object its ``--json`` printed
   (a file), users provisioned with ``sipsec-pkg user import`` against its Redis; or started
   here (:func:`start_up`) and stopped at the end;
-* :func:`from_addresses` — any deployment: ``DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE`` per
-  gateway; its users must exist in its PKGs already (``--users-file``).
+* :func:`from_addresses` — any deployment: ``DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE[,SOURCE]``
+  per gateway; its users must exist in its PKGs already (``--users-file``). ``SOURCE`` (addresses
+  joined with ``+``) is where that domain's phones bind: an address the gateway can reach them
+  at (e.g. the host's side of a compose phones network), where the loopback addresses the
+  phones use by default are not.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class DomainTarget:
     phone: tuple[str, int]
     api: str = ""  # control API base URL ("" when logged in in process)
     token: str = field(default="", repr=False)
+    #: addresses the domain's phones bind (empty: 127.<100+domain>.<generator>.<k>, one per few phones)
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -247,19 +252,26 @@ def stop_up(run: UpRun) -> None:
 # -- any deployment ------------------------------------------------------------------------------
 
 def from_addresses(specs: Sequence[str]) -> Target:
-    """Gateways given as ``DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE`` (its users must exist in its PKG)."""
+    """Gateways given as ``DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE[,SOURCE[+SOURCE...]]`` (its users
+    must exist in its PKG; ``SOURCE``: the addresses that domain's phones bind)."""
+    import ipaddress
+
     domains: dict[str, DomainTarget] = {}
     for spec in specs:
         try:
             name, rest = spec.split("=", 1)
-            phone, api, token_file = rest.split(",", 2)
+            phone, api, token_file, *source = rest.split(",", 3)
             host, port = phone.rsplit(":", 1)
+            sources = tuple(a for a in source[0].split("+") if a) if source else ()
+            for address in sources:
+                ipaddress.ip_address(address)  # ValueError: not an address
             token = Path(token_file).read_text().strip()
             if not api.startswith(("http://", "https://")):
                 raise ValueError("the API URL must be http:// or https://")
-            domains[name.lower()] = DomainTarget(name.lower(), (host, int(port)), api.rstrip("/"), token)
+            domains[name.lower()] = DomainTarget(name.lower(), (host, int(port)), api.rstrip("/"), token, sources)
         except (ValueError, OSError) as exc:
-            raise LoadError(f"--gateway {spec!r}: expected DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE ({exc})") from None
+            raise LoadError(f"--gateway {spec!r}: expected DOMAIN=PHONE_HOST:PORT,API_URL,TOKEN_FILE[,SOURCE] "
+                            f"({exc})") from None
     if len(domains) < 2:
         raise LoadError("give --gateway for at least two domains")
     return Target("addresses", domains)

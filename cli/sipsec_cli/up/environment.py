@@ -342,8 +342,11 @@ def _gateway_env(topo: Topology, inst: Instance) -> dict[str, str]:
         # dialog keys and call records sealed in Redis (AES-256-GCM), as every replica would share
         "SIPSEC_GATEWAY_SEALING_KEY_FILE": str(sealing_key_file(topo, domain)),
         "SIPSEC_GATEWAY_DRAIN_SECONDS": "1",
-        # after SIGTERM calls in progress go on this long, then BYE/CANCEL (a local topology stops fast)
-        "SIPSEC_GATEWAY_CALL_GRACE_S": "2",
+        # after SIGTERM calls in progress go on this long, then BYE/CANCEL (a local topology stops
+        # fast: the drain ends as soon as the last call does). Longer than a short call plus its
+        # set-up: a call answered as the drain began still ends by itself (with 2 s, a 2 s call
+        # answered then was hung up by the gateway, the fault suite's SIGTERM row)
+        "SIPSEC_GATEWAY_CALL_GRACE_S": "5",
         # the control API's token is generated there at first start (api-token, 0600)
         "SIPSEC_GATEWAY_STATE_DIR": str(gateway_state_dir(topo, domain)),
         "SIPSEC_GATEWAY_METRICS_HOST": inst.host,

@@ -275,7 +275,9 @@ class ThresholdPkgClient:
     first valid partial), is invalid, named in ``ThresholdKey.bad_nodes`` (or the raised
     ``ThresholdKeyError``) by its connection's target and counted in
     ``sipsec_pkgclient_bad_threshold_shares_total`` under the connection's configured name, so
-    the label set is the configured nodes only.
+    the label set is the configured nodes only. Each node's answer time (the round trip and the
+    pairing check of its partial) goes in ``sipsec_pkgclient_threshold_node_duration_seconds``
+    under the same name, by result (ok, invalid, error).
     """
 
     def __init__(
@@ -328,6 +330,12 @@ class ThresholdPkgClient:
         if self.metrics:
             self.metrics.bad_shares.labels(client.name).inc()
 
+    def _observe_node(self, client: PkgClient, result: str, seconds: float) -> None:
+        """One node's answer in ``sipsec_pkgclient_threshold_node_duration_seconds`` (labelled by the
+        connection's configured name, never by what the answer claims)."""
+        if self.metrics:
+            self.metrics.node_latency.labels(client.name, result).observe(seconds)
+
     def _node_down(self, client: PkgClient, error: BaseException, down: dict[str, str]) -> None:
         """Note a node that could not answer (re-raising anything but a PKG client error)."""
         if not isinstance(error, PkgClientError):
@@ -372,17 +380,28 @@ class ThresholdPkgClient:
             raise PkgClientError("log in before asking for keys")
         aor = sessions[0].session.aor if sessions[0].session else ""
         identity = params.identity(aor, purpose, period)
-        results = await asyncio.gather(
-            *(c.fetch_key(purpose, period=period) for c in sessions), return_exceptions=True
-        )
+        took = [0.0] * len(sessions)  # each node's round trip, seconds
+
+        async def timed(i: int, client: PkgClient) -> KeyResponse:
+            start = time.perf_counter()
+            try:
+                return await client.fetch_key(purpose, period=period)
+            finally:
+                took[i] = time.perf_counter() - start
+
+        results = await asyncio.gather(*(timed(i, c) for i, c in enumerate(sessions)), return_exceptions=True)
         down: dict[str, str] = {c.target: "not logged in" for c in self.clients if c.session is None}
         valid: dict[int, PartialKey] = {}
         bad: list[BadNode] = []
-        for client, result in zip(sessions, results, strict=True):
+        for i, (client, result) in enumerate(zip(sessions, results, strict=True)):
             if isinstance(result, BaseException):
+                self._observe_node(client, "error", took[i])
                 self._node_down(client, result, down)
                 continue
+            start, blamed = time.perf_counter(), len(bad)
             partial = self._checked_partial(client, result, params, identity, (aor, period), down, bad)
+            outcome = "ok" if partial is not None else "invalid" if len(bad) > blamed else "error"
+            self._observe_node(client, outcome, took[i] + time.perf_counter() - start)
             if partial is not None:
                 valid.setdefault(partial.index, partial)
         if len(valid) < params.threshold:

@@ -12,7 +12,10 @@ For every unary RPC it:
 * times the RPC and counts it by status code: ``sipsec_rpc_server_handling_seconds{service,
   method}`` and ``sipsec_rpc_server_handled_total{service,method,code}``. The standard health
   service (``grpc.health.v1.Health``) is decoded and guarded the same way but kept out of both,
-  so that probes do not drown the method histograms.
+  so that probes do not drown the method histograms;
+* while tracing is on (:mod:`sipsec.telemetry.tracing`), runs the RPC in a server span that
+  continues the caller's trace from the W3C ``traceparent`` of the gRPC metadata (health
+  checks are not traced; off, nothing is added).
 
 Labels are the fully qualified service name and the method name, both fixed by the server's
 registered services: a caller cannot create new label values (an unknown method never reaches
@@ -34,6 +37,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from sipsec.stores.access import StoreUnavailable
+from sipsec.telemetry import tracing
 
 __all__ = [
     "HEALTH_SERVICE",
@@ -185,6 +189,9 @@ class SipsecServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 if metrics is not None and not observed:
                     metrics.observe(service, method, code, time.perf_counter() - start)
 
+        if service != HEALTH_SERVICE and tracing.enabled():
+            guarded = tracing.server_handler(  # type: ignore[assignment]
+                guarded, handler_call_details.method, handler_call_details.invocation_metadata)
         return grpc.unary_unary_rpc_method_handler(
             guarded, request_deserializer=None, response_serializer=handler.response_serializer
         )

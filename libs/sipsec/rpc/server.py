@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sipsec.rpc.interceptor import RpcReasons, RpcServerMetrics, SipsecServerInterceptor
+from sipsec.telemetry import tracing
 
 __all__ = ["RECONNECT_OPTIONS", "ServerTLS", "abort_with_details", "client_channel", "create_server", "drain", "mark_serving"]
 
@@ -114,20 +115,26 @@ def client_channel(
     client_cert: tuple[bytes, bytes] | None = None,
     plaintext: bool = False,
     server_name: str | None = None,
+    propagate_trace: bool = True,
 ) -> grpc.aio.Channel:
     """An asyncio client channel: TLS unless ``plaintext`` is set explicitly.
 
     Reconnection back-off is bounded (:data:`RECONNECT_OPTIONS`): gRPC's default grows to
     two minutes, so a peer restarted after a crash would be unreachable from this channel
-    long after it serves again; here the channel tries again at least once a second."""
+    long after it serves again; here the channel tries again at least once a second.
+
+    While tracing is on (:mod:`sipsec.telemetry.tracing`) every unary RPC on the channel is a
+    client span whose ``traceparent`` goes in the gRPC metadata (not with ``propagate_trace=False``:
+    a channel to another domain); off, no interceptor is added."""
+    interceptors = tracing.client_interceptors(propagate=propagate_trace) or None
     if plaintext:
-        return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=RECONNECT_OPTIONS, interceptors=interceptors)
     key, chain = client_cert if client_cert else (None, None)
     creds = grpc.ssl_channel_credentials(
         root_certificates=root_certificates, private_key=key, certificate_chain=chain
     )
     options = [*RECONNECT_OPTIONS, *([("grpc.ssl_target_name_override", server_name)] if server_name else [])]
-    return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
 
 
 async def abort_with_details(

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.registry import Collector
 
@@ -373,12 +374,14 @@ class RecordSealer:
     without the key: HMAC-SHA256 under a key derived from the sealing key (RFC 2104).
     """
 
-    __slots__ = ("_key", "_names")
+    __slots__ = ("_aead", "_names")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("the sealing key must be 32 bytes")
-        self._key = key
+        # cryptography's AESGCM (OpenSSL): ~2 µs to seal and open a 1.5 KB record, against
+        # ~100 µs with pycryptodome's GCM (bench/defences.py); the same bytes either way
+        self._aead = AESGCM(key)
         self._names = hmac.digest(key, b"sipsec-v1 redis key names", "sha256")
 
     def __repr__(self) -> str:
@@ -386,10 +389,7 @@ class RecordSealer:
 
     def seal(self, name: str, record: bytes) -> bytes:
         nonce = os.urandom(12)
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=16)
-        cipher.update(name.encode())
-        body, tag = cipher.encrypt_and_digest(record)
-        return nonce + body + tag
+        return nonce + self._aead.encrypt(nonce, record, name.encode())
 
     def blind(self, label: str, value: str) -> str:
         """32 hex digits standing for ``value`` in a key name (same value, same digits)."""
@@ -398,6 +398,7 @@ class RecordSealer:
     def unseal(self, name: str, data: bytes) -> bytes:
         if len(data) < 28:
             raise ValueError("short sealed record")
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=data[:12], mac_len=16)
-        cipher.update(name.encode())
-        return bytes(cipher.decrypt_and_verify(data[12:-16], data[-16:]))
+        try:
+            return self._aead.decrypt(data[:12], data[12:], name.encode())
+        except InvalidTag:
+            raise ValueError("MAC check failed") from None

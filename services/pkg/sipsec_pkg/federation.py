@@ -60,7 +60,8 @@ class GrpcPeerFetcher:
     async def fetch(self, peer: Peer) -> SignedParams:
         channel = self._channels.get(peer.endpoint)
         if channel is None:
-            channel = client_channel(peer.endpoint, root_certificates=self._root_ca, plaintext=self._plaintext)
+            channel = client_channel(peer.endpoint, root_certificates=self._root_ca, plaintext=self._plaintext,
+                                     propagate_trace=False)  # another domain: no trace crosses to it
             self._channels[peer.endpoint] = channel
         stub = pkg_pb2_grpc.KeyGeneratorServiceStub(channel)  # type: ignore[no-untyped-call]
         try:

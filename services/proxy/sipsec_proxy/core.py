@@ -58,6 +58,7 @@ from sipsec.sip.transaction import (
     server_transaction_key,
 )
 from sipsec.stores.location import LocationError
+from sipsec.telemetry import tracing
 from sipsec.throttle import TokenBuckets
 
 from sipsec_proxy.config import ProxyConfig
@@ -145,7 +146,7 @@ class ResponseContext:
     """§16.2 response context: the server transaction and its branches."""
 
     __slots__ = ("answered", "branches", "cancelled", "final_sent", "inbound", "method",
-                 "request", "started", "stx", "timer_c", "trusted")
+                 "request", "span", "started", "stx", "timer_c", "trusted")
 
     def __init__(self, stx: ServerTransaction, inbound: Inbound, started: float) -> None:
         self.stx = stx
@@ -159,6 +160,7 @@ class ResponseContext:
         self.cancelled = False
         self.timer_c: asyncio.TimerHandle | None = None
         self.trusted = False  # the source is a configured peer or route hop
+        self.span: Any = None  # the request's trace span while tracing is on
 
 
 _QUOTED_METHOD = re.compile(rb"\A([A-Z]+) \S+ SIP/2\.0\r\n")
@@ -578,6 +580,7 @@ class ProxyCore:
             return
         if status >= 200 and not ctx.final_sent:
             ctx.final_sent = True
+            tracing.end_sip_span(ctx.span, status)
             if ctx.timer_c is not None:
                 ctx.timer_c.cancel()
                 ctx.timer_c = None
@@ -631,6 +634,8 @@ class ProxyCore:
         ctx = ResponseContext(stx, item, now)
         ctx.trusted = trusted
         self._server[key] = ctx
+        ctx.span = tracing.start_sip_span(method_label(method), self.config.domains)
+        traced = tracing.use_span(ctx.span)  # the lookups this request spawns are its children
         try:
             if method == "CANCEL":
                 self._on_cancel(ctx, now)
@@ -644,6 +649,8 @@ class ProxyCore:
             log.exception("unexpected error processing a request")
             if not ctx.final_sent:
                 self.respond(ctx, 500, now=now)
+        finally:
+            tracing.release_span(traced)
 
     def _process_request(self, ctx: ResponseContext, now: float) -> None:
         req = ctx.request

@@ -53,6 +53,7 @@ from sipsec.sip.message import generate_branch, generate_call_id, generate_tag, 
 from sipsec.sip.transaction import ClientTransaction, ServerTransaction, Transaction
 from sipsec.stores.access import StoreUnavailable
 from sipsec.stores.envelope import DialogStore, ReplayCache
+from sipsec.telemetry import tracing
 
 from sipsec_gateway import sessiontimer
 from sipsec_gateway.metrics import GatewayMetrics
@@ -247,6 +248,7 @@ class Agent:
                 if old is not None:
                     old.trace = None
         self.calls[call.id] = call
+        tracing.claim_setup(call.id, side=self.side, secure=secure, local_aor=local_aor, peer_aor=peer_aor)
         if call.trace is not None:
             self.expire_traces()
         return call
@@ -299,6 +301,7 @@ class Agent:
 
     def _retire(self, call: Call) -> None:
         """Keep the last ``keep_calls`` finished calls for the API; forget older ones entirely."""
+        tracing.end_setup(call.id, "ended", call.status)
         self._finished.append(call.id)
         while len(self._finished) > self.keep_calls:
             old = self.calls.pop(self._finished.pop(0), None)
@@ -449,7 +452,7 @@ class Agent:
             await asyncio.wait_for(asyncio.shield(call.setup_done), timeout)
         except TimeoutError:
             self.cancel(call)
-            self._fail(call, 408, "no final response in time")
+            self.fail(call, 408, "no final response in time")
             raise CallFailed(408, "no final response in time") from None
 
     def cancel(self, call: Call) -> None:
@@ -568,6 +571,7 @@ class Agent:
         call.move(CallState.ESTABLISHED)
         call.setup_s = time.perf_counter() - call.started
         self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
+        tracing.end_setup(call.id, "answered", 200)
         self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
         call.counted = True
         self._arm_session(call)
@@ -585,7 +589,7 @@ class Agent:
         try:
             await self._respond(call, txn, resp)
         finally:  # even when sealing the answer failed, the call is over
-            self._fail(call, status, resp.reason)
+            self.fail(call, status, resp.reason)
 
     async def abort(self, call: Call, status: int = 500, reason: str = "Server Internal Error",
                     headers: list[tuple[str, str]] | None = None) -> None:
@@ -602,7 +606,7 @@ class Agent:
             elif call.direction == "outgoing":
                 call.cancel_requested = True
                 self.cancel(call)
-                self._fail(call, status, reason)
+                self.fail(call, status, reason)
             else:
                 await self.reject(call, status, reason, headers)
         except Exception:  # noqa: BLE001 - the fault path itself failed: fall back below
@@ -617,7 +621,7 @@ class Agent:
             if call.state is CallState.ESTABLISHED:
                 self._end(call, status, reason)
             else:
-                self._fail(call, status, reason)
+                self.fail(call, status, reason)
 
     # -- the event loop ------------------------------------------------------------------------
 
@@ -664,7 +668,7 @@ class Agent:
         elif isinstance(event, CancelReceived):
             call = self._by_txn.get(event.invite)
             if call is not None and call.live and call.state is not CallState.ESTABLISHED:
-                self._fail(call, 487, "Request Terminated")
+                self.fail(call, 487, "Request Terminated")
         elif isinstance(event, TransactionTimeout) and event.timer == "C":
             self._on_timer_c(event.transaction)
         elif isinstance(event, TransactionTimeout | TransportError):
@@ -680,7 +684,7 @@ class Agent:
             return
         call.cancel_requested = True  # a 2xx that crosses the CANCEL is ended with BYE
         self.cancel(call)
-        self._fail(call, 408, "Request Timeout")
+        self.fail(call, 408, "Request Timeout")
 
     def _on_failure(self, txn: Transaction, status: int) -> None:
         if self._requests.fail(txn, status):
@@ -689,7 +693,7 @@ class Agent:
         if call is None:
             return
         if txn is call.invite_txn and call.direction == "outgoing" and call.state is not CallState.ESTABLISHED:
-            self._fail(call, status, "INVITE failed")
+            self.fail(call, status, "INVITE failed")
         elif txn is call.invite_txn and call.state is CallState.ESTABLISHED and not call.acked:
             self.spawn(self.hangup(call))  # §13.3.1.4: our 2xx was never ACKed; end the session with BYE
         elif txn.request.method == "UPDATE" and call.state is CallState.ESTABLISHED:
@@ -762,9 +766,47 @@ class Agent:
         if method == "INVITE" and outer.status >= 200 and call.refused == "stale" and call.live \
                 and call.state is not CallState.ESTABLISHED:
             # the answer is signed outside our time window (clock skew): this call cannot be set
-            # up; the caller hears so now (the callee's gateway ends its side when no ACK comes)
-            self._fail(call, 403, "Clock Skew")
+            # up; the caller hears so now, and the 2xx is still ACKed and its session ended
+            # with BYE (RFC 3261 §13.2.2.4), so that the callee's side is released at once
+            self.fail(call, 403, "Clock Skew")
+            self.spawn(self._end_stale_2xx(call, outer))
         return None, None
+
+    async def _end_stale_2xx(self, call: Call, outer: Response) -> None:
+        """ACK a 2xx refused as stale (signed outside the time window) and end its session with
+        a signed BYE, sent again while the skewed far end refuses it (``403 Clock Skew``).
+
+        The 2xx is opened once more with the dialog's lifetime as the window, only to learn the
+        dialog (the To tag and Contact are bound to the inner message, the outer tag is a MAC
+        of the inner one): everything else is checked as usual (the dialog key this INVITE
+        created, the signature, the binding), and the call stays failed."""
+        keys = self.owner.user_keys(call.local_aor)
+        if keys is None or call.invite is None or call.ack_outer is not None:
+            return
+        try:
+            opening = await self.io.open(outer, keys.keyring(), call.local_aor, window_s=self.dialog_ttl_s)
+        except Refused:
+            return  # counted and logged; the callee's side ends when its 2xx is not ACKed
+        inner = opening.message
+        if not isinstance(inner, Response) or not 200 <= inner.status < 300 or call.ack_outer is not None:
+            return
+        try:
+            dialog = Dialog.from_uac_response(call.invite, inner)
+        except SipError as exc:
+            log.warning("%s side: a stale 2xx cannot be ACKed: %s", self.side, exc)
+            return
+        call.dialog = dialog
+        ack = dialog.create_ack(self.via())
+        await self._send_request(call, ack, self._in_dialog_peer(ack, call))
+        bye = dialog.create_request("BYE", self.via())
+        dest = self._in_dialog_peer(bye, call)
+        dialog.terminate()
+        deadline = time.monotonic() + self.bye_retry_s
+        status = await self._send_bye(call, bye, dest, _RESPONSE_TIMEOUT_S)
+        log.info("%s side: a 2xx refused as stale was ACKed and its session ended with BYE (%d)",
+                 self.side, status)
+        if self.bye_retry_s > 0 and _bye_retryable(status, call.bye_phrase):
+            self.spawn(self._retry_bye(call, bye, dest, deadline))
 
     async def _on_established_response(self, call: Call, method: str, outer: Response) -> bool:
         """A retransmitted 2xx of the INVITE (ACKed again) or the answer to a session refresh; False: neither."""
@@ -810,7 +852,7 @@ class Agent:
                     and not call.retried_plain and resp is not None:
                 await self._retry_plain(call)
                 return
-            self._fail(call, status, resp.reason)
+            self.fail(call, status, resp.reason)
             return
         await self._on_invite_2xx(call, resp)
 
@@ -825,7 +867,7 @@ class Agent:
                 call.dialog.receive_response(call.invite, resp)
         except SipError as exc:
             log.warning("unusable 2xx: %s", exc)
-            self._fail(call, 502, "unusable 2xx")
+            self.fail(call, 502, "unusable 2xx")
             return
         call.remote_sdp = resp.body
         call.status = status
@@ -833,6 +875,7 @@ class Agent:
         call.setup_s = time.perf_counter() - call.started
         call.move(CallState.ESTABLISHED)
         self.metrics.child(self.metrics.call_setups, "answered", _b(call.secure)).inc()
+        tracing.end_setup(call.id, "answered", status)
         self.metrics.child(self.metrics.setup_latency, _b(call.secure)).observe(call.setup_s)
         self.metrics.child(self.metrics.dialogs, _b(call.secure)).inc()
         call.counted = True
@@ -880,7 +923,9 @@ class Agent:
         assert call.dest is not None
         await self._send_request(call, invite, call.dest)
 
-    def _fail(self, call: Call, status: int, reason: str) -> None:
+    def fail(self, call: Call, status: int, reason: str) -> None:
+        """End ``call`` with ``status``: BYE when it is established, else the final answer to
+        its caller (and the call's end recorded); nothing when it has ended already."""
         if not call.live:
             return
         if call.state is CallState.ESTABLISHED:
@@ -891,6 +936,7 @@ class Agent:
         call.move(CallState.FAILED)
         outcome = "timeout" if status == 408 else "cancelled" if status == 487 else "failed"
         self.metrics.child(self.metrics.call_setups, outcome, _b(call.secure)).inc()
+        tracing.end_setup(call.id, outcome, status)
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_exception(CallFailed(status, reason))
             call.setup_done.exception()  # retrieved: a caller that stopped waiting is no error
@@ -916,6 +962,7 @@ class Agent:
 
     # requests (UAS)
 
+    @tracing.setup_scope("incoming", when=lambda _agent, outer, *_: outer.method == "INVITE" and outer.to_tag is None)
     async def _on_request(self, outer: Request, txn: ServerTransaction | None, addr: Any) -> None:
         size = len(outer.to_bytes())
         if outer.method == "ACK":

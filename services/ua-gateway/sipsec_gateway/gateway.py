@@ -47,6 +47,7 @@ from sipsec.stores.envelope import (
     InMemoryReplayCache,
     ReplayCache,
 )
+from sipsec.telemetry import tracing
 
 from sipsec_gateway.calls import Agent, Call, CallFailed, CallState
 from sipsec_gateway.config import GatewayConfig
@@ -137,6 +138,8 @@ class Gateway:
         self.replay_cache: ReplayCache = replay_cache or InMemoryReplayCache()
         self.call_store: CallStore = call_store or MemoryCallStore()
         self.directory = ParamsDirectory(self.pkg, self.domain, self.metrics)
+        if self.pkg.threshold_mode:  # per-node series for the configured nodes only
+            self.metrics.pkgclient.nodes(self.pkg.targets)
         self.users: dict[str, UserKeys] = {}
         self.settings: dict[str, UserSettings] = {}
         self.phones: dict[str, PhoneBinding] = {}
@@ -627,6 +630,7 @@ class Gateway:
                 await self.secure.wait_setup(call, timeout or self.config.call_timeout_s)
         return call
 
+    @tracing.setup_scope("outgoing")
     async def _start_call(self, caller: str, callee: str, secure: bool | None, sdp: bytes | None,
                           bridge: Call | None = None) -> Call:
         assert self.secure is not None
@@ -653,7 +657,7 @@ class Gateway:
         try:
             await self.secure.invite(call, callee, sdp if sdp is not None else static_sdp(host))
         except CallFailed as exc:
-            self.secure._fail(call, exc.status, exc.reason)
+            self.secure.fail(call, exc.status, exc.reason)
             raise GatewayError(500, exc.reason) from None
         return call
 
@@ -744,7 +748,7 @@ class Gateway:
                                     to_text=f"<{far.local_aor}>")
         except (CallFailed, SipError) as exc:
             assert self.secure is not None
-            self.plain._fail(leg, 480, "Phone Unreachable")
+            self.plain.fail(leg, 480, "Phone Unreachable")
             await self.secure.reject(far, 480, f"Phone Unreachable ({exc})"[:60])
 
     async def _phone_calls(self, leg: Call) -> None:
@@ -754,7 +758,7 @@ class Gateway:
         assert isinstance(leg.invite_txn, ServerTransaction)
         user = self._phone_authorized(invite.from_.uri, invite, leg.invite_txn, "Proxy-Authorization")
         if isinstance(user, int):
-            self.plain._fail(leg, user, "Proxy Authentication Required" if user == 407 else "Forbidden")
+            self.plain.fail(leg, user, "Proxy Authentication Required" if user == 407 else "Forbidden")
             return
         leg.local_aor = user
         target = invite.to.uri

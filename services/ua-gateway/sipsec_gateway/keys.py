@@ -261,7 +261,7 @@ class UserKeys:
 
     async def _fetch(self, params: DomainParams, purpose: Purpose, period: int) -> PrivateKey:
         if self.connector.threshold_mode:
-            result = await ThresholdPkgClient(self._clients, clock=self.clock).get_private_key(
+            result = await ThresholdPkgClient(self._clients, clock=self.clock, metrics=self.metrics.pkgclient).get_private_key(
                 params, purpose, period=period)
             return result.key
         return await self._clients[0].get_private_key(params, purpose, period=period)

@@ -19,6 +19,7 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.registry import Collector
+from sipsec.pkgclient.metrics import PkgClientMetrics
 from sipsec.telemetry.health import build_info
 
 __all__ = ["API_AUTH_FAILURES", "CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
@@ -151,6 +152,8 @@ class GatewayMetrics:
             self.crypto_seconds.labels(op)
         for secure in ("true", "false"):
             self.dialogs.labels(secure)
+        #: threshold PKG nodes: per-node answer time and invalid partials (sipsec.pkgclient)
+        self.pkgclient = PkgClientMetrics(r)
 
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from sipsec.engine import CryptoEngine
 from sipsec.envelope import (
+    DEFAULT_WINDOW_S,
     DialogKey,
     EnvelopeError,
     RejectedEnvelope,
@@ -99,17 +100,19 @@ class SecuredIO:
         self.engine = engine
 
     async def open(self, outer: Request | Response, keyring: Any, local_aor: str, *,
-                   retransmission_ok: bool = False) -> Opening:
+                   retransmission_ok: bool = False, window_s: float = DEFAULT_WINDOW_S) -> Opening:
         """Open ``outer`` for ``local_aor``; raises :class:`Refused` (counted) on any failure.
 
         ``retransmission_ok``: a repeated nonce is an expected retransmission (an ACK resent
         for each 2xx retransmission, RFC 3261 §13.2.2.4), refused but not counted.
+        ``window_s``: how far its signing time may be from our clock (wider only to end a
+        session whose 2xx was refused as stale, never to accept one).
         """
         t0 = time.perf_counter()
         try:
             opened = await open_message(outer, keyring, self.shared.dialogs(local_aor), self.replay,
                                         policy=self.signing, dialog_ttl_s=self.dialog_ttl_s,
-                                        engine=self.engine)
+                                        engine=self.engine, window_s=window_s)
         except RejectedEnvelope as exc:
             if not (retransmission_ok and exc.reason == "replay"):
                 self.metrics.rejections.labels(exc.reason).inc()
