@@ -116,6 +116,8 @@ class AgentOwner(Protocol):
 
     def accepting_calls(self) -> bool: ...
 
+    def at_call_limit(self) -> bool: ...
+
     def restoring(self) -> bool: ...
 
     def on_record_ended(self, record: dict[str, Any]) -> None: ...
@@ -981,6 +983,11 @@ class Agent:
         if outer.method == "INVITE" and outer.to_tag is None and not self.owner.accepting_calls():
             # draining (SIGTERM) or not started: a new call goes elsewhere, calls in progress go on
             self.metrics.child(self.metrics.dropped, "request", "draining").inc()
+            self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", str(RETRY_AFTER_S))])
+            return
+        if outer.method == "INVITE" and outer.to_tag is None and self.owner.at_call_limit():
+            # SIPSEC_GATEWAY_MAX_CALL_LEGS in progress: new calls wait, the ones up go on
+            self.metrics.child(self.metrics.dropped, "request", "call-limit").inc()
             self.respond_plain(txn, 503, "Service Unavailable", [("Retry-After", str(RETRY_AFTER_S))])
             return
         secured = is_secured(outer)

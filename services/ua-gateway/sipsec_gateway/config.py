@@ -84,6 +84,7 @@ class GatewayConfig:
     min_se_s: int = setting("SIPSEC_GATEWAY_MIN_SE_S", 90, "RFC 4028 Min-SE: the shortest session interval accepted (a shorter offer gets 422), seconds")
     bye_retry_s: float = setting("SIPSEC_GATEWAY_BYE_RETRY_S", 32.0, "how long a BYE answered 408, 500, 503, 403 Clock Skew or a transport error is sent again (back-off 0.5 s doubling to 4 s, the next CSeq each time), seconds (0 = never)")
     replica: str = setting("SIPSEC_GATEWAY_REPLICA", "", "this replica's stable name in the store: the users it keeps are restored by the next start with the same name (empty = domain and secured-side address; set it where the address changes on restart, e.g. to a StatefulSet pod name)")
+    max_call_legs: int = setting("SIPSEC_GATEWAY_MAX_CALL_LEGS", 20000, "most call legs in progress at once (a call bridged to a phone is two legs, a call between two users of this gateway four); a new call beyond it gets 503 + Retry-After (a call placed through the API: 503) and the calls in progress go on. Bounds memory: a held bridged call costs ~15–30 KiB of the gateway's RSS (docs/load.md); 0 = no limit")
     drain_seconds: float = setting("SIPSEC_GATEWAY_DRAIN_SECONDS", 2.0, "when stopping: how long to wait for the BYE/CANCEL of each call still up to be answered, seconds")
     call_grace_s: float = setting("SIPSEC_GATEWAY_CALL_GRACE_S", 30.0, "after SIGTERM: how long calls in progress may go on (new INVITEs get 503 + Retry-After, readiness is red) before the gateway ends them (BYE, CANCEL) and exits, seconds; a second SIGTERM ends them at once")
     ready_timeout_s: float = setting("SIPSEC_GATEWAY_READY_TIMEOUT_S", 1.0, "/readyz: how long the store and the PKG may take to answer before the gateway says it is not ready, seconds")
@@ -154,6 +155,8 @@ class GatewayConfig:
             raise ConfigError("bye_retry_s must not be negative")
         if self.min_se_s < 1 or (self.session_expires_s and self.session_expires_s < self.min_se_s):
             raise ConfigError("min_se_s must be positive and session_expires_s 0 (off) or at least min_se_s")
+        if self.max_call_legs < 0:
+            raise ConfigError("max_call_legs must not be negative (0 = no limit)")
         if self.call_grace_s < 0 or self.drain_seconds < 0 or not 0 < self.ready_timeout_s <= 30:
             raise ConfigError("call_grace_s and drain_seconds must not be negative; ready_timeout_s must be in (0, 30]")
         if not 0 <= self.verify_window_ms <= 100:

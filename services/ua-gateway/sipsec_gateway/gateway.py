@@ -224,6 +224,14 @@ class Gateway:
         """Whether the users kept for this replica are still being logged in again (after a start)."""
         return not self._started or (self._restoring is not None and not self._restoring.done())
 
+    def at_call_limit(self) -> bool:
+        """Whether ``max_call_legs`` legs are in progress (then new calls get 503 + Retry-After)."""
+        limit = self.config.max_call_legs
+        if limit <= 0:
+            return False
+        return sum(1 for agent in (self.secure, self.plain) if agent is not None
+                   for c in agent.calls.values() if c.live) >= limit
+
     def accepting_calls(self) -> bool:
         """Whether new calls are taken (not while starting or draining: those get 503 + Retry-After)."""
         return self._started and not self.draining
@@ -620,6 +628,9 @@ class Gateway:
             raise GatewayError(404, f"{caller} is not logged in on this gateway")
         if not self.accepting_calls():
             raise GatewayError(503, "the gateway is draining: place the call on another replica")
+        if self.at_call_limit():
+            raise GatewayError(503, f"{self.config.max_call_legs} call legs are in progress "
+                                    "(SIPSEC_GATEWAY_MAX_CALL_LEGS): try again later")
         try:
             callee = str(canonical_aor(to))
         except IbcError:

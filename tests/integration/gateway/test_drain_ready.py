@@ -7,6 +7,7 @@ a plain phone; the store check runs against a real redis-server and against a po
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from sipsec.aio.ports import spare_port
@@ -148,3 +149,37 @@ async def test_a_replica_name_restores_users_on_another_address_and_drops_the_ol
         assert (await call(net.atlanta, ALICE, BOB))["state"] == "established"
         ready = await client2.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"]["users"]["kept"] == 1
+
+
+async def test_a_gateway_at_its_call_leg_limit_refuses_new_calls_and_keeps_the_ones_up() -> None:
+    """SIPSEC_GATEWAY_MAX_CALL_LEGS bounds the calls (and so the memory) a gateway holds: a new
+    INVITE past it gets 503 + Retry-After, a call placed through the API a JSON 503; the calls
+    in progress go on, and once one ends a new call is admitted again."""
+    limits = {"atlanta.com": {"max_call_legs": 1}, "biloxi.com": {"max_call_legs": 2}}
+    async with TwoDomains(gateway_overrides=limits) as net:
+        await login(net.atlanta, "alice")
+        bob = await login(net.biloxi, "bob")
+        phone, endpoint = await _phone(net.biloxi, "bob", bob["phone_password"], auto_answer=True)
+        net.push(endpoint.close)
+        up = await call(net.atlanta, ALICE, BOB)  # one leg at atlanta; two at biloxi (secured + phone)
+        assert up["state"] == "established", up
+        assert net.biloxi.gateway.at_call_limit() and net.atlanta.gateway.at_call_limit()
+
+        placed = await net.atlanta.client.post("/v1/calls", json={"from": ALICE, "to": BOB})
+        assert placed.status_code == 503 and "SIPSEC_GATEWAY_MAX_CALL_LEGS" in placed.text, placed.text
+
+        # atlanta's limit lifted: its INVITE reaches biloxi, which is full: 503 + Retry-After
+        # (passed upstream as 500 by the proxy, RFC 3261 §16.7 step 6)
+        net.atlanta.gateway.config = dataclasses.replace(net.atlanta.gateway.config, max_call_legs=0)
+        refused = await call(net.atlanta, ALICE, BOB)
+        assert refused["state"] == "failed" and refused["sip_status"] in (500, 503), refused
+        gw = net.biloxi.gateway
+        assert gw.metrics.sample("sipsec_gateway_messages_dropped_total", kind="request", reason="call-limit") == 1
+        held = next(iter(phone.calls.values()))
+        assert held.state is PhoneState.ESTABLISHED and len(phone.calls) == 1  # the phone never rang again
+
+        hung = await net.atlanta.client.delete(f"/v1/calls/{up['id']}")
+        assert hung.status_code == 200, hung.text
+        await wait_for(lambda: not gw.at_call_limit())
+        again = await call(net.atlanta, ALICE, BOB)
+        assert again["state"] == "established", again
