@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,15 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sipsec import ibc
+from sipsec.aio.ports import spare_port
 from sipsec.engine import CryptoEngine, EngineMetrics, InProcessEngine, RemoteEngine
 
 MSG = b"INVITE sip:bob@biloxi.com SIP/2.0"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _op(engine: CryptoEngine, name: str) -> Callable[[], Awaitable[object]]:
@@ -74,10 +68,16 @@ async def _load(call: Callable[[], Awaitable[object]], concurrency: int, request
     }
 
 
-def _start_worker(processes: int) -> tuple[subprocess.Popen[str], int]:
+def start_worker(processes: int, pythonpath: str = "") -> tuple[subprocess.Popen[str], int]:
+    """``sipsec-worker serve`` with ``processes`` pool processes on a planned loopback port
+    (plaintext, no metrics); ``pythonpath`` puts another copy of the worker first on the
+    path (``bench/worker_offload.py --worker-pythonpath``). Returns the process and its port."""
+    port = spare_port("127.0.0.1", tcp=True)
     env = {**os.environ, "SIPSEC_WORKER_PLAINTEXT": "true", "SIPSEC_LOG_LEVEL": "WARNING"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipsec_worker", "serve", "--listen", f"127.0.0.1:{_free_port()}",
+        [sys.executable, "-m", "sipsec_worker", "serve", "--listen", f"127.0.0.1:{port}",
          "--processes", str(processes), "--metrics-port", "-1", "--queue", "256"],
         stdout=subprocess.PIPE, text=True, env=env,
     )
@@ -104,7 +104,7 @@ async def main() -> int:
     inline = InProcessEngine()
     results["in_process"] = await _load(_op(inline, args.op), 1, args.requests, args.max_seconds)
     for n in (int(x) for x in args.processes.split(",") if x.strip()):
-        proc, port = _start_worker(n)
+        proc, port = start_worker(n)
         metrics = EngineMetrics()
         engine = RemoteEngine([f"127.0.0.1:{port}"], plaintext=True, allow_fallback=False,
                               metrics=metrics, timeout_s=30)

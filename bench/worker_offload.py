@@ -34,17 +34,19 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 from sipsec import ibc
-from sipsec.aio.ports import spare_port
 from sipsec.engine import CryptoEngine, EngineMetrics, InProcessEngine, RemoteEngine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.worker import start_worker  # noqa: E402
 
 PERIOD = 692
 MESSAGES = 6  # INVITE, 180, 200, ACK, BYE, 200
@@ -112,24 +114,6 @@ async def drive(engine: CryptoEngine, params: dict[str, ibc.DomainParams], calle
     start = time.perf_counter()
     await asyncio.gather(*(runner() for _ in range(concurrency)))
     return time.perf_counter() - start
-
-
-def start_worker(processes: int, pythonpath: str) -> tuple[subprocess.Popen[str], int]:
-    port = spare_port("127.0.0.1", tcp=True)
-    env = {**os.environ, "SIPSEC_WORKER_PLAINTEXT": "true", "SIPSEC_LOG_LEVEL": "WARNING"}
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sipsec_worker", "serve", "--listen", f"127.0.0.1:{port}",
-         "--processes", str(processes), "--metrics-port", "-1", "--queue", "256"],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("sipsec-worker listening on port"):
-        proc.kill()
-        raise RuntimeError(f"worker did not start: {line!r}")
-    return proc, int(line.split()[4])
 
 
 def _per_call(seconds: float, calls: int) -> float:

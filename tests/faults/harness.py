@@ -530,26 +530,3 @@ def grpc_health(target: str) -> str:
 
 def send_signal(pid: int, sig: int) -> None:
     os.kill(pid, sig)
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        m = re.search(r"^PPid:\s+(\d+)$", status, re.M)
-        if m and int(m.group(1)) == pid:
-            found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -21,8 +21,6 @@ from tests.faults.harness import (
     BASELINE_S,
     Row,
     Stack,
-    alive,
-    children_of,
     grpc_health,
     http_json,
     measure,
@@ -30,6 +28,7 @@ from tests.faults.harness import (
     send_signal,
     wait_until,
 )
+from tests.procs import alive, children_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -27,6 +27,7 @@ from sipsec.pkgclient import PkgClient
 from sipsec.stores.location import RedisLocationStore, canonical_aor
 
 from tests.e2e.up.test_up import grpc_serving, processes_in
+from tests.procs import alive, children_of
 from tests.upctl import UpProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -80,30 +81,6 @@ def restarted_pid(up: UpProcess, label: str, timeout: float = 20.0) -> int:
             return int(m.group(1))
     raise AssertionError("".join(up.err))
 
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def children_of(pid: int) -> set[int]:
-    """Processes whose parent is ``pid`` now."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        m = re.search(r"^PPid:\s+(\d+)$", status, re.M)
-        if m and int(m.group(1)) == pid:
-            found.add(int(entry.name))
-    return found
 
 
 def wait_gone(pids: set[int], timeout: float) -> set[int]:
