@@ -102,7 +102,9 @@ FROM runtime AS gateway
 COPY services/ua-gateway/sipsec_gateway /opt/sipsec/app/sipsec_gateway
 ENV SIPSEC_GATEWAY_SIP_LISTEN=0.0.0.0:5070 SIPSEC_GATEWAY_HTTP_LISTEN=0.0.0.0:8080
 EXPOSE 5070/udp 5070/tcp 5080/udp 8080 9466
-HEALTHCHECK --interval=10s --timeout=10s --start-period=30s CMD ["sipsec-probe", "http", "http://127.0.0.1:8080/healthz"]
+# /readyz on the control API: ready when it serves SIP (not draining), its store and a PKG node
+# answer, and the users it keeps are restored (/livez: the process only)
+HEALTHCHECK --interval=10s --timeout=10s --start-period=30s CMD ["sipsec-probe", "http", "http://127.0.0.1:8080/readyz"]
 ENTRYPOINT ["sipsec-gateway"]
 CMD ["serve"]
 

@@ -4,8 +4,9 @@
 medians in milliseconds (setup, extract, encapsulate, decapsulate, sign, verify, and
 threshold_combine for t=3, n=5, which verifies each of the t partials). ``encapsulate`` and
 ``sign`` repeat one recipient / one key, as a gateway does, so they run on the fixed-base
-tables built from the second use; ``encapsulate_uncached`` (a new recipient each time) and
-``sign_first`` (a new key object each time) are the first-use costs.
+tables, built once the key or recipient was used often enough (7 signatures, 5 encapsulations);
+``encapsulate_uncached`` (a new recipient each time) and ``sign_first`` (a new key object each
+time) are the first-use costs.
 ``verify_batch_N_per_signature_ms`` is ``ibc.verify_batch`` over N valid signatures, divided by N.
 """
 

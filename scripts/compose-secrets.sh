@@ -2,9 +2,11 @@
 # Writes every secret docker-compose.yml mounts, as files (never environment variables):
 #   scripts/compose-secrets.sh [DIR]        DIR defaults to $SIPSEC_COMPOSE_SECRETS or deploy/compose/secrets
 # Per domain (atlanta, biloxi): the PKG's KEK, the first user's PKG password, one Redis password per
-# service user, the gateway's sealing key, the gateway control API's token (the client's copy,
-# <domain>_gateway_api_token, stays on this host; the gateway gets only its SHA-256 digest), and the
-# SIP-over-TLS CA and certificates (scripts/make_dev_certs.py). Files that exist are kept (a KEK
+# Redis user (the services', the exporter's and the read-only `inspect` user's; the exporter's also
+# as the JSON map {address: password} its --redis.password-file reads), the gateway's sealing key,
+# the gateway control API's token (the client's copy, <domain>_gateway_api_token, stays on this
+# host; the gateway gets only its SHA-256 digest), and the SIP-over-TLS CA and certificates
+# (scripts/make_dev_certs.py); Grafana's admin password (profile grafana). Files that exist are kept (a KEK
 # that changed would make the sealed PKG material unreadable); --force is not offered on purpose:
 # delete DIR to start again. Files are 0440, group 10001 (the services' gid), readable by nobody else.
 set -euo pipefail
@@ -27,12 +29,15 @@ declare -A first_user=([atlanta]=alice [biloxi]=bob)
 for d in atlanta biloxi; do
   head -c 32 /dev/urandom | base64 | put "${d}_pkg_kek"
   hex32 | put "${d}_${first_user[$d]}_password"
-  for u in pkg location gateway; do hex32 | put "${d}_redis_${u}_password"; done
+  for u in pkg location gateway exporter inspect; do hex32 | put "${d}_redis_${u}_password"; done
+  printf '{"redis://redis-%s:6379": "%s"}\n' "$d" "$(tr -d '\n' < "$dir/${d}_redis_exporter_password")" \
+    | put "${d}_redis_exporter_passwords.json"
   hex32 | put "${d}_gateway_sealing_key"
   hex32 | put "${d}_gateway_api_token"
   printf '%s calls,users,read compose\n' \
     "$(tr -d '\n' < "$dir/${d}_gateway_api_token" | sha256sum | cut -d' ' -f1)" | put "${d}_gateway_api_tokens"
 done
+hex32 | put grafana_admin_password
 if [ ! -s "$dir/ca.pem" ]; then
   tls="$(mktemp -d)"
   .venv/bin/python scripts/make_dev_certs.py "$tls/certs" >/dev/null

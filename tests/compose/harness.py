@@ -1,15 +1,18 @@
 """Drives docker-compose.yml on the local engine for tests/compose: build, up, health, calls
-placed by real sipp phones, captures, faults, teardown. Everything runs through the real
-``docker`` / ``docker-compose`` CLIs and the host's ``sipp`` and ``tcpdump``."""
+placed by real sipp phones, captures, faults, the compose Prometheus's view, what each domain's
+Redis holds, teardown. Everything runs through the real ``docker`` / ``docker-compose`` CLIs
+and the host's ``sipp`` and ``tcpdump``."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sipsec.aio.ports import spare_port
 
+from tests.faults.harness import Inventory, RedisInspector
 from tests.sipp import Sipp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +63,16 @@ class Deployment:
             for what in PORTS:
                 udp = what in ("SIP", "PHONES")
                 self.ports[f"SIPSEC_{d.upper()}_{what}_PORT"] = spare_port("127.0.0.1", tcp=True, udp=udp)
+        for what in ("PROMETHEUS", "GRAFANA"):
+            self.ports[f"SIPSEC_{what}_PORT"] = spare_port("127.0.0.1", tcp=True, udp=False)
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "COMPOSE_PROJECT_NAME": self.project, "SIPSEC_COMPOSE_SECRETS": str(self.secrets),
                 "SIPSEC_BASE_IMAGE": "sipsec-base:bookworm", "SIPSEC_REDIS_BASE_IMAGE": "sipsec-redis:bookworm",
+                # the official Prometheus and exporter images' offline equivalents (scripts/make-base-image.sh)
+                "SIPSEC_PROMETHEUS_IMAGE": "sipsec-prometheus:bookworm",
+                "SIPSEC_REDIS_EXPORTER_IMAGE": "sipsec-redis-exporter:bookworm",
                 "SIPSEC_PHONE_DIGEST": "MD5",  # sipp answers MD5 challenges only
                 **{k: str(v) for k, v in self.ports.items()}}
 
@@ -86,17 +96,20 @@ class Deployment:
         return dict(data[0])
 
     def health(self, container: str) -> str:
+        """``healthy``/``unhealthy``/``starting``; ``running`` for a container without a
+        healthcheck (the Redis exporters: their image has no shell); else the container's status."""
         state = self.inspect(container)["State"]
         if not state.get("Running"):
             return "exited" if state.get("Status") == "exited" else str(state.get("Status"))
         return str(state.get("Health", {}).get("Status", "running"))
 
     def wait_healthy(self, services: list[str], timeout: float = UP_TIMEOUT_S) -> float:
-        """Seconds until every container of ``services`` reports healthy."""
+        """Seconds until every container of ``services`` reports healthy (or, having no
+        healthcheck, runs)."""
         start = time.monotonic()
         while True:
             states = {c: self.health(c) for s in services for c in self.containers(s)}
-            if states and all(v == "healthy" for v in states.values()):
+            if states and all(v in ("healthy", "running") for v in states.values()):
                 return time.monotonic() - start
             if time.monotonic() - start > timeout:
                 raise ComposeError(f"not healthy after {timeout:.0f}s: {states}\n{self.logs()}")
@@ -126,9 +139,15 @@ class Deployment:
     def up(self) -> float:
         start = time.monotonic()
         self.compose("up", "-d", "--no-build", timeout=UP_TIMEOUT_S)
-        services = self.compose("config", "--services").stdout.split()
-        self.wait_healthy([s for s in services if not s.startswith("pkg-init-")])
+        self.wait_healthy(self.long_running())
         return time.monotonic() - start
+
+    def long_running(self) -> list[str]:
+        """The services ``up`` starts and keeps running: not the one-shot inits, not those of a
+        profile (Grafana)."""
+        config = yaml.safe_load(self.compose("config").stdout)
+        return [name for name, spec in config["services"].items()
+                if not name.startswith("pkg-init-") and not spec.get("profiles")]
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "-t", "5", timeout=180, check=False)
@@ -155,6 +174,60 @@ class Deployment:
                                          "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback)
             assert resp.status == 201, resp.read()
+
+
+    # -- monitoring -----------------------------------------------------------------------
+
+    def prometheus(self, path: str) -> Any:
+        """The ``data`` of a Prometheus HTTP API answer (``/api/v1/...``), from the published port."""
+        url = f"http://127.0.0.1:{self.ports['SIPSEC_PROMETHEUS_PORT']}{path}"
+        with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310 (loopback)
+            doc = json.loads(resp.read())
+        assert doc["status"] == "success", doc
+        return doc["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The samples of an instant query."""
+        result: list[dict[str, Any]] = self.prometheus(
+            "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))["result"]
+        return result
+
+    # -- what must survive ---------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        """Accounts, registrations and in-window replay tokens in both domains' Redis, counted as
+        the fault suite counts them on `sipsec up` (its read-only ``inspect`` user)."""
+        return Inventory.take({name: ContainerInspector(self, short) for short, name in DOMAINS.items()})
+
+
+class ContainerInspector(RedisInspector):
+    """:class:`tests.faults.harness.RedisInspector`'s view from inside a compose Redis container:
+    ``redis-cli`` there, as the read-only ``inspect`` user, its password read from the
+    container's own secret file (never on a command line or in this process)."""
+
+    SCRIPT = ('REDISCLI_AUTH="$(cat "/run/secrets/${0}_redis_inspect_password")"; export REDISCLI_AUTH; '
+              'exec redis-cli --no-auth-warning --user inspect "$@"')
+
+    def __init__(self, dep: Deployment, short: str) -> None:
+        super().__init__("", 0, "")
+        self.dep, self.short = dep, short
+
+    def _cli(self, *args: str, stdin: str | None = None) -> list[str]:
+        container = self.dep.container(f"redis-{self.short}")
+        out = run(["docker", "exec", "-i", container, "sh", "-ec", self.SCRIPT, self.short, *args], stdin=stdin,
+                  timeout=60)
+        return out.stdout.splitlines()
+
+    def run(self, *commands: tuple[str, ...]) -> list[Any]:
+        """Each command's reply (integers as int), on one connection: the commands on redis-cli's stdin."""
+        for c in commands:
+            assert not any(re.search(r"\s|\"|'", part) for part in c), c
+        lines = self._cli(stdin="".join(" ".join(c) + "\n" for c in commands)) if commands else []
+        assert len(lines) == len(commands), lines[-5:]
+        return [int(v) if re.fullmatch(r"-?\d+", v) else v for v in lines]
+
+    def scan(self, pattern: str) -> list[str]:
+        return [k for k in self._cli("--scan", "--pattern", pattern) if k]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The fault suite runs only when asked (``make fault-test``, or ``SIPSEC_FAULT_TEST=1``): it
-takes minutes. One ``sipsec up`` serves every row; the report is written when the suite ends
+takes minutes. One ``sipsec up`` serves every row of ``test_faults.py`` (``test_threshold_pkg.py``
+runs its threshold PKG on the integration harness); the report is written when the suite ends
 (``build/fault-report.json``, or ``SIPSEC_FAULT_REPORT``) and its path printed."""
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def write_report() -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"rows": [r.as_dict() for r in ROWS]}
     REPORT.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The rows of every module (the threshold rows run without ``stack``)."""
+    if ROWS:
+        write_report()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -44,6 +44,7 @@ from sipsec.ibc._recipes import (
     verify_batch,
     verify_partial,
 )
+from sipsec.ibc._tables import configure_tables, table_stats
 from sipsec.ibc.hazmat.suite import (
     CC_SIGNATURE_LEN,
     KEM_CIPHERTEXT_LEN,
@@ -78,6 +79,7 @@ __all__ = [
     "canonical_aor",
     "canonical_domain",
     "combine",
+    "configure_tables",
     "decapsulate",
     "encapsulate",
     "extract",
@@ -87,6 +89,7 @@ __all__ = [
     "setup_threshold",
     "sign",
     "split_master",
+    "table_stats",
     "verify",
     "verify_batch",
     "verify_partial",

@@ -27,6 +27,7 @@ from typing import Final
 from sipsec.ibc._errors import InvalidEncoding, InvalidIdentity
 from sipsec.ibc._identity import Identity, PeriodPolicy, Purpose, canonical_domain
 from sipsec.ibc.hazmat import backend as bk
+from sipsec.ibc.hazmat import tables
 from sipsec.ibc.hazmat import threshold as th
 from sipsec.ibc.hazmat.cc import SignerTables
 from sipsec.ibc.hazmat.suite import G2_LEN, SCALAR_LEN, SUITE_ID
@@ -41,8 +42,9 @@ __all__ = [
 
 _MAGIC = b"SSP\x01"
 
-#: Most private keys that hold signing tables at once (about 360 KiB each, ~23 MiB in all).
-_TABLE_KEYS: Final = 64
+#: Most private keys that hold signing tables at once by default (~343 KiB each, 24 MiB in
+#: all; ``sipsec.ibc.configure_tables`` sets it).
+_TABLE_KEYS: Final = tables.capacity_for(tables.DEFAULT_SIGNER_BYTES, tables.SIGNER_TABLE_BYTES)
 
 
 @functools.lru_cache(maxsize=256)
@@ -146,9 +148,9 @@ class MasterShare:
 class PrivateKey:
     """An identity private key d_ID = s * Q_ID in G1. ``repr`` shows the identity only.
 
-    A key that signs more than once keeps fixed-base signing tables (``_signer_tables``),
-    never encoded, pickled or compared; only the ``_TABLE_KEYS`` most recently used keys
-    hold them.
+    A key that signs often keeps fixed-base signing tables (``_signer_tables``), never
+    encoded, pickled or compared; which keys get them, and how many at once, is the business
+    of ``_HOLDERS`` (:class:`_TableHolders`).
     """
 
     __slots__ = ("__weakref__", "_d", "_signs", "_tables", "identity")
@@ -189,42 +191,121 @@ class PrivateKey:
         return self._d
 
     def _signer_tables(self, q_id: bk.G1Point) -> SignerTables | None:
-        """The signing tables of this key (``q_id``: its identity point): None for the first
-        signature, so a one-off key pays nothing; built for the second (about 2 ms, which
-        the next half-dozen signatures repay) and rebuilt if they were evicted meanwhile."""
-        tables = self._tables
-        if tables is None or tables.q_point != q_id:  # none yet, or ``identity`` was replaced
-            self._signs += 1
-            if self._signs < 2:
-                return None
-            tables = self._tables = SignerTables(self._d, q_id)
-        _HOLDERS.touch(self)
-        return tables
+        """The signing tables of this key (``q_id``: its identity point), or None: sign on the
+        generic path (the same signature). See :class:`_TableHolders`."""
+        return _HOLDERS.tables_for(self, q_id)
 
 
 class _TableHolders:
     """The keys holding signing tables, least recently used first, at most ``capacity``.
 
     Only weak references: the tables live in their key and die with it. A key pushed out
-    loses its tables (an in-flight signature keeps the object it already has).
+    loses its tables (an in-flight signature keeps the object it already has). Which keys get
+    tables is ``policy`` (:mod:`sipsec.ibc.hazmat.tables`):
+
+    * ``FREQUENCY`` (default): every signature counts a use of the key's identity in
+      ``counter``; a key without tables gets them (~1.2 ms, ~343 KiB) once its identity signed
+      ``admit_uses`` (7) times lately, about the break-even of tables that save ~0.18 ms a
+      signature; when ``capacity`` keys hold tables already, only if it signed lately at least
+      ``admit_uses`` times more than the least recently used holder, which then loses them.
+    * ``SECOND_USE``: the first policy, tables for a key's second signature (its own count,
+      never forgotten), least recently used holders out first.
+    * ``OFF``: no tables.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+    #: Recent signatures after which a key gets its tables (FREQUENCY): the measured break-even.
+    ADMIT_USES = 7
+
+    def __init__(self, capacity: int, policy: str = tables.FREQUENCY, *, admit_uses: int | None = None,
+                 counter: tables.UseCounter[Identity] | None = None) -> None:
         self._refs: OrderedDict[int, weakref.ref[PrivateKey]] = OrderedDict()
         self._lock = threading.Lock()
+        self.stats = tables.CacheStats()
+        self.configure(capacity, policy, admit_uses=admit_uses, counter=counter)
+
+    def configure(self, capacity: int, policy: str = tables.FREQUENCY, *, admit_uses: int | None = None,
+                  counter: tables.UseCounter[Identity] | None = None) -> None:
+        """Start afresh with these settings: every holder loses its tables, counts and stats
+        are zeroed. ``counter`` defaults to one halved every 16 x capacity signatures."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if policy not in tables.POLICIES:
+            raise ValueError(f"unknown table policy {policy!r}")
+        with self._lock:
+            self.capacity = capacity
+            self.policy = policy
+            self.admit_uses = self.ADMIT_USES if admit_uses is None else admit_uses
+            self.counter: tables.UseCounter[Identity] = (
+                tables.UseCounter(max(64, 16 * capacity)) if counter is None else counter
+            )
+            while self._refs:
+                self._drop(self._refs.popitem(last=False)[1])
+            self.stats.reset()
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def tables_for(self, key: PrivateKey, q_id: bk.G1Point) -> SignerTables | None:
+        """``key``'s tables for this signature, built if the policy admits it, or None."""
+        held = key._tables
+        if held is not None and held.q_point != q_id:  # ``identity`` was replaced: stale
+            held = None
+        if self.policy == tables.SECOND_USE:
+            return self._second_use(key, q_id, held)
+        with self._lock:
+            if self.policy == tables.OFF:
+                self.stats.misses += 1
+                return None
+            count = self.counter.add(key.identity)
+            if held is not None:
+                self.stats.hits += 1
+                self._touch(key)
+                return held
+            self.stats.misses += 1
+            if count < self.admit_uses:
+                return None
+            if len(self._refs) >= self.capacity and id(key) not in self._refs:
+                victim = next(iter(self._refs.values()))()
+                if victim is not None and count < self.counter.count(victim.identity) + self.admit_uses:
+                    self.stats.refused += 1  # the victim's uses lost, plus a build, must be repaid
+                    return None
+        built = key._tables = SignerTables(key._d, q_id)  # outside the lock: about a millisecond
+        with self._lock:
+            self.stats.builds += 1
+            self._touch(key)
+        return built
+
+    def _second_use(self, key: PrivateKey, q_id: bk.G1Point, held: SignerTables | None) -> SignerTables | None:
+        if held is None:
+            self.stats.misses += 1
+            key._signs += 1
+            if key._signs < 2:
+                return None
+            held = key._tables = SignerTables(key._d, q_id)
+            self.stats.builds += 1
+        else:
+            self.stats.hits += 1
+        self.touch(key)
+        return held
 
     def touch(self, key: PrivateKey) -> None:
         """Mark ``key`` the most recently used holder; evict beyond the capacity."""
         with self._lock:
-            ref = self._refs.pop(id(key), None)
-            if ref is None or ref() is not key:  # new, or an id reused after a key died
-                ref = weakref.ref(key)
-            self._refs[id(key)] = ref
-            while len(self._refs) > self._capacity:
-                evicted = self._refs.popitem(last=False)[1]()
-                if evicted is not None:
-                    evicted._tables = None
+            self._touch(key)
+
+    def _touch(self, key: PrivateKey) -> None:
+        ref = self._refs.pop(id(key), None)
+        if ref is None or ref() is not key:  # new, or an id reused after a key died
+            ref = weakref.ref(key)
+        self._refs[id(key)] = ref
+        while len(self._refs) > self.capacity:
+            self._drop(self._refs.popitem(last=False)[1])
+
+    def _drop(self, ref: weakref.ref[PrivateKey]) -> None:
+        evicted = ref()
+        if evicted is not None and evicted._tables is not None:
+            evicted._tables = None
+            self.stats.evictions += 1
 
 
 _HOLDERS: Final = _TableHolders(_TABLE_KEYS)

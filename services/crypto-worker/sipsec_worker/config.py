@@ -25,6 +25,8 @@ class WorkerConfig:
     queue: int = setting("SIPSEC_WORKER_QUEUE", 64, "pool tasks that may wait for a process; beyond it RESOURCE_EXHAUSTED")
     max_batch: int = setting("SIPSEC_WORKER_MAX_BATCH", 256, "most items in one batch RPC (INVALID_ARGUMENT / batch-too-large above)")
     params_cache: int = setting("SIPSEC_WORKER_PARAMS_CACHE", 128, "parsed domain parameters kept per pool process (LRU)")
+    key_cache: int = setting("SIPSEC_WORKER_KEY_CACHE", 4096, "parsed private keys kept per pool process (LRU; a key keeps its signing tables only while cached)")
+    table_mib: float = setting("SIPSEC_WORKER_TABLE_MIB", 64.0, "memory for fixed-base tables per pool process, MiB (3/8 identity points ~171 KiB each, 3/8 signing keys ~343 KiB, 1/4 recipients ~588 KiB; built only for values used often enough to repay them; 0 = none)")
     metrics_host: str = setting("SIPSEC_WORKER_METRICS_HOST", "0.0.0.0", "bind host of the Prometheus /metrics endpoint")
     metrics_port: int = setting("SIPSEC_WORKER_METRICS_PORT", 9465, "Prometheus port (0 = any free port, -1 = off)")
     drain_seconds: float = setting("SIPSEC_WORKER_DRAIN_SECONDS", 10.0, "grace period for in-flight RPCs after SIGTERM, seconds")
@@ -38,8 +40,10 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.processes < 0 or self.queue < 0:
             raise ConfigError("processes and queue must not be negative")
-        if self.max_batch < 1 or self.params_cache < 1:
-            raise ConfigError("max_batch and params_cache must be positive")
+        if self.max_batch < 1 or self.params_cache < 1 or self.key_cache < 1:
+            raise ConfigError("max_batch, params_cache and key_cache must be positive")
+        if self.table_mib < 0:
+            raise ConfigError("table_mib must not be negative")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together")
         if self.tls_cert and self.plaintext:

@@ -2,10 +2,12 @@
 
 Functions here are pickled by name into the pool's (spawned) processes; the module keeps
 no state but two bounded LRU caches per process: parsed domain parameters, and parsed private
-keys. A key kept across requests keeps the fixed-base signing tables ``sipsec.ibc`` builds on
-its second signature (as a key held by the in-process engine does), and is not decompressed
+keys. A key kept across requests keeps the fixed-base signing tables ``sipsec.ibc`` gives a
+key that signs often (as a key held by the in-process engine does), and is not decompressed
 and subgroup-checked again; the cache is keyed by a SHA-256 of the identity and key bytes, so
-it holds no key material beyond the parsed keys themselves and dies with the process.
+it holds no key material beyond the parsed keys themselves and dies with the process. The
+process's fixed-base tables (identity points, recipients, signing keys) are sized and admitted
+by ``sipsec.ibc.configure_tables`` (``init_process``: ``SIPSEC_WORKER_TABLE_MIB``).
 """
 
 from __future__ import annotations
@@ -36,17 +38,21 @@ from sipsec.engine.wire import (
     reason_for,
 )
 from sipsec.ibc import DomainParams, IbcError, Identity, PrivateKey
+from sipsec.ibc.hazmat.tables import DEFAULT_TABLE_MIB
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
 
 __all__ = [
     "DEFAULT_KEY_CACHE",
     "DEFAULT_PARAMS_CACHE",
+    "DEFAULT_TABLE_MIB",
     "VERIFY_BATCH",
     "ItemResult",
+    "cache_sizes",
     "init_process",
     "key_cache_info",
     "params_cache_info",
     "run_items",
+    "set_key_cache",
     "set_params_cache",
     "warm",
 ]
@@ -56,9 +62,10 @@ __all__ = [
 ItemResult = tuple[str, bytes, bytes, str, str]
 
 DEFAULT_PARAMS_CACHE: Final = 128
-#: Parsed private keys kept per pool process (each with signing tables once it has signed twice,
-#: ~360 KiB; ``sipsec.ibc`` keeps tables for at most 64 keys per process whatever this says).
-DEFAULT_KEY_CACHE: Final = 256
+#: Parsed private keys kept per pool process (with their identity about 1 KiB each, ~4 MiB in all; a key that
+#: signs often holds signing tables, ~343 KiB, while it is among the keys
+#: ``sipsec.ibc.configure_tables`` allows them, and loses them if it leaves this cache).
+DEFAULT_KEY_CACHE: Final = 4096
 #: Most verifications checked as one ``ibc.verify_batch`` (a forged one makes the batch be halved
 #: until it is found: about log2(n) more multi-pairings, not a recheck of each item).
 VERIFY_BATCH: Final = 32
@@ -122,17 +129,35 @@ def key_cache_info() -> tuple[int, int, int]:
     return _keys.hits, _keys.misses, len(_keys)
 
 
+def set_key_cache(size: int) -> None:
+    """A fresh, empty parsed-key LRU of ``size`` entries in this process."""
+    global _keys
+    _keys = _KeyCache(size)
+
+
 def set_params_cache(size: int) -> None:
     """A fresh, empty parsed-parameters LRU of ``size`` entries in this process."""
     global _parse_params
     _parse_params = functools.lru_cache(max(1, size))(_decode_params)
 
 
-def init_process(params_cache: int) -> None:
-    """Pool-process initialiser: the params LRU, and SIGINT ignored (the parent decides
-    when the pool stops)."""
+def init_process(params_cache: int, key_cache: int = DEFAULT_KEY_CACHE,
+                 table_mib: float = DEFAULT_TABLE_MIB) -> None:
+    """Pool-process initialiser: the params and key LRUs, the fixed-base tables' memory
+    (``sipsec.ibc.configure_tables``; 0 = none), and SIGINT ignored (the parent decides when
+    the pool stops)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_params_cache(params_cache)
+    set_key_cache(key_cache)
+    ibc.configure_tables(table_mib)
+
+
+def cache_sizes() -> dict[str, object]:
+    """This process's cache bounds: parsed keys, parsed parameters, and the fixed-base tables
+    (per kind, 0 where the policy is ``off``)."""
+    tables = {name: int(str(s["capacity"])) if s["policy"] != "off" else 0 for name, s in ibc.table_stats().items()}
+    maxsize = _parse_params.cache_info().maxsize  # type: ignore[attr-defined]
+    return {"key_cache": _keys.capacity, "params_cache": maxsize, "tables": tables}
 
 
 def params_cache_info() -> tuple[int, int, int]:

@@ -39,7 +39,15 @@ from sipsec.engine.wire import (
     REASON_QUEUE_FULL,
 )
 
-from sipsec_worker.ops import DEFAULT_PARAMS_CACHE, ItemResult, init_process, run_items, warm
+from sipsec_worker.ops import (
+    DEFAULT_KEY_CACHE,
+    DEFAULT_PARAMS_CACHE,
+    DEFAULT_TABLE_MIB,
+    ItemResult,
+    init_process,
+    run_items,
+    warm,
+)
 
 __all__ = ["CryptoPool", "DeadlineExpired", "PoolBroken", "PoolClosed", "PoolRejected", "QueueFull",
            "init_pool_process"]
@@ -60,7 +68,8 @@ def _watch_parent(parent_pid: int) -> None:
         time.sleep(PARENT_CHECK_S)
 
 
-def init_pool_process(params_cache: int, parent_pid: int) -> None:
+def init_pool_process(params_cache: int, parent_pid: int, key_cache: int = DEFAULT_KEY_CACHE,
+                      table_mib: float = DEFAULT_TABLE_MIB) -> None:
     """Pool-process initialiser: die with the worker (``PR_SET_PDEATHSIG`` = SIGKILL, and a
     parent-pid watchdog thread as the fallback), then :func:`~sipsec_worker.ops.init_process`."""
     with contextlib.suppress(OSError, AttributeError):
@@ -69,7 +78,7 @@ def init_pool_process(params_cache: int, parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the worker died before prctl took effect
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
-    init_process(params_cache)
+    init_process(params_cache, key_cache, table_mib)
 
 
 class PoolRejected(Exception):
@@ -114,13 +123,16 @@ def _chunks(items: Sequence[bytes], n: int) -> list[list[bytes]]:
 class CryptoPool:
     """A ``ProcessPoolExecutor`` of ``processes`` spawned processes behind a bounded queue."""
 
-    def __init__(self, processes: int, queue: int, *, params_cache: int = DEFAULT_PARAMS_CACHE) -> None:
+    def __init__(self, processes: int, queue: int, *, params_cache: int = DEFAULT_PARAMS_CACHE,
+                 key_cache: int = DEFAULT_KEY_CACHE, table_mib: float = DEFAULT_TABLE_MIB) -> None:
         if processes < 1 or queue < 0:
             raise ValueError("need processes >= 1 and queue >= 0")
         self.processes = processes
         self.queue = queue
         self.capacity = processes + queue
         self.params_cache = params_cache
+        self.key_cache = key_cache
+        self.table_mib = table_mib
         self.in_flight = 0  # admitted tasks not yet finished (running or waiting)
         self._closed = False
         self._executor = self._new_executor()
@@ -129,7 +141,8 @@ class CryptoPool:
         # spawn, not fork: the parent runs gRPC threads, which must not be forked.
         return ProcessPoolExecutor(
             max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_pool_process, initargs=(self.params_cache, os.getpid()),
+            initializer=init_pool_process,
+            initargs=(self.params_cache, os.getpid(), self.key_cache, self.table_mib),
         )
 
     @property

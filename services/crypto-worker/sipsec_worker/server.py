@@ -28,7 +28,8 @@ class WorkerServer:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.metrics = WorkerMetrics()
-        self.pool = CryptoPool(config.pool_processes, config.queue, params_cache=config.params_cache)
+        self.pool = CryptoPool(config.pool_processes, config.queue, params_cache=config.params_cache,
+                               key_cache=config.key_cache, table_mib=config.table_mib)
         self.metrics.processes.set(self.pool.processes)
         self.metrics.capacity.set(self.pool.capacity)
         self.metrics.queue_depth.set_function(lambda: self.pool.waiting)

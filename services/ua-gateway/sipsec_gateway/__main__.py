@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import uvicorn
-from sipsec import lifecycle
+from sipsec import ibc, lifecycle
 from sipsec.cli import configure_from, serve_command, service_main
 from sipsec.config import ConfigError, describe, split_hostport
 from sipsec.engine import EngineMetrics, create_engine
@@ -39,6 +39,7 @@ log = logging.getLogger("sipsec.gateway")
 def build_gateway(config: GatewayConfig) -> Gateway:
     """Wire a gateway from ``config``: PKG connector, crypto engine, stores (memory or Redis)."""
     metrics = GatewayMetrics()
+    ibc.configure_tables(config.table_mib)  # the in-process engine's, and the pool fallback's
     ca = Path(config.pkg_ca).read_bytes() if config.pkg_ca else None
     pkg = PkgConnector(tuple(config.pkg_targets), plaintext=config.pkg_plaintext, root_certificates=ca,
                        pinned_fingerprint=config.pkg_fingerprint or None, client_cert=pkg_client_cert(config))

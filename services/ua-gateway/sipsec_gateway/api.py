@@ -378,7 +378,10 @@ def create_app(gateway: Gateway, tokens: ApiTokens) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return _error(exc.status, exc.message)
+        # 503: a dependency failed (the PKG, too few threshold nodes) or the gateway is draining
+        # or full: the client is told when to try again (RFC 9110 §10.2.3)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+        return _error(exc.status, exc.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

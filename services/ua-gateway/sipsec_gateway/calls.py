@@ -50,7 +50,14 @@ from sipsec.sip.events import (
 )
 from sipsec.sip.headers import CSeq, parse_via_list
 from sipsec.sip.message import generate_branch, generate_call_id, generate_tag, make_response
-from sipsec.sip.transaction import ClientTransaction, ServerTransaction, Transaction
+from sipsec.sip.parser import parse_message
+from sipsec.sip.transaction import (
+    ClientTransaction,
+    ServerTransaction,
+    Transaction,
+    build_ack_for_error,
+    build_cancel,
+)
 from sipsec.stores.access import StoreUnavailable
 from sipsec.stores.envelope import DialogStore, ReplayCache
 from sipsec.telemetry import tracing
@@ -60,7 +67,7 @@ from sipsec_gateway.metrics import GatewayMetrics
 from sipsec_gateway.ordering import PerCallId, call_id_of
 from sipsec_gateway.routing import peer_for_uri
 from sipsec_gateway.secured import Refused, SecuredIO
-from sipsec_gateway.shared import SharedState, dialog_from_record
+from sipsec_gateway.shared import SharedState, dialog_from_record, peer_of
 from sipsec_gateway.state import Call, CallFailed, CallState, TraceEntry
 from sipsec_gateway.store import CallStore
 
@@ -74,6 +81,9 @@ _RESPONSE_TIMEOUT_S = 32.0
 RETRY_AFTER_S = 5
 #: Retry-After (seconds) of a 503 to an in-dialog request while a restarted gateway logs its users in again.
 RESTORING_RETRY_AFTER_S = 1
+#: How long a restarted gateway answers the responses to a phone INVITE its dead instance sent
+#: (ACK for the 487 its CANCEL draws, ACK + BYE for a 2xx): 64·T1, the INVITE transaction's life.
+ORPHAN_INVITE_S = 32.0
 #: BYE retries: the first after this many seconds, doubling up to BYE_RETRY_MAX_S.
 BYE_RETRY_FIRST_S = 0.5
 BYE_RETRY_MAX_S = 4.0
@@ -171,7 +181,8 @@ class Agent:
         bye_retry_s: float = 32.0,
     ) -> None:
         self.bye_retry_s = bye_retry_s  # how long a BYE that failed is sent again (0 = never)
-        self.session_expires_s = session_expires_s if secured else 0  # timers on the secured leg
+        # timers on the secured leg, and on a phone leg whose phone supports them (Supported: timer)
+        self.session_expires_s = session_expires_s
         self.min_se_s = min_se_s
         self.advertise = advertise
         self.transport_name = transport.upper()
@@ -202,6 +213,8 @@ class Agent:
         self._recent: list[str] = []  # ids of calls with traces, oldest first
         self.keep_calls = keep_calls
         self._finished: list[str] = []  # ids of ended/failed calls, oldest first
+        # phone INVITEs a dead instance of this gateway sent, by Call-ID: (INVITE, phone, our ACK)
+        self._orphans: dict[str, tuple[Request, Peer, Request | None]] = {}
         endpoint.handler = self.events.submit
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -420,7 +433,7 @@ class Agent:
         ]
         if sdp:
             h.append(("Content-Type", "application/sdp"))
-        if call.secure and self.session_expires_s > 0:
+        if self.session_expires_s > 0 and (call.secure or call.offer_timer):
             h.extend(sessiontimer.offer_headers(self.session_expires_s, self.min_se_s))
         invite = Request("INVITE", uri, h, sdp)
         if call.secure or self.secured:
@@ -443,6 +456,8 @@ class Agent:
         invite = self.build_invite(call, target, sdp, to_text=to_text)
         call.invite = invite
         call.started = time.perf_counter()
+        if not self.secured:  # a phone leg: kept before it rings, so that a restart can CANCEL it
+            await self.keep_setup(call)
         try:
             await self._send_request(call, invite, dest, first=call.secure)
         except (EnvelopeError, IbcError, EngineUnavailable) as exc:
@@ -529,6 +544,80 @@ class Agent:
         except SipError:
             assert call.dest is not None
             return call.dest
+
+    # -- phone legs being set up, across a restart --------------------------------------------
+
+    async def keep_setup(self, call: Call) -> None:
+        """Keep a phone leg being set up (its setup record, :meth:`SharedState.save_setup`); a
+        store that fails costs the call nothing, only its end by a restart (logged)."""
+        try:
+            call.setup_kept = await self.shared.save_setup(call)
+        except DEPENDENCY_FAILURES as exc:
+            log.warning("%s side: a phone leg being set up is not kept (a restart would not end it): %s",
+                        self.side, type(exc).__name__)
+
+    async def end_setup_record(self, record: dict[str, Any]) -> None:
+        """End, after a restart, a phone leg the dead instance was setting up, from its setup
+        record: our INVITE to the phone is CANCELled (§9.1; its 487 is ACKed, a 2xx that
+        crossed is ACKed and ended with BYE, §13.2.2.4), the phone's INVITE gets 503 +
+        Retry-After (its server transaction died with the process: sent statelessly). The
+        record is deleted."""
+        try:
+            invite = parse_message(str(record["invite"]).encode("latin-1"))
+        except (SipError, KeyError, ValueError) as exc:
+            log.warning("%s side: a setup record does not hold an INVITE: %s", self.side, type(exc).__name__)
+            invite = None
+        peer = peer_of(record)
+        if isinstance(invite, Request) and peer is not None:
+            if record.get("direction") == "outgoing":
+                self._orphans[invite.call_id] = (invite, peer, None)
+                asyncio.get_running_loop().call_later(ORPHAN_INVITE_S, self._orphans.pop, invite.call_id, None)
+                self.spawn(self._orphan_request(build_cancel(invite), peer))
+            else:
+                resp = make_response(invite, 503, "Service Unavailable", to_tag=str(record.get("local_tag") or ""))
+                resp.headers.add("Retry-After", str(RETRY_AFTER_S))
+                self.endpoint.send_stateless(resp, peer)
+        await self.shared.delete(record)
+
+    async def _orphan_request(self, request: Request, dest: Peer) -> None:
+        """Send a CANCEL or BYE for a phone leg of a dead instance; its answer is only logged."""
+        try:
+            resp = await self._requests.send(request, dest, _RESPONSE_TIMEOUT_S)
+            log.info("%s side: a %s for a leg the restart found got %d", self.side, request.method, resp.status)
+        except (CallFailed, OSError) as exc:
+            log.info("%s side: a %s for a leg the restart found failed: %s", self.side, request.method, exc)
+
+    def _orphan_response(self, resp: Response) -> bool:
+        """A response outside any transaction to a phone INVITE the dead instance sent: ACK a
+        final error (§17.1.1.3); ACK a 2xx and end its session with BYE (§13.2.2.4), re-ACK a
+        retransmission. False: not such a response."""
+        orphan = self._orphans.get(call_id_of(resp) or "")
+        if orphan is None or resp.cseq.method != "INVITE" or resp.status < 200:
+            return orphan is not None
+        invite, peer, ack = orphan
+        if resp.status >= 300:
+            self.endpoint.send_request(build_ack_for_error(invite, resp), peer)
+            return True
+        if ack is not None:
+            self.endpoint.send_request(ack, peer)
+            return True
+        try:
+            dialog = Dialog.from_uac_response(invite, resp)
+        except SipError as exc:
+            log.warning("%s side: an unusable 2xx for a leg the restart found: %s", self.side, exc)
+            return True
+        ack = dialog.create_ack(self.via())
+        try:
+            dest = peer_for_uri(next_hop(ack), self.transport_name)
+        except SipError:
+            dest = peer
+        self.endpoint.send_request(ack, dest)
+        self._orphans[invite.call_id] = (invite, dest, ack)
+        bye = dialog.create_request("BYE", self.via())
+        dialog.terminate()
+        log.info("%s side: a phone answered a call the restart found in set-up: ACK and BYE", self.side)
+        self.spawn(self._orphan_request(bye, dest))
+        return True
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -725,6 +814,8 @@ class Agent:
 
     async def _on_response(self, outer: Response, txn: ClientTransaction | None) -> None:
         if txn is None:  # a 2xx retransmission after the INVITE transaction ended: re-ACK
+            if self._orphans and self._orphan_response(outer):
+                return
             self._resend_ack(self._outgoing_cid.get(call_id_of(outer) or ""))
             return
         if self._requests.resolve(txn, outer):
@@ -884,11 +975,15 @@ class Agent:
         if call.setup_done is not None and not call.setup_done.done():
             call.setup_done.set_result(None)
         ack = call.dialog.create_ack(self.via())
-        await self._send_request(call, ack, self._in_dialog_peer(ack, call))
-        if call.secure and call.invite.headers.get("Session-Expires"):  # we offered a timer
+        offered_timer = (call.secure or call.offer_timer) and call.invite.headers.get("Session-Expires")
+        if offered_timer:
             call.session = sessiontimer.from_response(resp)
+        try:  # kept before the ACK: a restart in between finds an established leg to end with BYE
+            await self.save(call)
+        finally:
+            await self._send_request(call, ack, self._in_dialog_peer(ack, call))
+        if offered_timer:
             self._arm_session(call)
-        await self.save(call)
         if call.cancel_requested:
             self.spawn(self.hangup(call))
             return
@@ -944,6 +1039,9 @@ class Agent:
             call.setup_done.exception()  # retrieved: a caller that stopped waiting is no error
         call.ended.set()
         self._retire(call)
+        if call.setup_kept:  # the phone leg's setup record: nothing left to end after a restart
+            call.setup_kept = False
+            self.spawn(self.shared.forget(call))
         self.owner.on_ended(call)
 
     def _end(self, call: Call, status: int | None, reason: str) -> None:
@@ -1139,7 +1237,10 @@ class Agent:
             call.dest = txn.addr if isinstance(txn.addr, Peer) else None
             self._by_txn[txn] = call
             call.txns.append(txn)
-            timer = sessiontimer.answer(req, self.session_expires_s, self.min_se_s) if call.secure else None
+            # a secured call, or a phone's call when the phone supports timers: a phone that
+            # vanishes then stops refreshing, and the call ends by itself (RFC 4028 §10)
+            timed = call.secure or (not self.secured and sessiontimer.supports_timer(req))
+            timer = sessiontimer.answer(req, self.session_expires_s, self.min_se_s) if timed else None
             if timer == 422:  # RFC 4028 §9: the interval offered is below our Min-SE
                 await self.reject(call, 422, "Session Interval Too Small", [("Min-SE", str(self.min_se_s))])
                 return

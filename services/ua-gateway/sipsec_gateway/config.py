@@ -59,6 +59,7 @@ class GatewayConfig:
     workers_ca: str = setting("SIPSEC_GATEWAY_WORKERS_CA", "", "PEM CA file of the crypto-workers' TLS certificates")
     verify_window_ms: float = setting("SIPSEC_GATEWAY_VERIFY_WINDOW_MS", 16.0, "in-process crypto under load (verifies arriving more often than this, and CPU short): how long a signature verification waits to be batched with others, ms (0 = never waits)")
     verify_busy_cpu: float = setting("SIPSEC_GATEWAY_VERIFY_BUSY_CPU", 0.7, "in-process crypto: the share of one core the gateway process must be using before verifications wait to be batched (0 = on the arrival rate alone)")
+    table_mib: float = setting("SIPSEC_GATEWAY_TABLE_MIB", 64.0, "in-process crypto (and the fallback beside a worker pool): memory for fixed-base tables, MiB (3/8 identity points ~171 KiB each, 3/8 signing keys ~343 KiB, 1/4 recipients ~588 KiB; built only for values used often enough to repay them; 0 = none)")
     store: str = setting("SIPSEC_GATEWAY_STORE", "memory", "dialog state: memory or redis (redis lets any replica continue a dialog)")
     redis_url: str = shared.redis_url("store=redis; names the gateway's ACL user: redis://gateway@host:6379/0, rediss:// for TLS")
     redis_password_file: str = shared.redis_password_file("SIPSEC_GATEWAY")
@@ -80,7 +81,7 @@ class GatewayConfig:
     trace_calls: int = setting("SIPSEC_GATEWAY_TRACE_CALLS", 0, "how many recent calls keep a decrypted wire trace for `GET /v1/calls/{id}/wire` (0 = none, the default: traces hold the opened messages; e.g. 200 to debug)")
     trace_minutes: float = setting("SIPSEC_GATEWAY_TRACE_MINUTES", 10.0, "longest a wire trace is kept, minutes (then dropped)")
     trace_reveal: bool = setting("SIPSEC_GATEWAY_TRACE_REVEAL", False, "1 = a `read` token may ask for unredacted wire views (`?reveal=true`: SDP, AORs, display names, Contact user parts, Call-IDs); otherwise they are always redacted")
-    session_expires_s: int = setting("SIPSEC_GATEWAY_SESSION_EXPIRES_S", 1800, "RFC 4028 session timer of secured calls: the interval offered and the longest accepted, seconds (0 = off); the refresher sends an UPDATE at half of it, and a call whose far end stops refreshing ends with BYE")
+    session_expires_s: int = setting("SIPSEC_GATEWAY_SESSION_EXPIRES_S", 1800, "RFC 4028 session timer of secured calls, and of phone legs whose phone says Supported: timer (in its INVITE, or in its REGISTER for calls to it): the interval offered and the longest accepted, seconds (0 = off); the refresher sends an UPDATE at half of it, and a call whose far end stops refreshing ends with BYE")
     min_se_s: int = setting("SIPSEC_GATEWAY_MIN_SE_S", 90, "RFC 4028 Min-SE: the shortest session interval accepted (a shorter offer gets 422), seconds")
     bye_retry_s: float = setting("SIPSEC_GATEWAY_BYE_RETRY_S", 32.0, "how long a BYE answered 408, 500, 503, 403 Clock Skew or a transport error is sent again (back-off 0.5 s doubling to 4 s, the next CSeq each time), seconds (0 = never)")
     replica: str = setting("SIPSEC_GATEWAY_REPLICA", "", "this replica's stable name in the store: the users it keeps are restored by the next start with the same name (empty = domain and secured-side address; set it where the address changes on restart, e.g. to a StatefulSet pod name)")
@@ -163,6 +164,8 @@ class GatewayConfig:
             raise ConfigError("verify_window_ms must be between 0 and 100")
         if not 0 <= self.verify_busy_cpu <= 1:
             raise ConfigError("verify_busy_cpu must be between 0 and 1")
+        if self.table_mib < 0:
+            raise ConfigError("table_mib must not be negative")
 
     def check_trust(self) -> list[str]:
         """At start: the trust anchors a production gateway must have. Raises ConfigError naming

@@ -49,6 +49,7 @@ from sipsec.stores.envelope import (
 )
 from sipsec.telemetry import tracing
 
+from sipsec_gateway import sessiontimer
 from sipsec_gateway.calls import Agent, Call, CallFailed, CallState
 from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.contacts import ContactTokens
@@ -110,6 +111,7 @@ class PhoneBinding:
     contact: str
     peer: Peer
     expires_at: float
+    timer: bool = False  # the REGISTER said Supported: timer: calls to it offer a session timer
 
 
 class Gateway:
@@ -163,6 +165,7 @@ class Gateway:
         self._docs: dict[str, dict[str, Any]] = {}  # what the store keeps of each user (sealed there)
         self._kept: set[str] = set()  # users the store kept for this replica (restored or not yet)
         self._restoring: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -197,12 +200,17 @@ class Gateway:
                 replay=self.replay_cache, outbound=None, call_store=self.call_store,
                 dialog_ttl_s=self.config.dialog_ttl_s, trace_calls=self.config.trace_calls, trace_ttl_s=self.config.trace_minutes * 60, keep_calls=self.config.keep_calls, engine=self.engine,
                 advertise=self.config.advertise, bye_retry_s=self.config.bye_retry_s,
+                session_expires_s=self.config.session_expires_s, min_se_s=self.config.min_se_s,
             )
             plain_ep.start()
             self.plain.start()
+        for agent in (self.secure, self.plain):
+            if agent is not None:
+                agent.shared.replica = self.replica  # every record written goes in this replica's index
         self._started = True
         self.started_at = time.time()
         self._restoring = asyncio.get_running_loop().create_task(self._restore_users())
+        self._recovering = asyncio.get_running_loop().create_task(self.recover_calls())
         log.info("gateway for %s: secured SIP on %s, plain SIP on %s, proxy %s", self.domain,
                  self.secure.address, self.plain.address if self.plain else "-", self.config.proxy)
 
@@ -253,10 +261,11 @@ class Gateway:
         unregister the users (the store keeps them for the next start), close everything."""
         drain = self.config.drain_seconds if drain is None else drain
         self.draining = True
-        if self._restoring is not None:
-            self._restoring.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._restoring
+        for task in (self._restoring, self._recovering):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         live = self.live_calls()
         if live and drain > 0:  # drain 0: leave the calls as they are (a replica or restart continues them)
             ending = [self._agent_of(c).abort(c, 503, "Service Unavailable", [("Retry-After", "5")]) for c in live]
@@ -378,7 +387,7 @@ class Gateway:
                    contact=self.secure.contact_uri(aor) if self.secure is not None else None,
                    phone=None if phone is None else {
                        "contact": phone.contact, "transport": phone.peer.transport, "host": phone.peer.host,
-                       "port": phone.peer.port, "expires_at": phone.expires_at})
+                       "port": phone.peer.port, "expires_at": phone.expires_at, "timer": phone.timer})
         try:
             await self.call_store.put_user(self.replica, aor, doc)
             self._kept.add(aor)
@@ -442,11 +451,74 @@ class Gateway:
         await self._keep_user(aor)
         return True
 
+    async def recover_calls(self) -> None:
+        """The calls this replica had in progress before it was restarted (its index in the
+        store, :meth:`CallStore.replica_calls`), each kept or ended so that no phone is left
+        with a call up:
+
+        - a call established on both legs (a record for each) is kept: either side ends it later;
+        - a phone leg being set up (a setup record) is ended: CANCEL to the phone, or 503 to the
+          phone's INVITE (:meth:`Agent.end_setup_record`);
+        - an established leg whose bridged leg was never established (the restart fell between
+          the phone's answer and the secured answer, or the other way round) is ended with BYE
+          from its record — a phone leg at once, a secured leg once its user is logged in again.
+
+        The store is read again every ``key_retry_s`` while it fails."""
+        records: list[dict[str, Any]] | None = None
+        while records is None:
+            try:
+                records = await self.call_store.replica_calls(self.replica)
+            except Exception as exc:  # noqa: BLE001 - the store is down: readiness says so, retried
+                log.warning("cannot read this replica's calls from the store: %s", type(exc).__name__)
+                await asyncio.sleep(self.config.key_retry_s)
+        found = {r["id"]: r for r in records if isinstance(r.get("id"), str) and self.find_call(r["id"]) is None}
+        setups = [r for r in found.values() if r.get("setup")]
+        orphans: list[dict[str, Any]] = []
+        for record in found.values():
+            if record.get("setup"):
+                continue
+            bridge = record.get("bridge")
+            if not isinstance(bridge, str):
+                continue  # a call with one leg (auto-answer, the API's): kept
+            other = found.get(bridge)
+            if other is None and self.find_call(bridge) is None:
+                with contextlib.suppress(Exception):  # unknown: kept, as before
+                    other = await self.call_store.get(bridge) or {"setup": True}
+            if other is None or other.get("setup"):
+                orphans.append(record)
+        if found:
+            log.info("calls kept in the store for this replica: %d found, %d phone leg(s) in set-up and "
+                     "%d half-established leg(s) ended", len(found), len(setups), len(orphans))
+        if self.plain is not None:
+            for record in setups:
+                await self.plain.end_setup_record(record)
+        ending = [self._end_orphan(r) for r in orphans if r.get("side") == "plain"]
+        await asyncio.gather(*ending)
+        secured = [r for r in orphans if r.get("side") != "plain"]
+        if secured and self._restoring is not None:
+            await asyncio.shield(self._restoring)  # its BYE is signed: the user's keys first
+        await asyncio.gather(*(self._end_orphan(r) for r in secured))
+
+    async def _end_orphan(self, record: dict[str, Any]) -> None:
+        agent = self.plain if record.get("side") == "plain" else self.secure
+        if agent is None:
+            return
+        try:
+            status = await agent.hangup_from_store(record)
+            log.info("a half-established %s leg found at start was ended: BYE answered %d",
+                     record.get("side"), status)
+        except Exception as exc:  # noqa: BLE001 - the key expired, the user is gone, the far end is down
+            log.warning("a half-established %s leg found at start could not be ended: %s",
+                        record.get("side"), exc)
+            with contextlib.suppress(Exception):
+                await agent.shared.delete(record)
+
     def _restore_phone(self, aor: str, phone: object) -> None:
         if not isinstance(phone, dict) or float(phone.get("expires_at", 0)) <= time.time():
             return
         peer = Peer(str(phone["transport"]), str(phone["host"]), int(phone["port"]))
-        self.phones[aor] = PhoneBinding(aor, str(phone["contact"]), peer, float(phone["expires_at"]))
+        self.phones[aor] = PhoneBinding(aor, str(phone["contact"]), peer, float(phone["expires_at"]),
+                                        bool(phone.get("timer")))
 
     async def _login_again(self, aor: str, password: str, policy: SecurityPolicy, auto_answer: bool,
                            hold_s: float | None, phone_password: str | None, register: bool) -> UserSettings:
@@ -754,6 +826,7 @@ class Gateway:
         assert self.plain is not None
         leg = self.plain.new_call(direction="outgoing", local_aor=far.peer_aor, peer_aor=far.local_aor, secure=False)
         leg.bridge, far.bridge = far, leg
+        leg.offer_timer = phone.timer
         try:
             await self.plain.invite(leg, phone.contact, far.remote_sdp, dest=phone.peer,
                                     to_text=f"<{far.local_aor}>")
@@ -782,6 +855,7 @@ class Gateway:
                 await self.plain.reject(leg, 404, "Not Found")
                 return
         leg.peer_aor = callee
+        await self.plain.keep_setup(leg)  # a restart before its answer sends the phone a 503
         try:
             await self._start_call(user, callee, None, invite.body, bridge=leg)
         except GatewayError as exc:
@@ -919,7 +993,8 @@ class Gateway:
             else:
                 agent.respond_plain(txn, 400, "Bad Contact")
                 return True
-            self.phones[user] = PhoneBinding(user, str(uri), peer, time.time() + min(expires, 7200))
+            self.phones[user] = PhoneBinding(user, str(uri), peer, time.time() + min(expires, 7200),
+                                             sessiontimer.supports_timer(request))
             ok.headers.add("Contact", f"<{uri}>;expires={min(expires, 7200)}")
             await self._keep_user(user)
         self.metrics.registrations.labels("phone", "ok").inc()
@@ -988,7 +1063,8 @@ class Gateway:
     async def readiness(self) -> dict[str, Any]:
         """Whether this gateway can serve calls now, check by check (each within ``ready_timeout_s``):
         ``sip`` (started, not draining), ``store`` (answers), ``pkg`` (a node answers its health
-        check), ``users`` (when users are kept for this replica, at least one is logged in and registered)."""
+        check; a threshold PKG: at least t of its n nodes), ``users`` (when users are kept for this
+        replica, at least one is logged in and registered)."""
         timeout = self.config.ready_timeout_s
         store, pkg = await asyncio.gather(self._store_check(timeout), self._pkg_check(timeout))
         kept = self._kept | set(self.users)
@@ -1012,11 +1088,15 @@ class Gateway:
         return {"ok": True}
 
     async def _pkg_check(self, timeout: float) -> dict[str, Any]:
+        """How many PKG nodes serve, against how many a key needs: a t-of-n threshold PKG with
+        fewer than t nodes serving can log nobody in, so the gateway is not ready then."""
+        params = self.directory.get(self.domain) if self.pkg.threshold_mode else None
+        needed = params.threshold if params is not None else 1
         try:
             serving = await asyncio.wait_for(self.probe.serving(timeout), timeout + 0.5)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready"
-            return {"ok": False, "error": type(exc).__name__, "nodes": len(self.pkg.targets)}
-        return {"ok": serving > 0, "serving": serving, "nodes": len(self.pkg.targets)}
+            return {"ok": False, "error": type(exc).__name__, "nodes": len(self.pkg.targets), "needed": needed}
+        return {"ok": serving >= needed, "serving": serving, "nodes": len(self.pkg.targets), "needed": needed}
 
     def health(self) -> Mapping[str, Any]:
         return {

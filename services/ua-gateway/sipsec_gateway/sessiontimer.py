@@ -1,4 +1,6 @@
-"""Session timers (RFC 4028) of the secured leg: the negotiation, no I/O and no clock.
+"""Session timers (RFC 4028) of the secured leg, and of a phone leg whose phone supports them
+(``Supported: timer`` in its INVITE, or in its REGISTER for the calls to it): the negotiation,
+no I/O and no clock.
 
 The UAC offers ``Session-Expires: <interval>;refresher=uac`` with ``Supported: timer`` and its
 ``Min-SE``; the UAS answers 422 to an interval below its Min-SE (§9), may lower the interval
@@ -15,7 +17,8 @@ from typing import Final
 
 from sipsec.sip import Request, Response
 
-__all__ = ["MIN_SE_FLOOR", "SessionTimer", "answer", "expiry_after", "from_response", "offer_headers", "parse"]
+__all__ = ["MIN_SE_FLOOR", "SessionTimer", "answer", "expiry_after", "from_response", "offer_headers", "parse",
+           "supports_timer"]
 
 #: The smallest Min-SE RFC 4028 §4 allows on the wire (a test may configure less).
 MIN_SE_FLOOR: Final = 90
@@ -56,7 +59,8 @@ def offer_headers(interval: int, min_se: int) -> list[tuple[str, str]]:
     return [("Supported", "timer"), ("Session-Expires", f"{interval};refresher=uac"), ("Min-SE", str(min_se))]
 
 
-def _supports_timer(request: Request) -> bool:
+def supports_timer(request: Request) -> bool:
+    """Whether ``request`` says ``Supported: timer`` (RFC 4028 §7.1)."""
     return any("timer" in [t.strip().lower() for t in v.split(",")] for v in request.headers.get_all("Supported"))
 
 
@@ -66,7 +70,7 @@ def answer(invite: Request, interval: int, min_se: int) -> SessionTimer | int | 
     if interval <= 0:
         return None
     offered = parse(invite.headers.get("Session-Expires"))
-    supports = _supports_timer(invite)
+    supports = supports_timer(invite)
     if offered is None:
         return SessionTimer(interval, "uac" if supports else "uas")
     value, refresher = offered

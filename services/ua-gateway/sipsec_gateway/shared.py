@@ -4,6 +4,11 @@ Two stores hold it: the envelope's dialog keys (a :class:`~sipsec.stores.envelop
 seen per local AOR through :class:`~sipsec_gateway.store.ScopedDialogStore`) and the call
 records (a :class:`~sipsec_gateway.store.CallStore`): tags, remote target, route set and
 local CSeq (RFC 3261 §12.2.1.1) — what another replica needs to send the BYE or answer one.
+
+A phone leg being set up has a setup record instead (:meth:`SharedState.save_setup`: the
+INVITE, the phone's address): what a restarted gateway needs to end it (CANCEL, or a final
+error to the phone). Every record this replica writes is in its index (``replica``), which the
+gateway reads on start (:meth:`sipsec_gateway.gateway.Gateway.recover_calls`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sipsec.aio import Peer
 from sipsec.envelope import DialogKey
 from sipsec.sip import parse_uri
 from sipsec.sip.dialog import Dialog, DialogId, DialogState
@@ -20,7 +26,19 @@ from sipsec.stores.envelope import DialogStore
 from sipsec_gateway.state import Call
 from sipsec_gateway.store import CallStore, ScopedDialogStore
 
-__all__ = ["SharedState", "dialog_from_record"]
+__all__ = ["SETUP_TTL_S", "SharedState", "dialog_from_record", "peer_of"]
+
+#: How long a setup record is kept at most (a phone leg that rings longer than this is not ended
+#: by a restart; Timer C, 3 min, ends any ringing call before).
+SETUP_TTL_S = 300.0
+
+
+def peer_of(record: dict[str, Any]) -> Peer | None:
+    """The address a record names for its far end (``peer``), if any."""
+    peer = record.get("peer")
+    if isinstance(peer, list) and len(peer) == 3:
+        return Peer(str(peer[0]), str(peer[1]), int(peer[2]))
+    return None
 
 
 def dialog_from_record(record: dict[str, Any]) -> Dialog:
@@ -42,6 +60,7 @@ class SharedState:
         self.base = dialogs
         self.call_store = call_store
         self.ttl_s = ttl_s
+        self.replica: str | None = None  # the index the records go in (the gateway sets it at start)
         self._scoped: dict[str, ScopedDialogStore] = {}
 
     def dialogs(self, aor: str) -> ScopedDialogStore:
@@ -102,15 +121,33 @@ class SharedState:
             record["key_id"] = call.key.key_id.hex()
         if call.dest is not None:
             record["peer"] = [call.dest.transport, call.dest.host, call.dest.port]
-        await self.call_store.put(call.id, call.call_id, record, self.ttl_for(call) if ttl_s is None else ttl_s)
+        await self.call_store.put(call.id, call.call_id, record, self.ttl_for(call) if ttl_s is None else ttl_s,
+                                  self.replica)
+
+    async def save_setup(self, call: Call) -> bool:
+        """Keep a phone leg being set up (plain side, its INVITE sent or received, no final
+        answer yet): its INVITE and the phone's address, in this replica's index, so that a
+        restart ends it (:meth:`sipsec_gateway.calls.Agent.end_setup_record`). True once kept;
+        the established record replaces it (same key), the leg's end deletes it."""
+        if self.call_store is None or call.side != "plain" or call.invite is None or call.dest is None:
+            return False
+        record: dict[str, Any] = {
+            "id": call.id, "side": call.side, "direction": call.direction, "local_aor": call.local_aor,
+            "peer_aor": call.peer_aor, "call_id": call.call_id, "setup": True, "created": call.created,
+            "invite": call.invite.to_bytes().decode("latin-1"), "local_tag": call.local_tag,
+            "peer": [call.dest.transport, call.dest.host, call.dest.port],
+            "bridge": call.bridge.id if call.bridge is not None else None,
+        }
+        await self.call_store.put(call.id, call.call_id, record, min(self.ttl_s, SETUP_TTL_S), self.replica)
+        return True
 
     async def forget(self, call: Call) -> None:
         if self.call_store is not None and (call.secure or call.side == "plain"):
-            await self.call_store.delete(call.id, call.call_id)
+            await self.call_store.delete(call.id, call.call_id, self.replica)
 
     async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
         return await self.call_store.by_call_id(sip_call_id) if self.call_store is not None else None
 
     async def delete(self, record: dict[str, Any]) -> None:
         if self.call_store is not None:
-            await self.call_store.delete(record["id"], record["call_id"])
+            await self.call_store.delete(record["id"], record["call_id"], self.replica)

@@ -126,6 +126,8 @@ class Call:
     session: SessionTimer | None = None  # RFC 4028 session timer, once negotiated
     session_handle: asyncio.TimerHandle | None = None  # the next refresh, or the expiry
     adopted_bridge: str | None = None  # continued from a record: the record id of the leg bridged to it
+    offer_timer: bool = False  # a phone leg placed to a phone that supports session timers
+    setup_kept: bool = False  # a phone leg whose setup record is in the store (deleted when it fails)
 
     @property
     def live(self) -> bool:

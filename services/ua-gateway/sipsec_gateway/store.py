@@ -5,6 +5,19 @@ password, registered contact, phone binding — sealed), and the record of each 
 call's legs until the call ends; a record of an ended call is deleted at once. With Redis this
 is what lets a gateway killed and started again continue its users and its calls.
 
+A phone leg being set up (the INVITE out to the phone, or the phone's INVITE, with no final
+answer yet) has a *setup record* under the same key, holding that INVITE: a restarted gateway
+ends such a leg (CANCEL, or a final error to the phone) rather than leave it up on the phone.
+:meth:`CallStore.get` and :meth:`CallStore.by_call_id` never return a setup record (there is
+no dialog to continue yet).
+
+Each replica keeps an index of the records it wrote (:meth:`CallStore.replica_calls`): the
+call ids, in :data:`INDEX_BUCKETS` buckets per replica, each bucket written in the same
+round trip as the record that changes it (added with a call's first record, removed with its
+deletion). On start the gateway reads its own index to find every call it had in progress
+(records are otherwise found by call id or Call-ID only: a leg nobody asks about again would
+be found by nobody).
+
 A record holds the SIP dialog state a replica needs to end the call or answer its BYE
 (tags, remote target, route set, local CSeq, the dialog key's id); the dialog key itself
 lives in the envelope's :class:`~sipsec.stores.envelope.DialogStore`. Records are JSON,
@@ -29,9 +42,24 @@ from sipsec.envelope import DialogKey
 from sipsec.stores.access import RecordSealer
 from sipsec.stores.envelope import DialogStore
 
-__all__ = ["CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
+__all__ = ["INDEX_BUCKETS", "CallStore", "MemoryCallStore", "RedisCallStore", "ScopedDialogStore"]
 
 log = logging.getLogger("sipsec.gateway.store")
+
+#: Buckets of a replica's call index: a call id lives in one (by a hash of the id), so a write
+#: carries ~1/64 of the calls in progress, and a start reads them all with one MGET.
+INDEX_BUCKETS = 64
+#: How long a bucket of the call index lives after its last write (the longest a record lives:
+#: the default ``SIPSEC_GATEWAY_DIALOG_TTL_S``); ids of records gone meanwhile are dropped on read.
+INDEX_TTL_S = 43200.0
+
+
+def _bucket(call_id: str) -> int:
+    return hashlib.sha256(call_id.encode()).digest()[0] % INDEX_BUCKETS
+
+
+def _is_setup(doc: dict[str, Any]) -> bool:
+    return bool(doc.get("setup"))
 
 class ScopedDialogStore:
     """One local AOR's view of a shared :class:`DialogStore`.
@@ -93,13 +121,16 @@ _MAX_MEMO = 4096
 
 
 class CallStore(Protocol):
-    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None: ...
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float,
+                  replica: str | None = None) -> None: ...
 
     async def get(self, call_id: str) -> dict[str, Any] | None: ...
 
     async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None: ...
 
-    async def delete(self, call_id: str, sip_call_id: str) -> None: ...
+    async def delete(self, call_id: str, sip_call_id: str, replica: str | None = None) -> None: ...
+
+    async def replica_calls(self, replica: str) -> list[dict[str, Any]]: ...
 
     async def put_user(self, replica: str, aor: str, doc: dict[str, Any]) -> None: ...
 
@@ -122,6 +153,7 @@ class MemoryCallStore:
         self._records: dict[str, tuple[float, dict[str, Any]]] = {}
         self._index: dict[str, str] = {}
         self._users: dict[tuple[str, str], dict[str, Any]] = {}
+        self._replicas: dict[str, set[str]] = {}  # replica -> ids of its records
 
     @property
     def keeps_secrets(self) -> bool:
@@ -139,35 +171,59 @@ class MemoryCallStore:
     async def users(self, replica: str) -> list[dict[str, Any]]:
         return [dict(d) for (r, _), d in self._users.items() if r == replica]
 
-    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float,
+                  replica: str | None = None) -> None:
         self._records[call_id] = (time.monotonic() + ttl_s, dict(record))
-        self._index[sip_call_id] = call_id
+        if not _is_setup(record):
+            self._index[sip_call_id] = call_id
+        if replica is not None:
+            self._replicas.setdefault(replica, set()).add(call_id)
 
-    async def get(self, call_id: str) -> dict[str, Any] | None:
+    def _raw(self, call_id: str) -> dict[str, Any] | None:
         item = self._records.get(call_id)
         if item is None or item[0] < time.monotonic():
             return None
         return dict(item[1])
 
+    async def get(self, call_id: str) -> dict[str, Any] | None:
+        doc = self._raw(call_id)
+        return None if doc is None or _is_setup(doc) else doc
+
+    async def replica_calls(self, replica: str) -> list[dict[str, Any]]:
+        ids = self._replicas.get(replica, set())
+        docs = {i: self._raw(i) for i in ids}
+        ids.difference_update(i for i, d in docs.items() if d is None)
+        return [d for d in docs.values() if d is not None]
+
     async def by_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
         call_id = self._index.get(sip_call_id)
         return None if call_id is None else await self.get(call_id)
 
-    async def delete(self, call_id: str, sip_call_id: str) -> None:
+    async def delete(self, call_id: str, sip_call_id: str, replica: str | None = None) -> None:
         self._records.pop(call_id, None)
         self._index.pop(sip_call_id, None)
+        if replica is not None:
+            self._replicas.get(replica, set()).discard(call_id)
 
     async def aclose(self) -> None:
         return None
 
 
 class RedisCallStore:
-    """Records in Redis: ``<prefix>call:<id>`` (JSON) and ``<prefix>cid:<Call-ID>`` -> id, both with a TTL.
+    """Records in Redis: ``<prefix>call:<id>`` (JSON) and ``<prefix>cid:<Call-ID>`` -> id, both with a TTL;
+    each replica's index of its records in ``<prefix>live:<replica>:<bucket>`` (a JSON list of
+    call ids per bucket, :data:`INDEX_BUCKETS` of them), written with GET/SET/MGET only (the
+    gateway's ACL user has no set, hash or scan commands).
 
-    With ``sealing_key`` (32 bytes, the gateway's ``SIPSEC_GATEWAY_SEALING_KEY_FILE``) both are
-    AES-256-GCM sealed with their key name as associated data, and the index names the inner
-    Call-ID only blinded (HMAC under the key): Redis then holds no AOR, tag, route or Call-ID
-    in clear, and a record planted or moved by anyone without the key reads as absent.
+    With ``sealing_key`` (32 bytes, the gateway's ``SIPSEC_GATEWAY_SEALING_KEY_FILE``) all are
+    AES-256-GCM sealed with their key name as associated data, and the keys name the inner
+    Call-ID and the replica only blinded (HMAC under the key): Redis then holds no AOR, tag,
+    route or Call-ID in clear, and a record planted or moved by anyone without the key reads as absent.
+
+    Only its own replica writes an index, so this process's copy of each bucket is the truth:
+    it is read once (the first change, or :meth:`replica_calls` at start) and then written
+    whole, in the MULTI of the record that changes it, one write per bucket at a time (so an
+    older copy never lands after a newer one).
     """
 
     def __init__(self, client: aioredis.Redis, prefix: str = "sipsec:gateway:",
@@ -180,6 +236,9 @@ class RedisCallStore:
         self._changed: dict[str, int] = {}
         self._written: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._index: dict[tuple[str, int], set[str]] = {}  # (replica, bucket) -> call ids, once read
+        self._index_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self.index_ttl_s = INDEX_TTL_S
 
     @property
     def sealed(self) -> bool:
@@ -285,19 +344,67 @@ class RedisCallStore:
         except ValueError:  # planted, altered, moved, or sealed under another key: absent
             return None
 
-    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float) -> None:
+    def _index_key(self, replica: str, bucket: int) -> str:
+        name = replica if self._sealer is None else self._sealer.blind("replica", replica)
+        return f"{self.prefix}live:{name}:{bucket}"
+
+    def _index_value(self, key: str, ids: set[str]) -> bytes:
+        return self._seal(key, json.dumps(sorted(ids)).encode())
+
+    def _index_ids(self, key: str, raw: object) -> set[str]:
+        data = self._unseal(key, raw) if raw is not None else None
+        try:
+            ids = json.loads(data) if data is not None else []
+        except ValueError:
+            ids = []
+        return {i for i in ids if isinstance(i, str)} if isinstance(ids, list) else set()
+
+    async def _bucket_ids(self, replica: str, bucket: int) -> set[str]:
+        """This process's copy of one bucket of ``replica``'s index (read from Redis the first time)."""
+        ids = self._index.get((replica, bucket))
+        if ids is None:
+            key = self._index_key(replica, bucket)
+            loaded = self._index_ids(key, await self.client.get(key))
+            ids = self._index.setdefault((replica, bucket), loaded)
+        return ids
+
+    async def put(self, call_id: str, sip_call_id: str, record: dict[str, Any], ttl_s: float,
+                  replica: str | None = None) -> None:
+        """Write ``record`` (a setup record: no Call-ID index); with ``replica``, the record is in
+        that replica's index (its bucket written in the same MULTI when the id is new there)."""
         ms = max(1, int(ttl_s * 1000))
         name, index = self._call_key(call_id), self._cid_key(sip_call_id)
+        if replica is None:
+            await self._put(call_id, name, index, record, ms, None)
+            return
+        bucket = _bucket(call_id)
+        async with self._index_locks.setdefault((replica, bucket), asyncio.Lock()):
+            ids = await self._bucket_ids(replica, bucket)
+            if call_id in ids:
+                await self._put(call_id, name, index, record, ms, None)
+                return
+            ids.add(call_id)
+            await self._put(call_id, name, index, record, ms, (self._index_key(replica, bucket), ids))
+
+    async def _put(self, call_id: str, name: str, index: str, record: dict[str, Any], ms: int,
+                   bucket: tuple[str, set[str]] | None) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.set(name, self._seal(name, json.dumps(record).encode()), px=ms)
-            pipe.set(index, self._seal(index, call_id.encode()), px=ms)
+            if not _is_setup(record):
+                pipe.set(index, self._seal(index, call_id.encode()), px=ms)
+            if bucket is not None:
+                pipe.set(bucket[0], self._index_value(bucket[0], bucket[1]), px=int(self.index_ttl_s * 1000))
             await pipe.execute()
 
     async def get(self, call_id: str) -> dict[str, Any] | None:
-        name = self._call_key(call_id)
-        raw = await self.client.get(name)
+        """The record of an established leg (None for a setup record, or none at all)."""
+        doc = self._record(call_id, await self.client.get(self._call_key(call_id)))
+        return None if doc is None or _is_setup(doc) else doc
+
+    def _record(self, call_id: str, raw: object) -> dict[str, Any] | None:
         if raw is None:
             return None
+        name = self._call_key(call_id)
         data = self._unseal(name, raw)
         if data is None:
             return None
@@ -326,8 +433,43 @@ class RedisCallStore:
             return None
         return doc
 
-    async def delete(self, call_id: str, sip_call_id: str) -> None:
-        await self.client.delete(self._call_key(call_id), self._cid_key(sip_call_id))
+    async def delete(self, call_id: str, sip_call_id: str, replica: str | None = None) -> None:
+        """Delete a record and its Call-ID index; with ``replica``, also from that replica's index."""
+        keys = (self._call_key(call_id), self._cid_key(sip_call_id))
+        if replica is None:
+            await self.client.delete(*keys)
+            return
+        bucket = _bucket(call_id)
+        async with self._index_locks.setdefault((replica, bucket), asyncio.Lock()):
+            ids = await self._bucket_ids(replica, bucket)
+            if call_id not in ids:
+                await self.client.delete(*keys)
+                return
+            ids.discard(call_id)
+            key = self._index_key(replica, bucket)
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(*keys)
+                pipe.set(key, self._index_value(key, ids), px=int(self.index_ttl_s * 1000))
+                await pipe.execute()
+
+    async def replica_calls(self, replica: str) -> list[dict[str, Any]]:
+        """Every record (established or setup) in ``replica``'s index: what it had in progress.
+        Two round trips at start (the buckets, then the records, in MGETs); ids whose record is
+        gone (expired, or deleted by another replica) are dropped from the index's copy here."""
+        keys = [self._index_key(replica, b) for b in range(INDEX_BUCKETS)]
+        for b, raw in enumerate(await self.client.mget(keys)):
+            self._index.setdefault((replica, b), self._index_ids(keys[b], raw))
+        ids = sorted(set().union(*(self._index[replica, b] for b in range(INDEX_BUCKETS))))
+        docs: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start:start + 1000]
+            for call_id, raw in zip(chunk, await self.client.mget([self._call_key(i) for i in chunk]), strict=True):
+                doc = self._record(call_id, raw)
+                if doc is None:
+                    self._index[replica, _bucket(call_id)].discard(call_id)
+                else:
+                    docs.append(doc)
+        return docs
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):  # logged by the write; nothing more to do on the way out

@@ -38,7 +38,7 @@ def test_defaults_and_every_variable_parses() -> None:
     ("SIPSEC_GATEWAY_DEFAULT_POLICY", "never"), ("SIPSEC_GATEWAY_TRANSPORT", "sctp"),
     ("SIPSEC_GATEWAY_CONTACT_SECRET", "not hex"), ("SIPSEC_GATEWAY_PROXY", "host:port"),
     ("SIPSEC_GATEWAY_DOMAIN", "user@host"), ("SIPSEC_GATEWAY_PHONE_DIGEST", "SHA-1"),
-    ("SIPSEC_GATEWAY_KEEP_CALLS", "0"),
+    ("SIPSEC_GATEWAY_KEEP_CALLS", "0"), ("SIPSEC_GATEWAY_TABLE_MIB", "-1"),
 ])
 def test_bad_values_are_refused_with_a_clear_error(var: str, value: str) -> None:
     with pytest.raises(ConfigError):
@@ -53,3 +53,20 @@ def test_console_script_reports_configuration_errors() -> None:
     good = subprocess.run([str(script), "config"], env={"SIPSEC_GATEWAY_DOMAIN": "atlanta.com"},
                           capture_output=True, text=True, timeout=60)
     assert good.returncode == 0 and "SIPSEC_GATEWAY_DOMAIN=atlanta.com" in good.stdout
+
+
+def test_the_gateway_sizes_its_tables_from_table_mib() -> None:
+    """``build_gateway`` hands ``SIPSEC_GATEWAY_TABLE_MIB`` to the process's fixed-base tables
+    (the in-process engine's, and the fallback's beside a worker pool); 0 turns them off."""
+    from sipsec import ibc
+    from sipsec_gateway.__main__ import build_gateway
+
+    try:
+        build_gateway(GatewayConfig.from_env({"SIPSEC_GATEWAY_TABLE_MIB": "8"}))
+        stats = ibc.table_stats()
+        assert {k: stats[k]["capacity"] for k in ("g1", "signers", "gt")} == ibc.configure_tables(8)
+        assert stats["signers"]["capacity"] < ibc.configure_tables(64)["signers"]
+        build_gateway(GatewayConfig.from_env({"SIPSEC_GATEWAY_TABLE_MIB": "0"}))
+        assert {stats["policy"] for stats in ibc.table_stats().values()} == {"off"}
+    finally:
+        ibc.configure_tables()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sipsec import ibc
+from sipsec.config import ConfigError
 from sipsec.engine.wire import REASON_DEADLINE, identity_to_proto
+from sipsec.ibc import _keys
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
 from sipsec_worker import ops
 from sipsec_worker.pool import _chunks
@@ -59,15 +62,17 @@ def test_a_key_is_parsed_once_and_keeps_its_signing_tables(material: Material) -
     m = material
     request = pb.SignRequest(identity=identity_to_proto(m.sig), private_key=m.sig_key.to_bytes(),
                              message=b"INVITE").SerializeToString()
+    ibc.configure_tables()  # the defaults, afresh: no holder from an earlier test to displace
+    signs = _keys._TableHolders.ADMIT_USES  # the signatures after which a key earns its tables
     hits, misses, _ = ops.key_cache_info()
-    results = ops.run_items("sign", [request] * 3, None)
+    results = ops.run_items("sign", [request] * signs, None)
     for reason, signature, *_ in results:
         assert reason == ""
         ibc.verify(m.params, m.sig, b"INVITE", signature)
     h, mi, size = ops.key_cache_info()
-    assert (h - hits, mi - misses) == (2, 1) and size >= 1
+    assert (h - hits, mi - misses) == (signs - 1, 1) and size >= 1
     cached = ops._keys.get(m.sig, identity_to_proto(m.sig).SerializeToString(), m.sig_key.to_bytes())
-    assert cached._tables is not None  # built on its second signature, kept for the next ones
+    assert cached._tables is not None  # built once it signed often enough, kept for the next ones
     # the same key bytes for another identity is another entry (and signs as that identity)
     other = pb.SignRequest(identity=identity_to_proto(m.enc), private_key=m.sig_key.to_bytes(), message=b"x")
     assert ops.run_items("sign", [other.SerializeToString()], None)[0][0] == "invalid-identity"
@@ -89,3 +94,25 @@ def test_verifications_are_split_over_processes_only_in_chunks_of_eight() -> Non
         assert [len(c) for c in pool._admit(items, None)] == [8, 7]  # other kinds: one per process
     finally:
         pool._executor.shutdown(wait=False)
+
+
+def test_pool_processes_size_their_caches_from_the_settings() -> None:
+    from sipsec_worker.config import WorkerConfig
+    from sipsec_worker.pool import CryptoPool
+
+    config = WorkerConfig.from_env({"SIPSEC_WORKER_PLAINTEXT": "1", "SIPSEC_WORKER_TABLE_MIB": "1",
+                                    "SIPSEC_WORKER_KEY_CACHE": "16", "SIPSEC_WORKER_PARAMS_CACHE": "8"})
+    assert (config.table_mib, config.key_cache) == (1.0, 16)
+    pool = CryptoPool(1, 0, params_cache=config.params_cache, key_cache=config.key_cache,
+                      table_mib=config.table_mib)
+    try:
+        sizes = pool._executor.submit(ops.cache_sizes).result(timeout=120)
+    finally:
+        pool._executor.shutdown(wait=True)
+    # 1 MiB: two identity-point tables (3/8 MiB), one signer (3/8), no room for a recipient's (1/4)
+    assert sizes == {"key_cache": 16, "params_cache": 8, "tables": {"g1": 2, "signers": 1, "gt": 0}}
+    defaults = WorkerConfig.from_env({"SIPSEC_WORKER_PLAINTEXT": "1"})
+    assert (defaults.table_mib, defaults.key_cache) == (ops.DEFAULT_TABLE_MIB, ops.DEFAULT_KEY_CACHE)
+    for bad in ({"SIPSEC_WORKER_TABLE_MIB": "-1"}, {"SIPSEC_WORKER_KEY_CACHE": "0"}):
+        with pytest.raises(ConfigError):
+            WorkerConfig.from_env({"SIPSEC_WORKER_PLAINTEXT": "1", **bad})

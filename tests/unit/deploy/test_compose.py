@@ -31,6 +31,19 @@ from tests.unit.deploy._catalog import (
 
 FAKE_FINGERPRINT = "sha256:" + "ab" * 32
 PIN_DIR = "/var/lib/sipsec-federation"
+#: the services that run someone else's official image (pinned; an offline equivalent is made
+#: from Debian's packages by scripts/make-base-image.sh): image variable and default
+THIRD_PARTY = {
+    "redis-exporter-atlanta": ("SIPSEC_REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.45.0"),
+    "redis-exporter-biloxi": ("SIPSEC_REDIS_EXPORTER_IMAGE", "oliver006/redis_exporter:v1.45.0"),
+    "prometheus": ("SIPSEC_PROMETHEUS_IMAGE", "prom/prometheus:v2.42.0"),
+    "grafana": ("SIPSEC_GRAFANA_IMAGE", "grafana/grafana-oss:10.4.2"),
+}
+#: Prometheus runs as its image's own non-root user (nobody), which owns its data directory
+USERS = {"prometheus": "65534:65534"}
+#: the official exporter image is FROM scratch: nothing to run a healthcheck with (Prometheus's
+#: `up{job="sipsec-redis"}` and the exporter's `redis_up` are its health)
+NO_HEALTHCHECK = {"redis-exporter-atlanta", "redis-exporter-biloxi"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +55,7 @@ def compose() -> dict[str, Any]:
 
 def _sipsec(compose: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Service]]:
     return {name: (spec, service_for_target(spec["build"]["target"]))
-            for name, spec in compose["services"].items() if spec["build"]["target"] != "redis"}
+            for name, spec in compose["services"].items() if "build" in spec and spec["build"]["target"] != "redis"}
 
 
 def _argv(spec: dict[str, Any], svc: Service) -> list[str]:
@@ -75,7 +88,10 @@ def test_top_level_shape(compose: dict[str, Any]) -> None:
     assert set(compose) >= {"services", "volumes", "secrets", "networks"}
     sipsec = _sipsec(compose)
     assert {svc.target for _, svc in sipsec.values()} == {s.target for s in SERVICES.values()}
+    assert {n for n, spec in compose["services"].items() if "build" not in spec} == set(THIRD_PARTY)
     for name, spec in compose["services"].items():
+        if name in THIRD_PARTY:
+            continue
         assert spec["build"]["context"] == ".", name
         assert "dockerfile" not in spec["build"], f"{name}: one Dockerfile, a target per service"
         assert spec["build"]["args"]["BASE"] == "${SIPSEC_BASE_IMAGE:-python:3.11-slim-bookworm}"
@@ -153,20 +169,28 @@ def test_depends_on_targets_exist_with_sensible_conditions(compose: dict[str, An
 
 
 def test_every_service_is_hardened_and_long_running_ones_check_their_real_health(compose: dict[str, Any]) -> None:
-    """Read-only root, no capabilities, uid 10001, and a healthcheck on the service's
-    own health endpoint: gRPC health for gRPC services, HTTP for the proxy and the gateway."""
+    """Read-only root, no capabilities, uid 10001 (Prometheus: its image's nobody), and a
+    healthcheck on the service's own readiness endpoint: gRPC health for gRPC services, HTTP
+    /readyz for the proxy and the gateway, Prometheus's and Grafana's own."""
     expected = {"pkg": ["grpc", "127.0.0.1:50051"], "location": ["grpc", "127.0.0.1:50052"],
                 "worker": ["grpc", "127.0.0.1:50053"], "proxy": ["http", "http://127.0.0.1:9463/readyz"],
-                "gateway": ["http", "http://127.0.0.1:8080/healthz"]}
+                "gateway": ["http", "http://127.0.0.1:8080/readyz"]}
+    monitoring = {"prometheus": "http://127.0.0.1:9090/-/ready", "grafana": "http://127.0.0.1:3000/api/health"}
     for name, spec in compose["services"].items():
         assert spec.get("read_only") is True, name
         assert spec.get("cap_drop") == ["ALL"], name
         assert "no-new-privileges:true" in spec.get("security_opt", []), name
-        assert spec.get("user") == "10001:10001", name
+        assert spec.get("user") == USERS.get(name, "10001:10001"), name
+        if name in NO_HEALTHCHECK:
+            assert "healthcheck" not in spec and spec.get("restart") == "unless-stopped", name
+            continue
         if spec.get("restart") == "no":
             continue
         test = spec.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+        if name in monitoring:  # busybox's wget in the official images, GNU wget offline
+            assert test == ["CMD", "wget", "-q", "-O", "/dev/null", monitoring[name]], name
+            continue
         target = spec["build"]["target"]
         if target != "redis":
             assert test == ["CMD", "sipsec-probe", *expected[target]], name
@@ -176,7 +200,10 @@ def _host_ports(spec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out = []
     for entry in spec.get("ports", []):
         text, _, proto = str(entry).partition("/")
-        m = re.fullmatch(r"(\$\{SIPSEC_BIND:-127\.0\.0\.1\}):(\$\{SIPSEC_\w+:-(\d+)\}):(\d+)", text)
+        # Prometheus and Grafana (no authentication of their own here): loopback, whatever SIPSEC_BIND says
+        loopback_only = str(spec.get("image", "")).startswith(("${SIPSEC_PROMETHEUS_IMAGE", "${SIPSEC_GRAFANA_IMAGE"))
+        bind = r"127\.0\.0\.1" if loopback_only else r"\$\{SIPSEC_BIND:-127\.0\.0\.1\}"
+        m = re.fullmatch(rf"({bind}):(\$\{{SIPSEC_\w+:-(\d+)\}}):(\d+)", text)
         assert m, f"publish {entry!r} as ${{SIPSEC_BIND}}:${{SIPSEC_<DOMAIN>_<WHAT>_PORT:-n}}:port"
         out.append((m.group(3), proto or "tcp", m.group(2), m.group(4)))
     return out
@@ -206,7 +233,13 @@ def test_volumes_secrets_and_networks_are_declared_and_used(compose: dict[str, A
     for name, spec in compose["services"].items():
         for v in spec.get("volumes", []):
             source = str(v).split(":")[0]
-            assert not source.startswith((".", "/")), f"{name}: bind mount {v}; use a named volume"
+            if source.startswith((".", "/")):
+                # state lives in named volumes; only the repository's monitoring configuration
+                # (Prometheus's scrape configuration and rules, Grafana's provisioning and
+                # dashboards) is bind-mounted, read-only (docker-compose 1.29 has no `configs:`)
+                assert source.startswith(("./deploy/prometheus/", "./deploy/grafana/")), f"{name}: bind mount {v}"
+                assert str(v).endswith(":ro") and (ROOT / source).exists(), f"{name}: {v}"
+                continue
             assert source in compose["volumes"], f"{name}: undeclared volume {source}"
             used_volumes.add(source)
         for s in spec.get("secrets", []):
@@ -456,6 +489,11 @@ def test_the_build_context_is_an_allow_list() -> None:
 
 def test_image_names_are_local_and_overridable(compose: dict[str, Any]) -> None:
     for name, spec in compose["services"].items():
+        if name in THIRD_PARTY:  # the official image, pinned, overridable (offline: a Debian-built one)
+            var, default = THIRD_PARTY[name]
+            assert spec["image"] == f"${{{var}:-{default}}}", name
+            assert re.fullmatch(r"[a-z0-9_/-]+:v?\d+\.\d+\.\d+", default), f"{name}: {default} is not pinned"
+            continue
         target = spec["build"]["target"]
         assert spec["image"] == f"${{SIPSEC_IMAGE_PREFIX:-sipsec-}}{target}:${{SIPSEC_IMAGE_TAG:-dev}}", name
 

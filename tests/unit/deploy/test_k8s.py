@@ -149,8 +149,9 @@ def test_probes(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
             assert probe in main, (name, probe)
             if name in GRPC_SERVICES:
                 assert main[probe]["grpc"]["port"] == ports["grpc"], (name, probe)
-        if name == "gateway":
-            assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        if name == "gateway":  # readiness (store, PKG, users, not draining) apart from liveness
+            assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+            assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
 
 
 def test_services_select_deployments_and_target_named_ports(overlay: tuple[str, tuple[dict[str, Any], ...]]) -> None:
@@ -421,6 +422,7 @@ FLOWS = [
     ("pkg", "redis", 6379, "TCP", False),
     ("location", "redis", 6379, "TCP", False),
     ("gateway", "redis", 6379, "TCP", False),
+    ("redis-exporter", "redis", 6379, "TCP", False),  # server statistics (components/monitoring)
     ("gateway", "pkg", 50051, "TCP", False),
     ("gateway", "worker", 50053, "TCP", False),
     ("gateway", "proxy", 5060, "TCP", False),

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sipsec.stores.access import REDIS_USERS, redis_username
 from sipsec_cli.up import DOMAINS, Supervisor, UpOptions
-from sipsec_cli.up.supervise import AOF_DEFAULT_USER
+from sipsec_cli.up.supervise import AOF_DEFAULT_USER, _inspect_rules
 
 from tests.unit.deploy.test_k8s import OVERLAYS, _cm_data, _container_env, build, kinds, workloads
 
@@ -26,6 +26,14 @@ USERS = {"pkg-init": "pkg", "pkg": "pkg", "location": "location", "gateway": "ga
 PASSWORD_FILE = {"pkg": "SIPSEC_PKG_REDIS_PASSWORD_FILE", "location": "SIPSEC_LOCATION_REDIS_PASSWORD_FILE",
                  "proxy": "SIPSEC_PROXY_REDIS_PASSWORD_FILE", "gateway": "SIPSEC_GATEWAY_REDIS_PASSWORD_FILE"}
 COMPOSE_USERS = ("pkg", "location", "gateway")  # the compose/k8s proxies use the location service
+#: Redis users that are no service's: the exporter's (server statistics: no key pattern, no write,
+#: not SLOWLOG GET, which returns slow commands' arguments) and, in compose, the read-only
+#: `inspect` user of `sipsec up` (names and counts keys, reads no value)
+EXPORTER_RULES = ("resetkeys resetchannels -@all +auth +hello +ping +info +client|setname +config|get "
+                  "+latency|latest +slowlog|len")
+INSPECT_RULES = _inspect_rules("unused").split(" ", 2)[2]  # without "on #<digest>"
+COMPOSE_EXTRA = {"exporter": EXPORTER_RULES, "inspect": INSPECT_RULES}
+K8S_EXTRA = {"exporter": EXPORTER_RULES}
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +52,17 @@ def _run_acl_script(script: str, secrets: Path, data: Path, env: dict[str, str])
     return (data / "users.acl").read_text()
 
 
-def _check_acl(text: str, passwords: dict[str, str], default: str = "user default off resetkeys resetchannels -@all") -> None:
+def _check_acl(text: str, passwords: dict[str, str], default: str = "user default off resetkeys resetchannels -@all",
+               extra: dict[str, str] | None = None) -> None:
+    """The ACL file: ``default``, then each user of ``passwords`` in order, with the rules of its
+    service (:data:`REDIS_USERS`) or of ``extra``; passwords only as SHA-256 digests."""
+    rules = {**{u: REDIS_USERS[u].rules() for u in passwords if u in REDIS_USERS}, **(extra or {})}
     lines = text.splitlines()
     assert lines[0] == default
     assert len(lines) == 1 + len(passwords)
     for line, (user, password) in zip(lines[1:], passwords.items(), strict=True):
         digest = hashlib.sha256(password.encode()).hexdigest()
-        assert line == f"user {user} on #{digest} {REDIS_USERS[user].rules()}"
+        assert line == f"user {user} on #{digest} {rules[user]}"
         assert password not in text
 
 
@@ -93,11 +105,20 @@ def test_compose_redis_requires_auth_and_sits_on_its_domains_internal_network(co
         assert redis["environment"]["ACL_DEFAULT"] == AOF_DEFAULT_USER and '"$$ACL_DEFAULT"' in script
         for user in COMPOSE_USERS:
             assert redis["environment"][f"ACL_{user.upper()}"] == REDIS_USERS[user].rules()
+        for user, rules in COMPOSE_EXTRA.items():
+            assert redis["environment"][f"ACL_{user.upper()}"] == rules
         assert redis["networks"] == [f"{short}-data"]
         assert compose["networks"][f"{short}-data"] == {"internal": True}
         on_data = {n for n, s in services.items() if f"{short}-data" in s.get("networks", [])}
-        assert on_data == {f"{b}-{short}" for b in ("redis", "pkg-init", "pkg", "location", "gateway")}
-        assert "worker" not in on_data and f"proxy-{short}" not in on_data
+        assert on_data == {f"{b}-{short}" for b in ("redis", "pkg-init", "pkg", "location", "gateway", "redis-exporter")}
+        assert "worker" not in on_data and f"proxy-{short}" not in on_data and "prometheus" not in on_data
+        # the exporter: as its own ACL user, with only its own password (the JSON map its
+        # --redis.password-file reads)
+        exporter = services[f"redis-exporter-{short}"]
+        assert f"--redis.addr=redis://redis-{short}:6379" in exporter["command"]
+        assert "--redis.user=exporter" in exporter["command"]
+        assert exporter["secrets"] == [f"{short}_redis_exporter_passwords"]
+        assert f"--redis.password-file=/run/secrets/{short}_redis_exporter_passwords" in exporter["command"]
         assert "NOAUTH" in " ".join(redis["healthcheck"]["test"])
 
 
@@ -106,12 +127,12 @@ def test_compose_redis_script_writes_the_acl_file_from_the_secrets(compose: dict
     secrets, data = tmp_path / "secrets", tmp_path / "data"
     secrets.mkdir()
     data.mkdir()
-    passwords = {u: os.urandom(24).hex() for u in COMPOSE_USERS}
+    passwords = {u: os.urandom(24).hex() for u in (*COMPOSE_USERS, *COMPOSE_EXTRA)}
     for user, password in passwords.items():
         (secrets / f"atlanta_redis_{user}_password").write_text(password + "\n")
     script = redis["command"][0].replace("$$", "$").replace("/run/secrets", str(secrets)).replace("/data", str(data))
     text = _run_acl_script(script, secrets, data, {k: str(v) for k, v in redis["environment"].items()})
-    _check_acl(text, passwords, default=AOF_DEFAULT_USER)
+    _check_acl(text, passwords, default=AOF_DEFAULT_USER, extra=COMPOSE_EXTRA)
     assert (data / "users.acl").stat().st_mode & 0o077 == 0  # umask 077
 
 
@@ -137,10 +158,12 @@ def test_k8s_services_connect_as_their_own_users_and_redis_requires_auth(name: s
             assert secret["defaultMode"] & 0o007 == 0
         gw_env = _container_env(deps["gateway"]["spec"]["template"]["spec"]["containers"][0], cms)
         assert gw_env["SIPSEC_GATEWAY_SEALING_KEY_FILE"].startswith("/run/secrets/")
-    for dep_name, dep in deps.items():  # nobody else holds a Redis password
+    for dep_name, dep in deps.items():  # nobody else holds a Redis password (the exporter: its own)
         if dep_name not in ("pkg", "location", "gateway", "redis"):
             for v in dep["spec"]["template"]["spec"].get("volumes", []):
-                assert v.get("secret", {}).get("secretName") != "redis-users", dep_name
+                if v.get("secret", {}).get("secretName") == "redis-users":
+                    assert dep_name == "redis-exporter", dep_name
+                    assert v["secret"]["items"] == [{"key": "exporter", "path": "exporter"}]
 
     redis = deps["redis"]["spec"]["template"]["spec"]["containers"][0]
     script = " ".join(redis["args"])
@@ -149,17 +172,20 @@ def test_k8s_services_connect_as_their_own_users_and_redis_requires_auth(name: s
     acl_cm = next(c for c in kinds(docs, "ConfigMap") if c["metadata"]["name"].startswith("redis-acl"))
     for user in COMPOSE_USERS:
         assert acl_cm["data"][f"ACL_{user.upper()}"] == REDIS_USERS[user].rules()
+    for user, rules in K8S_EXTRA.items():
+        assert acl_cm["data"][f"ACL_{user.upper()}"] == rules
     assert "NOAUTH" in " ".join(redis["readinessProbe"]["exec"]["command"])
     secrets, data = tmp_path / "secrets", tmp_path / "data"
     secrets.mkdir()
     data.mkdir()
-    passwords = {u: os.urandom(24).hex() for u in COMPOSE_USERS}
+    passwords = {u: os.urandom(24).hex() for u in (*COMPOSE_USERS, *K8S_EXTRA)}
     for user, password in passwords.items():
         (secrets / user).write_text(password)
     script = redis["args"][0].replace("/run/secrets/sipsec-redis", str(secrets)).replace("/data", str(data))
     assert not re.search(r"\$\$", script)  # nothing Kubernetes would rewrite
     # with the append-only file on, the default user (off) may replay the services' writes
-    _check_acl(_run_acl_script(script, secrets, data, dict(acl_cm["data"])), passwords, default=AOF_DEFAULT_USER)
+    _check_acl(_run_acl_script(script, secrets, data, dict(acl_cm["data"])), passwords, default=AOF_DEFAULT_USER,
+               extra=K8S_EXTRA)
 
 
 # --------------------------------------------------------------------------- sipsec up

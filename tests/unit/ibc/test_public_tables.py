@@ -1,4 +1,5 @@
-"""The cache of public identity-point tables: bounded, built on a second use, same results."""
+"""The caches of public tables under the first policy (built on a second use; kept as
+``SECOND_USE`` for comparison): bounded, same results. The default policy: test_table_admission.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from sipsec import ibc
 from sipsec.ibc.hazmat import backend as bk
 from sipsec.ibc.hazmat import bf, cc
+from sipsec.ibc.hazmat.tables import SECOND_USE
 
 from ._helpers import PERIOD, domain, key
 
@@ -32,7 +34,7 @@ class _NoGTTables(bk.GTTableCache):
 @pytest.fixture
 def tables(monkeypatch: pytest.MonkeyPatch) -> bk.G1TableCache:
     """A fresh, small process-wide cache for the duration of a test."""
-    cache = bk.G1TableCache(4)
+    cache = bk.G1TableCache(4, policy=SECOND_USE)
     monkeypatch.setattr(bk, "PUBLIC_G1_TABLES", cache)
     return cache
 
@@ -72,7 +74,7 @@ def test_bounded_least_recently_used(tables: bk.G1TableCache) -> None:
 
 
 def test_first_uses_are_bounded_too() -> None:
-    cache = bk.G1TableCache(2, watch=3)
+    cache = bk.G1TableCache(2, watch=3, policy=SECOND_USE)
     points = [_point(i) for i in range(5)]
     for p in points:
         assert cache.get(p) is None
@@ -141,8 +143,8 @@ def test_signatures_ciphertexts_and_verdicts_are_unchanged(
     monkeypatch.setattr(bk, "PUBLIC_G1_TABLES", _NoTables(1))
     monkeypatch.setattr(bk, "PUBLIC_GT_TABLES", _NoGTTables(1))
     reference = run()
-    monkeypatch.setattr(bk, "PUBLIC_G1_TABLES", bk.G1TableCache(4))
-    monkeypatch.setattr(bk, "PUBLIC_GT_TABLES", bk.GTTableCache(4))
+    monkeypatch.setattr(bk, "PUBLIC_G1_TABLES", bk.G1TableCache(4, policy=SECOND_USE))
+    monkeypatch.setattr(bk, "PUBLIC_GT_TABLES", bk.GTTableCache(4, policy=SECOND_USE))
     assert run() == reference  # first uses, then tables built and used
     assert ibc.identity_point(sig_key.identity) in bk.PUBLIC_G1_TABLES  # verify's h Q_ID
     assert (ibc.identity_point(enc_key.identity), enc_params.p_pub_point()) in bk.PUBLIC_GT_TABLES  # encapsulate
@@ -226,7 +228,7 @@ def test_racing_builders_share_one_table(
 @pytest.fixture
 def gt_tables(monkeypatch: pytest.MonkeyPatch) -> bk.GTTableCache:
     """A fresh, small process-wide cache of e(Q, P) tables for the duration of a test."""
-    cache = bk.GTTableCache(2)
+    cache = bk.GTTableCache(2, policy=SECOND_USE)
     monkeypatch.setattr(bk, "PUBLIC_GT_TABLES", cache)
     return cache
 

@@ -1,4 +1,6 @@
-"""Signing with a key's fixed-base tables: the same signatures, bounded memory, nothing leaked."""
+"""Signing with a key's fixed-base tables: the same signatures, bounded memory, nothing leaked
+(the first policy, tables on a second signature, kept as ``SECOND_USE``; the default policy:
+test_table_admission.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sipsec import ibc
 from sipsec.ibc import _keys
 from sipsec.ibc.hazmat import backend as bk
 from sipsec.ibc.hazmat import cc
+from sipsec.ibc.hazmat.tables import SECOND_USE
 
 from ._helpers import PERIOD, domain
 
@@ -24,6 +27,12 @@ def _fresh_key(aor: str = ALICE) -> ibc.PrivateKey:
 
 def _rng(seed: bytes) -> bk.Rng:
     return lambda n: hashlib.shake_256(seed).digest(n)
+
+
+@pytest.fixture(autouse=True)
+def second_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh holders under the first policy for each test (64 keys, as it had)."""
+    monkeypatch.setattr(_keys, "_HOLDERS", _keys._TableHolders(64, SECOND_USE))
 
 
 def test_tables_from_the_second_signature_give_identical_signatures() -> None:
@@ -50,7 +59,7 @@ def test_tables_are_invisible() -> None:
 
 
 def test_only_the_most_recently_used_keys_hold_tables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_keys, "_HOLDERS", _keys._TableHolders(2))
+    monkeypatch.setattr(_keys, "_HOLDERS", _keys._TableHolders(2, SECOND_USE))
     params = domain("atlanta.com")[1]
     keys = [_fresh_key(f"sip:user{i}@atlanta.com") for i in range(3)]
     for sk in keys:

@@ -21,6 +21,8 @@ from tests.unit.observability._catalog import DASHBOARD_DIR, ROOT, RULES, promto
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 COMPONENT = ROOT / "k8s" / "components" / "monitoring"
 SERVICES = ("pkg", "location", "proxy", "gateway", "worker")
+#: job sipsec-<name> -> the workload whose pods serve its /metrics
+SCRAPED = {**{s: s for s in SERVICES}, "redis": "redis-exporter"}
 
 
 @cache
@@ -46,12 +48,12 @@ def test_pod_monitors_scrape_every_service_with_job_and_domain(overlay: str) -> 
     docs = build(overlay)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
     monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodMonitor"}
-    assert set(monitors) == {f"sipsec-{s}" for s in SERVICES}
-    for service in SERVICES:
+    assert set(monitors) == {f"sipsec-{s}" for s in SCRAPED}
+    for service, workload in SCRAPED.items():
         mon = monitors[f"sipsec-{service}"]
         assert mon["apiVersion"] == "monitoring.coreos.com/v1"
         assert mon["metadata"]["namespace"] == f"sipsec-{overlay}"
-        dep = deployments[service]
+        dep = deployments[workload]
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
         assert all(pod_labels.get(k) == v for k, v in mon["spec"]["selector"]["matchLabels"].items()), service
         assert pod_labels["sipsec.io/domain"] == f"{overlay}.com"

@@ -38,6 +38,7 @@ from typing import Final, Generic, TypeVar
 from py_arkworks_bls12381 import GT, G1Point, G2Point, Scalar
 
 from sipsec.ibc._errors import InvalidEncoding
+from sipsec.ibc.hazmat import tables
 
 __all__ = [
     "GT",
@@ -221,17 +222,46 @@ T = TypeVar("T")
 
 
 class _TableCache(abc.ABC, Generic[K, T]):
-    """Fixed-base tables of public values, bounded LRU (see :class:`G1TableCache`); a
-    subclass says how a table is built from its key."""
+    """Fixed-base tables of public values, bounded, admitted by ``policy`` (see
+    :mod:`sipsec.ibc.hazmat.tables` and :class:`G1TableCache`); a subclass says how a table is
+    built from its key and after how many recent uses it pays back (``ADMIT_USES``)."""
 
-    def __init__(self, capacity: int, watch: int | None = None) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity = capacity
-        self.watch = 4 * capacity if watch is None else watch
+    #: Recent uses after which a value's table is built (FREQUENCY): its measured break-even.
+    ADMIT_USES = 7
+
+    def __init__(self, capacity: int, watch: int | None = None, *, policy: str = tables.FREQUENCY,
+                 admit_uses: int | None = None, counter: tables.UseCounter[K] | None = None) -> None:
+        self._lock = threading.Lock()
         self._tables: OrderedDict[K, T] = OrderedDict()
         self._seen: OrderedDict[K, None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._building: set[K] = set()
+        self.stats = tables.CacheStats()
+        self.configure(capacity, policy, watch=watch, admit_uses=admit_uses, counter=counter)
+
+    def configure(self, capacity: int, policy: str = tables.FREQUENCY, *, watch: int | None = None,
+                  admit_uses: int | None = None, counter: tables.UseCounter[K] | None = None) -> None:
+        """Start afresh (no table, no count, stats zeroed) with these settings.
+
+        ``capacity``: most tables kept (at least 1; ``policy=OFF`` for none). ``watch``
+        (SECOND_USE): first uses remembered, 4 x capacity by default. ``admit_uses``
+        (FREQUENCY): ``ADMIT_USES`` by default. ``counter``: the use counts (FREQUENCY), by
+        default a :class:`~sipsec.ibc.hazmat.tables.UseCounter` halved every 16 x capacity uses.
+        """
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if policy not in tables.POLICIES:
+            raise ValueError(f"unknown table policy {policy!r}")
+        with self._lock:
+            self.capacity = capacity
+            self.policy = policy
+            self.watch = 4 * capacity if watch is None else watch
+            self.admit_uses = self.ADMIT_USES if admit_uses is None else admit_uses
+            self.counter: tables.UseCounter[K] = (
+                tables.UseCounter(max(64, 16 * capacity)) if counter is None else counter
+            )
+            self._tables.clear()
+            self._seen.clear()
+            self.stats.reset()
 
     @abc.abstractmethod
     def _build(self, key: K) -> T:
@@ -244,48 +274,103 @@ class _TableCache(abc.ABC, Generic[K, T]):
         return key in self._tables
 
     def clear(self) -> None:
-        """Forget every table and every first use."""
+        """Forget every table, every first use and every count."""
         with self._lock:
             self._tables.clear()
             self._seen.clear()
+            self.counter.clear()
 
-    def get(self, key: K) -> T | None:
-        """The table of ``key``, built on its second use; None on its first (class doc)."""
+    def peek(self, key: K) -> T | None:
+        """The table of ``key`` if it has one, without counting a use or building one: for a
+        use a table barely speeds up (a point among others in a multi-scalar multiplication)."""
         with self._lock:
             table = self._tables.get(key)
             if table is not None:
                 self._tables.move_to_end(key)
+                self.stats.hits += 1
+            return table
+
+    def get(self, key: K) -> T | None:
+        """The table of ``key``, or None: the caller takes the generic path (class doc)."""
+        if self.policy == tables.SECOND_USE:
+            return self._get_second_use(key)
+        with self._lock:
+            if self.policy == tables.OFF:
+                self.stats.misses += 1
+                return None
+            count = self.counter.add(key)
+            table = self._tables.get(key)
+            if table is not None:
+                self._tables.move_to_end(key)
+                self.stats.hits += 1
                 return table
+            self.stats.misses += 1
+            if count < self.admit_uses or key in self._building:
+                return None
+            if len(self._tables) >= self.capacity:  # the victim's uses lost, plus a build, must be repaid
+                victim = next(iter(self._tables))
+                if count < self.counter.count(victim) + self.admit_uses:
+                    self.stats.refused += 1
+                    return None
+            self._building.add(key)
+        try:
+            table = self._build(key)  # outside the lock: a millisecond or a few of group operations
+        finally:
+            with self._lock:
+                self._building.discard(key)
+        return self._store(key, table)
+
+    def _store(self, key: K, table: T) -> T:
+        with self._lock:
+            stored = self._tables.setdefault(key, table)  # another thread's, if it won
+            if stored is table:
+                self.stats.builds += 1
+            self._tables.move_to_end(key)
+            while len(self._tables) > self.capacity:
+                self._tables.popitem(last=False)
+                self.stats.evictions += 1
+        return stored
+
+    def _get_second_use(self, key: K) -> T | None:
+        """The first policy: built on the second use among the last ``watch`` first uses."""
+        with self._lock:
+            table = self._tables.get(key)
+            if table is not None:
+                self._tables.move_to_end(key)
+                self.stats.hits += 1
+                return table
+            self.stats.misses += 1
             if key not in self._seen:
                 self._seen[key] = None
                 while len(self._seen) > self.watch:
                     self._seen.popitem(last=False)
                 return None
             del self._seen[key]
-        table = self._build(key)  # outside the lock: a millisecond or two of group operations
-        with self._lock:
-            table = self._tables.setdefault(key, table)  # another thread's, if it won
-            self._tables.move_to_end(key)
-            while len(self._tables) > self.capacity:
-                self._tables.popitem(last=False)
-        return table
+        return self._store(key, self._build(key))
 
 
 class G1TableCache(_TableCache[G1Point, G1FixedBase]):
     """``G1FixedBase`` tables of public G1 points (identity points Q_ID), bounded LRU.
 
-    ``get(B)`` returns B's table, or None: a point's first use builds nothing (a one-off
-    identity costs a dict entry); its second use, while still among the ``watch`` most recent
-    first uses, builds the table (~1.7 ms, repaid after about a dozen multiplications) and
-    later uses reuse it. At most ``capacity`` tables are kept (~170 KiB each), the least
-    recently used dropped first. Keys are the points themselves (arkworks hashes and compares their
-    affine coordinates, so equal points share a table whatever object holds them).
+    ``get(B)`` returns B's table, or None. Under the default policy (``FREQUENCY``,
+    :mod:`sipsec.ibc.hazmat.tables`) every use is counted, and a point gets a table (~0.6 ms,
+    ~171 KiB) once it was used ``ADMIT_USES`` (7) times lately, about the break-even of a table
+    that saves ~0.09 ms a multiplication; a full cache lets a new table displace its least
+    recently used one only if the newcomer was used lately at least ``ADMIT_USES`` times more
+    than the victim (the uses the victim's table would still have saved, plus a build). ``SECOND_USE`` (the first
+    policy) builds on the second use while the point is still among the ``watch`` most recent
+    first uses. At most ``capacity`` tables are kept, the least recently used dropped first.
+    Keys are the points themselves (arkworks hashes and compares their affine coordinates, so
+    equal points share a table whatever object holds them).
 
     Only for public points: the table is as secret as B, and a shared process-wide cache
     must hold nothing secret. Thread-safe: the bookkeeping runs under a lock and tables are
-    built outside it, so two threads may both build one (the first stored is kept and
-    returned to both); a table is immutable once built.
+    built outside it; while one thread builds a point's table others take the generic path
+    (FREQUENCY), or may build it too (SECOND_USE: the first stored is kept and returned to
+    both); a table is immutable once built.
     """
+
+    ADMIT_USES = 7
 
     def _build(self, key: G1Point) -> G1FixedBase:
         return G1FixedBase(key)
@@ -298,8 +383,11 @@ class G1TableCache(_TableCache[G1Point, G1FixedBase]):
 
 class GTTableCache(_TableCache[tuple[G1Point, G2Point], GTFixedBase]):
     """``GTFixedBase`` tables of e(Q, P) for public pairs (a recipient's Q_ID and its domain's
-    P_pub), bounded LRU, built on a pair's second use like :class:`G1TableCache` (~600 KiB
-    each: 1,024 elements of GT)."""
+    P_pub), bounded LRU, admitted like :class:`G1TableCache` (FREQUENCY: after 5 recent uses,
+    the break-even of a ~3.3 ms build that saves ~0.7 ms an encapsulation; ~588 KiB each:
+    1,024 elements of GT)."""
+
+    ADMIT_USES = 5
 
     def _build(self, key: tuple[G1Point, G2Point]) -> GTFixedBase:
         return GTFixedBase(GT.pairing(*key))
@@ -311,8 +399,9 @@ class GTTableCache(_TableCache[tuple[G1Point, G2Point], GTFixedBase]):
 
 
 #: The process-wide cache of identity-point tables used by verification (Q_ID of the signer)
-#: and encapsulation (Q_ID of the recipient): 128 tables, ~21 MiB at most.
-PUBLIC_G1_TABLES: Final = G1TableCache(128)
+#: and encapsulation (Q_ID of the recipient): sized by ``sipsec.ibc.configure_tables``
+#: (by default 143 tables, ~24 MiB at most).
+PUBLIC_G1_TABLES: Final = G1TableCache(tables.capacity_for(tables.DEFAULT_G1_BYTES, tables.G1_TABLE_BYTES))
 
 
 def g1_public_mul(point: G1Point, k: int) -> G1Point:
@@ -322,8 +411,8 @@ def g1_public_mul(point: G1Point, k: int) -> G1Point:
 
 
 #: The process-wide cache of e(Q_ID, P_pub) tables used by encapsulation to a recipient met
-#: before: 32 tables, ~19 MiB at most.
-PUBLIC_GT_TABLES: Final = GTTableCache(32)
+#: often lately: sized by ``sipsec.ibc.configure_tables`` (by default 27 tables, ~16 MiB).
+PUBLIC_GT_TABLES: Final = GTTableCache(tables.capacity_for(tables.DEFAULT_GT_BYTES, tables.GT_TABLE_BYTES))
 
 
 def public_pairing_power(q: G1Point, p: G2Point, k: int) -> GT:
