@@ -544,7 +544,12 @@ class ConnectionLimits:
     5626 §3.5.1) for this many seconds is closed. ``header_timeout``: a message must
     arrive whole within this many seconds of its first byte, and an accepted connection
     must deliver its first message (or keep-alive) within it; a TLS handshake counts
-    against it too. Connections this transport opens itself are never refused.
+    against it too. ``unacked_timeout``: a connection whose sent data stays unacknowledged
+    this many seconds is aborted by the kernel (``TCP_USER_TIMEOUT``, Linux; elsewhere the
+    system's retransmission limit, ~15 min): a peer cut off by the network then costs one
+    failed connection, which the owner answers like a refused one (503), and the next message
+    opens a new connection, instead of queueing behind TCP's backed-off retransmissions of
+    the old one after the network is back. Connections this transport opens itself are never refused.
     """
 
     max_connections: int = 1024
@@ -553,14 +558,15 @@ class ConnectionLimits:
     peers: tuple[str, ...] = ()
     idle_timeout: float = 180.0
     header_timeout: float = 10.0
+    unacked_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_per_source < 1:
             raise ValueError("max_connections and max_per_source must be at least 1")
         if not 0 <= self.reserved_for_peers < self.max_connections:
             raise ValueError("reserved_for_peers must be in [0, max_connections)")
-        if not (self.idle_timeout > 0 and self.header_timeout > 0):
-            raise ValueError("idle_timeout and header_timeout must be positive")
+        if not (self.idle_timeout > 0 and self.header_timeout > 0 and self.unacked_timeout > 0):
+            raise ValueError("idle_timeout, header_timeout and unacked_timeout must be positive")
         for peer in self.peers:
             ipaddress.ip_network(peer, strict=False)  # ValueError names a bad entry
 
@@ -588,6 +594,17 @@ def _source_key(host: str) -> str:
 
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _ABORTED = frozenset({"idle_timeout", "header_timeout", "tls_handshake_failed"})
+
+
+def _set_unacked_timeout(transport: asyncio.BaseTransport, seconds: float) -> None:
+    """``TCP_USER_TIMEOUT`` on the connection's socket, where the system has it
+    (:class:`ConnectionLimits`, ``unacked_timeout``)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = transport.get_extra_info("socket")
+    if option is None or sock is None:
+        return
+    with contextlib.suppress(OSError):  # not a TCP socket (a test's socketpair)
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
 
 
 class _StreamConnection(asyncio.Protocol):
@@ -627,6 +644,7 @@ class _StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """The connection is usable (for TLS: after the handshake)."""
         self.transport = cast(asyncio.Transport, transport)
+        _set_unacked_timeout(transport, self.owner.connection_limits.unacked_timeout)
         if self.peer is None:  # one this transport opened
             addr = transport.get_extra_info("peername")
             self.peer = Peer(self.owner.name, str(addr[0]), int(addr[1]))

@@ -238,6 +238,29 @@ async def test_outbound_connections_are_never_refused(listen) -> None:
         blocker.close()
 
 
+def _user_timeouts_ms(transport: StreamTransport) -> list[int]:
+    out = []
+    for conn in transport._open:
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        out.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    return out
+
+
+async def test_connections_give_up_on_data_unacknowledged_past_the_limit(listen) -> None:
+    """Both ends of a connection (opened and accepted) carry ``TCP_USER_TIMEOUT`` =
+    ``unacked_timeout``: a peer cut off by the network is dropped in seconds (the owner then
+    answers 503 and the next message opens a new connection), not after minutes of backed-off
+    retransmissions that new messages would queue behind once the network is back."""
+    a, _ = await listen(ConnectionLimits(unacked_timeout=2.5))
+    b, qb = await listen()
+    a.send(options("z9hG4bK-unacked"), Peer("TCP", *b.local_address))
+    item = await asyncio.wait_for(qb.get(), TIMEOUT)
+    assert item.message.via[0].branch == "z9hG4bK-unacked"
+    assert _user_timeouts_ms(a) == [2500]  # opened by a
+    assert _user_timeouts_ms(b) == [10_000]  # accepted by b, with the default limits
+
+
 async def test_tls_handshakes_are_capped_and_timed_out(listen, tmp_path: Path) -> None:
     """TLS starts only after admission: silent TCP connects to the TLS port count against
     the caps and are closed after the header timeout; a real client still gets through."""
@@ -296,6 +319,8 @@ def test_limits_are_validated() -> None:
         ConnectionLimits(max_connections=4, reserved_for_peers=4)
     with pytest.raises(ValueError):
         ConnectionLimits(header_timeout=0)
+    with pytest.raises(ValueError):
+        ConnectionLimits(unacked_timeout=0)
     with pytest.raises(ValueError):
         ConnectionLimits(peers=("not-an-address",))
     assert ConnectionLimits.with_peers(["10.0.0.0/8"]).peers == ("10.0.0.0/8",)
