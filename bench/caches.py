@@ -43,7 +43,6 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,42 +61,19 @@ from sipsec.ibc.hazmat.cc import SignerTables
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "services" / "crypto-worker"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sipsec_worker import ops  # noqa: E402
 
-PERIOD = 692
+from bench.worker_offload import User, population  # noqa: E402
+
 MESSAGES = 6  # INVITE, 180, 200, ACK, BYE, 200
 CALLER_SIGNS = (0, 3, 4)  # INVITE, ACK, BYE from the caller; 180, 200, 200 from the callee
 
 
-@dataclass(frozen=True)
-class User:
-    aor: str
-    enc: ibc.Identity
-    sig: ibc.Identity
-    enc_key: ibc.PrivateKey
-    sig_key: ibc.PrivateKey
-
-    def fresh(self) -> User:
-        """The same keys as new objects (no tables, no counts from an earlier run)."""
-        return User(self.aor, self.enc, self.sig, ibc.PrivateKey(self.enc, self.enc_key._point()),
-                    ibc.PrivateKey(self.sig, self.sig_key._point()))
-
-
-def population(users: int) -> tuple[dict[str, ibc.DomainParams], list[User], list[User]]:
-    """``users`` users in each of atlanta.com and biloxi.com, keys extracted directly."""
-    params: dict[str, ibc.DomainParams] = {}
-    sides: list[list[User]] = []
-    for domain in ("atlanta.com", "biloxi.com"):
-        master, dp = ibc.setup(domain)
-        params[domain] = dp
-        side = []
-        for i in range(users):
-            aor = f"sip:user{i}@{domain}"
-            enc = dp.identity(aor, ibc.Purpose.ENC, PERIOD)
-            sig = dp.identity(aor, ibc.Purpose.SIG, PERIOD)
-            side.append(User(aor, enc, sig, ibc.extract(master, dp, enc), ibc.extract(master, dp, sig)))
-        sides.append(side)
-    return params, sides[0], sides[1]
+def fresh(user: User) -> User:
+    """The same keys as new objects (no tables, no counts from an earlier run)."""
+    return User(user.aor, user.enc, user.sig, ibc.PrivateKey(user.enc, user.enc_key._point()),
+                ibc.PrivateKey(user.sig, user.sig_key._point()))
 
 
 def _cpu_ms(fn: Callable[[], object], n: int) -> float:
@@ -247,8 +223,8 @@ def measure(path: str, policy: str, args: argparse.Namespace, params: dict[str, 
     """One path under one policy: warm calls, then the measured ones (CPU ms per call, caches)."""
     ibc.configure_tables(args.table_mib, policy)
     _reset_process_caches(policy)
-    callers = [u.fresh() for u in callers]
-    callees = [u.fresh() for u in callees]
+    callers = [fresh(u) for u in callers]
+    callees = [fresh(u) for u in callees]
     r = args.round
 
     def rounds(seed: int, calls: int) -> list[list[tuple[User, User]]]:

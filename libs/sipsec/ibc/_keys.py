@@ -227,17 +227,12 @@ class _TableHolders:
                   counter: tables.UseCounter[Identity] | None = None) -> None:
         """Start afresh with these settings: every holder loses its tables, counts and stats
         are zeroed. ``counter`` defaults to one halved every 16 x capacity signatures."""
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        if policy not in tables.POLICIES:
-            raise ValueError(f"unknown table policy {policy!r}")
+        tables.check_settings(capacity, policy)
         with self._lock:
             self.capacity = capacity
             self.policy = policy
             self.admit_uses = self.ADMIT_USES if admit_uses is None else admit_uses
-            self.counter: tables.UseCounter[Identity] = (
-                tables.UseCounter(max(64, 16 * capacity)) if counter is None else counter
-            )
+            self.counter: tables.UseCounter[Identity] = tables.use_counter(capacity) if counter is None else counter
             while self._refs:
                 self._drop(self._refs.popitem(last=False)[1])
             self.stats.reset()
@@ -266,7 +261,8 @@ class _TableHolders:
                 return None
             if len(self._refs) >= self.capacity and id(key) not in self._refs:
                 victim = next(iter(self._refs.values()))()
-                if victim is not None and count < self.counter.count(victim.identity) + self.admit_uses:
+                if victim is not None and not tables.displaces(count, self.counter.count(victim.identity),
+                                                               self.admit_uses):
                     self.stats.refused += 1  # the victim's uses lost, plus a build, must be repaid
                     return None
         built = key._tables = SignerTables(key._d, q_id)  # outside the lock: about a millisecond

@@ -8,9 +8,6 @@ process has exited on SIGTERM (the batch exporter is flushed at shutdown, not dr
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -19,11 +16,8 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from sipsec.rpc._gen.sipsec.location.v1 import location_pb2, location_pb2_grpc
 
-TRACE_ID = "ab" * 16
-PARENT_ID = "cd" * 8
-LOCATION = str(Path(sys.executable).with_name("sipsec-location"))
+from tests.integration.telemetry._location import LOCATION, PARENT_ID, TRACE_ID, serve_and_look_up
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -71,25 +65,8 @@ async def test_the_otlp_exporter_ships_the_server_span_to_a_trace_receiver(recei
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
                 "OTEL_EXPORTER_OTLP_INSECURE": "true", "SIPSEC_LOG_FORMAT": "json"})
-    proc = subprocess.Popen(
-        [LOCATION, "serve", "--listen", "127.0.0.1:0", "--metrics-port", "-1", "--drain-seconds", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "sipsec-location listening on port N"
-        lport = int(line.split("port ")[1].split()[0])
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{lport}") as channel:
-            stub = location_pb2_grpc.LocationServiceStub(channel)  # type: ignore[no-untyped-call]
-            await stub.Lookup(location_pb2.LookupRequest(aor="sip:alice@atlanta.com"), timeout=5,
-                              metadata=[("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01")])
-        # nothing exported yet: the batch exporter waits (5 s by default) and the test does not
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+    lines = await serve_and_look_up(env)  # SIGTERM, then waited: the batch is flushed at exit
+    err = "\n".join(map(str, lines))
     spans = servicer.spans()
     assert [span.name for _, span in spans] == ["sipsec.location.v1.LocationService/Lookup"], err
     ((resource, span),) = spans

@@ -247,18 +247,13 @@ class _TableCache(abc.ABC, Generic[K, T]):
         (FREQUENCY): ``ADMIT_USES`` by default. ``counter``: the use counts (FREQUENCY), by
         default a :class:`~sipsec.ibc.hazmat.tables.UseCounter` halved every 16 x capacity uses.
         """
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        if policy not in tables.POLICIES:
-            raise ValueError(f"unknown table policy {policy!r}")
+        tables.check_settings(capacity, policy)
         with self._lock:
             self.capacity = capacity
             self.policy = policy
             self.watch = 4 * capacity if watch is None else watch
             self.admit_uses = self.ADMIT_USES if admit_uses is None else admit_uses
-            self.counter: tables.UseCounter[K] = (
-                tables.UseCounter(max(64, 16 * capacity)) if counter is None else counter
-            )
+            self.counter: tables.UseCounter[K] = tables.use_counter(capacity) if counter is None else counter
             self._tables.clear()
             self._seen.clear()
             self.stats.reset()
@@ -284,11 +279,16 @@ class _TableCache(abc.ABC, Generic[K, T]):
         """The table of ``key`` if it has one, without counting a use or building one: for a
         use a table barely speeds up (a point among others in a multi-scalar multiplication)."""
         with self._lock:
-            table = self._tables.get(key)
-            if table is not None:
-                self._tables.move_to_end(key)
-                self.stats.hits += 1
-            return table
+            return self._hit(key)
+
+    def _hit(self, key: K) -> T | None:
+        """The table of ``key``, marked most recently used and counted as a hit, or None (the
+        caller holds the lock)."""
+        table = self._tables.get(key)
+        if table is not None:
+            self._tables.move_to_end(key)
+            self.stats.hits += 1
+        return table
 
     def get(self, key: K) -> T | None:
         """The table of ``key``, or None: the caller takes the generic path (class doc)."""
@@ -299,17 +299,15 @@ class _TableCache(abc.ABC, Generic[K, T]):
                 self.stats.misses += 1
                 return None
             count = self.counter.add(key)
-            table = self._tables.get(key)
+            table = self._hit(key)
             if table is not None:
-                self._tables.move_to_end(key)
-                self.stats.hits += 1
                 return table
             self.stats.misses += 1
             if count < self.admit_uses or key in self._building:
                 return None
             if len(self._tables) >= self.capacity:  # the victim's uses lost, plus a build, must be repaid
                 victim = next(iter(self._tables))
-                if count < self.counter.count(victim) + self.admit_uses:
+                if not tables.displaces(count, self.counter.count(victim), self.admit_uses):
                     self.stats.refused += 1
                     return None
             self._building.add(key)
@@ -334,10 +332,8 @@ class _TableCache(abc.ABC, Generic[K, T]):
     def _get_second_use(self, key: K) -> T | None:
         """The first policy: built on the second use among the last ``watch`` first uses."""
         with self._lock:
-            table = self._tables.get(key)
+            table = self._hit(key)
             if table is not None:
-                self._tables.move_to_end(key)
-                self.stats.hits += 1
                 return table
             self.stats.misses += 1
             if key not in self._seen:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 __all__ = [
     "FREQUENCY",
@@ -65,6 +65,9 @@ __all__ = [
     "UseCounter",
     "budgets",
     "capacity_for",
+    "check_settings",
+    "displaces",
+    "use_counter",
 ]
 
 #: Tables built once a value's recent use count reaches the break-even uses (module docstring).
@@ -143,6 +146,26 @@ class UseCounter(Generic[K]):
     def _halve(self) -> None:
         self._uses = 0
         self._counts = {k: c >> 1 for k, c in self._counts.items() if c > 1}
+
+
+def check_settings(capacity: int, policy: str) -> None:
+    """ValueError unless ``capacity`` is at least 1 and ``policy`` is one of :data:`POLICIES`."""
+    if capacity < 1:
+        raise ValueError("capacity must be at least 1")
+    if policy not in POLICIES:
+        raise ValueError(f"unknown table policy {policy!r}")
+
+
+def use_counter(capacity: int) -> UseCounter[Any]:
+    """The default counts of a cache of ``capacity`` tables: halved every 16 x capacity uses."""
+    return UseCounter(max(64, 16 * capacity))
+
+
+def displaces(count: int, victim_count: int, admit_uses: int) -> bool:
+    """Whether a value used ``count`` times lately may take the place of a table whose value was
+    used ``victim_count`` times: only by ``admit_uses`` more, which repays the victim's lost
+    uses and the build (module docstring)."""
+    return count >= victim_count + admit_uses
 
 
 @dataclass
