@@ -209,8 +209,8 @@ CALLS_DASH = Dash(
     rows=(
         ("Call setups", (
             Panel("Call setups per second by outcome", "ops",
-                  "Setups (either direction) by outcome (answered, failed, timeout, cancelled, policy) and "
-                  "whether the call was secured.",
+                  "Setups (either direction) by outcome (answered, failed, timeout, cancelled, policy, "
+                  "challenged: a Digest challenge to a phone) and whether the call was secured.",
                   (q(f"sum by (outcome, secure) (rate(sipsec_gateway_call_setups_total{{{GW}}}[{RATE}]))",
                      "{{outcome}} secure={{secure}}"),)),
             Panel("Setup latency, secured vs plain (p50/p95)", "s",

@@ -23,15 +23,16 @@ from typing import Any
 import yaml
 from sipsec.aio.ports import spare_port
 
-from tests.faults.harness import Inventory, RedisInspector
+from tests.faults.harness import SCENARIOS as FAULT_SCENARIOS
+from tests.faults.harness import CalleePhone, Inventory, RedisInspector
 from tests.sipp import Sipp
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "tests" / "e2e" / "gateway" / "scenarios"
-UAS_SCENARIO = ROOT / "tests" / "e2e" / "sipp" / "scenarios" / "uas_trying.xml"
 DOMAINS = {"atlanta": "atlanta.com", "biloxi": "biloxi.com"}
 #: published ports per domain (the compose file's SIPSEC_<DOMAIN>_<WHAT>_PORT variables)
 PORTS = ("SIP", "SIPS", "PHONES", "API", "PKG")
+FAULTSUITE = ROOT / "tests" / "compose" / "faultsuite.yml"
 UP_TIMEOUT_S = 240.0
 
 
@@ -56,9 +57,17 @@ class Deployment:
     project: str = field(default_factory=lambda: "sipsec-ct-" + secrets.token_hex(3))
     ports: dict[str, int] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
+    #: with the fault suite's clock-skew injection (tests/compose/faultsuite.yml over the shipped file)
+    faultsuite: bool = False
 
     def __post_init__(self) -> None:
         self.secrets = self.workdir / "secrets"
+        self.skew_dir = self.workdir / "skew"
+        if self.faultsuite:
+            # read inside the container by its user (10001): world-readable, nothing secret
+            self.skew_dir.mkdir(mode=0o755, exist_ok=True)
+            self.skew_dir.chmod(0o755)
+            self.set_skew(0)
         for d in DOMAINS:
             for what in PORTS:
                 udp = what in ("SIP", "PHONES")
@@ -74,11 +83,20 @@ class Deployment:
                 "SIPSEC_PROMETHEUS_IMAGE": "sipsec-prometheus:bookworm",
                 "SIPSEC_REDIS_EXPORTER_IMAGE": "sipsec-redis-exporter:bookworm",
                 "SIPSEC_PHONE_DIGEST": "MD5",  # sipp answers MD5 challenges only
+                "FAULTSUITE_CLOCKSHIM": str(ROOT / "tests" / "faults" / "clockshim"),
+                "FAULTSUITE_SKEW_DIR": str(self.skew_dir),
                 **{k: str(v) for k, v in self.ports.items()}}
 
     def compose(self, *args: str, timeout: float = 120.0, check: bool = True,
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run(["docker-compose", *args], env=self.env, timeout=timeout, check=check, stdin=stdin)
+        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(FAULTSUITE)] if self.faultsuite else []
+        return run(["docker-compose", *files, *args], env=self.env, timeout=timeout, check=check, stdin=stdin)
+
+    def set_skew(self, seconds: float) -> None:
+        """biloxi's gateway's clock offset (with ``faultsuite``; read there within half a second)."""
+        path = self.skew_dir / "skew"
+        path.write_text(f"{seconds}\n")
+        path.chmod(0o644)
 
     # -- containers -----------------------------------------------------------------------
 
@@ -90,6 +108,17 @@ class Deployment:
         found = self.containers(service)
         assert len(found) == 1, f"{service}: {len(found)} containers"
         return found[0]
+
+    def pid(self, service: str) -> int:
+        """The host pid of ``service``'s container's first process (what a crash or a SIGTERM
+        from the orchestrator hits; ``docker kill`` would also mark it stopped by hand, so that
+        its restart policy would not start it again)."""
+        pid = int(self.inspect(self.container(service))["State"]["Pid"])
+        assert pid > 0, f"{service} is not running"
+        return pid
+
+    def signal(self, service: str, sig: int) -> None:
+        os.kill(self.pid(service), sig)
 
     def inspect(self, container: str) -> dict[str, Any]:
         data = json.loads(run(["docker", "inspect", container]).stdout)
@@ -230,37 +259,34 @@ class ContainerInspector(RedisInspector):
         return [k for k in self._cli("--scan", "--pattern", pattern) if k]
 
 
-@dataclass
-class Phones:
-    """bob's phone (a sipp UAS on the host's side of biloxi-phones, registered with the biloxi
-    gateway) and alice's (sipp UACs on the host's side of atlanta-phones, through the atlanta gateway)."""
+class ComposeTarget(CalleePhone):
+    """The compose deployment as the fault suite's :class:`tests.faults.harness.Target`: bob's
+    phone (a sipp UAS on the host's side of biloxi-phones, registered with the biloxi gateway,
+    logging each call it establishes and each BYE) and alice's (sipp UACs on the host's side of
+    atlanta-phones, through the atlanta gateway)."""
 
-    dep: Deployment
-    alice_pw: str
-    bob_pw: str
-    uas: Sipp | None = None
-    failed_runs: list[str] = field(default_factory=list)
+    def __init__(self, dep: Deployment, alice_pw: str, bob_pw: str) -> None:
+        self.dep = dep
+        self.phone_pw = {"alice": alice_pw, "bob": bob_pw}
+        self.failed_runs: list[str] = []
+        self.alice_host = dep.gateway_ip("atlanta-phones")
+        self.bob_host = dep.gateway_ip("biloxi-phones")
+        self.plain = {"atlanta.com": (dep.ip_of("gateway-atlanta", "atlanta-phones"), 5080),
+                      "biloxi.com": (dep.ip_of("gateway-biloxi", "biloxi-phones"), 5080)}
+        self.uas = Sipp(str(FAULT_SCENARIOS / "phone_uas.xml"), local_host=self.bob_host,
+                        local_port=spare_port(self.bob_host, tcp=False, udp=True), calls=1_000_000,
+                        timeout_s=3600, trace_msg=False, extra_args=["-trace_logs", "-log_file", "uas-log.txt"])
 
-    def __post_init__(self) -> None:
-        self.alice_host = self.dep.gateway_ip("atlanta-phones")
-        self.bob_host = self.dep.gateway_ip("biloxi-phones")
-        self.atlanta_gw = (self.dep.ip_of("gateway-atlanta", "atlanta-phones"), 5080)
-        self.biloxi_gw = (self.dep.ip_of("gateway-biloxi", "biloxi-phones"), 5080)
-
-    def start_bob(self, calls: int = 100000) -> None:
-        port = spare_port(self.bob_host, tcp=False, udp=True)
-        self.uas = Sipp(str(UAS_SCENARIO), local_host=self.bob_host, local_port=port, calls=calls,
-                        timeout_s=3600, trace_msg=False)
+    def start_bob(self) -> None:
         self.uas.start()
-        self.register_bob()
+        assert self.register_bob(), "bob's phone did not register"
 
     def register_bob(self) -> bool:
-        assert self.uas is not None
-        reg = Sipp(str(SCENARIOS / "phone_register.xml"), remote=self.biloxi_gw, local_host=self.bob_host,
+        reg = Sipp(str(SCENARIOS / "phone_register.xml"), remote=self.plain["biloxi.com"], local_host=self.bob_host,
                    local_port=spare_port(self.bob_host, tcp=False, udp=True), calls=1, timeout_s=15,
                    trace_msg=False,
                    extra_args=["-key", "user", "bob", "-key", "contact_port", str(self.uas.local_port),
-                               "-au", "bob", "-ap", self.bob_pw])
+                               "-au", "bob", "-ap", self.phone_pw["bob"]])
         reg.start()
         result = reg.wait()
         reg.cleanup(keep_failed=False)
@@ -268,11 +294,11 @@ class Phones:
 
     def calls(self, n: int, *, rate: float = 5, limit: int = 10, timeout_s: float = 120) -> tuple[int, int]:
         """alice calls bob ``n`` times; (successful, failed) as sipp counted them."""
-        uac = Sipp(str(SCENARIOS / "phone_call_auth.xml"), remote=self.atlanta_gw, local_host=self.alice_host,
+        uac = Sipp(str(SCENARIOS / "phone_call_auth.xml"), remote=self.plain["atlanta.com"], local_host=self.alice_host,
                    local_port=spare_port(self.alice_host, tcp=False, udp=True), calls=n, rate=rate, limit=limit,
                    timeout_s=timeout_s, trace_msg=True,
                    extra_args=["-key", "user", "alice", "-key", "callee", "bob@biloxi.com",
-                               "-au", "alice", "-ap", self.alice_pw, "-recv_timeout", "8000"])
+                               "-au", "alice", "-ap", self.phone_pw["alice"], "-recv_timeout", "8000"])
         uac.start()
         result = uac.wait()
         if result.successful_calls != n:
@@ -281,9 +307,18 @@ class Phones:
         ok = max(result.successful_calls, 0)
         return ok, n - ok
 
+    def refresh(self) -> None:
+        """The biloxi gateway's address again (after its container restarted)."""
+        self.plain["biloxi.com"] = (self.dep.ip_of("gateway-biloxi", "biloxi-phones"), 5080)
+
+    def inventory(self) -> Inventory:
+        return self.dep.inventory()
+
+    def debug_logs(self, out: Path, name: str) -> None:
+        (out / f"{name}.compose.txt").write_text(self.dep.logs(400))
+
     def stop(self) -> None:
-        if self.uas is not None:
-            self.uas.cleanup(keep_failed=False)
+        self.uas.cleanup(keep_failed=False)
 
 
 @contextmanager

@@ -31,14 +31,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sipp import Sipp
 from tests.upctl import UpProcess
 
-__all__ = ["BASELINE_S", "CALLEE", "CALLER", "Call", "Inventory", "Load", "Row", "Stack", "measure"]
+__all__ = ["BASELINE_S", "CALLEE", "CALLER", "Call", "CalleePhone", "Inventory", "Load", "Row", "Stack", "Target",
+           "measure"]
 
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "scenarios"
@@ -188,7 +189,52 @@ class Inventory:
 
 # -- the deployment ----------------------------------------------------------------------------
 
-class Stack:
+class Target(Protocol):
+    """What :func:`measure` needs of a deployment: ``sipsec up`` here (:class:`Stack`), the compose
+    deployment in the container test (``tests.compose.harness.ComposeTarget``)."""
+
+    #: each domain's gateway, its phones' side: (host, port)
+    plain: dict[str, tuple[str, int]]
+    #: the phone passwords the logins returned, by user
+    phone_pw: dict[str, str]
+    #: the address alice's phone (the load's sipp UAC) binds
+    alice_host: str
+    #: bob's phone (see :class:`CalleePhone`)
+    uas: Sipp
+
+    def inventory(self) -> Inventory: ...
+
+    def open_phone_calls(self) -> set[str]: ...
+
+    def debug_logs(self, out: Path, name: str) -> None: ...
+
+
+class CalleePhone:
+    """bob's phone's log (``uas`` runs ``scenarios/phone_uas.xml`` with ``-log_file uas-log.txt``)."""
+
+    uas: Sipp
+
+    def uas_log(self) -> list[tuple[str, str, float]]:
+        """bob's phone's lines: (event, Call-ID, clock tick in s)."""
+        path = self.uas.workdir / "uas-log.txt"
+        events = []
+        with_errors = path.read_text(errors="replace") if path.exists() else ""
+        for line in with_errors.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("est", "bye"):
+                events.append((parts[0], parts[1], int(parts[2]) / 1000))
+        return events
+
+    def open_phone_calls(self) -> set[str]:
+        """Call-IDs bob's phone established and nobody tore down yet."""
+        est: set[str] = set()
+        bye: set[str] = set()
+        for kind, call_id, _ in self.uas_log():
+            (est if kind == "est" else bye).add(call_id)
+        return est - bye
+
+
+class Stack(CalleePhone):
     """``sipsec up`` with both users logged in and bob's phone registered (see the module docstring)."""
 
     def __init__(self, state: Path, skew_file: Path) -> None:
@@ -220,6 +266,7 @@ class Stack:
                                         (state / r["domain"] / "redis" / "inspect.password").read_text().strip())
             for r in self.rows if r["service"] == "redis"}
         self.phone_pw: dict[str, str] = {}
+        self.alice_host = "127.0.0.2"
         self.uas = Sipp(str(SCENARIOS / "phone_uas.xml"), local_host="127.0.0.3", calls=1_000_000,
                         timeout_s=3600, trace_msg=False,
                         extra_args=["-trace_logs", "-log_file", "uas-log.txt"])
@@ -263,27 +310,14 @@ class Stack:
         reg.wait().assert_ok(calls=1)
         reg.cleanup()
 
-    def uas_log(self) -> list[tuple[str, str, float]]:
-        """bob's phone's lines: (event, Call-ID, clock tick in s)."""
-        path = self.uas.workdir / "uas-log.txt"
-        events = []
-        with_errors = path.read_text(errors="replace") if path.exists() else ""
-        for line in with_errors.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] in ("est", "bye"):
-                events.append((parts[0], parts[1], int(parts[2]) / 1000))
-        return events
-
-    def open_phone_calls(self) -> set[str]:
-        """Call-IDs bob's phone established and nobody tore down yet."""
-        est: set[str] = set()
-        bye: set[str] = set()
-        for kind, call_id, _ in self.uas_log():
-            (est if kind == "est" else bye).add(call_id)
-        return est - bye
-
     def inventory(self) -> Inventory:
         return Inventory.take(self.inspectors)
+
+    def debug_logs(self, out: Path, name: str) -> None:
+        """``sipsec up``'s lines and the gateways' logs, for a row's post-mortem."""
+        (out / f"{name}.up.txt").write_text("".join(self.up.err))
+        for log in (self.state / "logs").glob("*gateway*"):
+            shutil.copy(log, out / f"{name}.{log.name}")
 
     def set_skew(self, seconds: float) -> None:
         self.skew_file.write_text(f"{seconds}\n")
@@ -314,9 +348,9 @@ class Call:
 class Load:
     """alice's phone placing calls at ``rate`` per second, each held ``hold_ms``."""
 
-    def __init__(self, stack: Stack, *, rate: float = RATE, hold_ms: int = 2000, max_s: float = 120) -> None:
+    def __init__(self, stack: Target, *, rate: float = RATE, hold_ms: int = 2000, max_s: float = 120) -> None:
         self.stack = stack
-        self.sipp = Sipp(str(SCENARIOS / "phone_uac.xml"), remote=stack.plain["atlanta.com"], local_host="127.0.0.2",
+        self.sipp = Sipp(str(SCENARIOS / "phone_uac.xml"), remote=stack.plain["atlanta.com"], local_host=stack.alice_host,
                          calls=int(rate * max_s), rate=rate, limit=200, timeout_s=max_s + 60, trace_msg=False,
                          extra_args=["-key", "user", "alice", "-key", "callee", "bob@biloxi.com",
                                      "-d", str(hold_ms), "-au", "alice", "-ap", stack.phone_pw["alice"],
@@ -449,7 +483,7 @@ def _judge(row: Row, bound: int) -> None:
     row.failures.extend(text for failed, text in checks if failed)
 
 
-def measure(stack: Stack, fault: str, inject: Callable[[], None], remove: Callable[[], None], *,
+def measure(stack: Target, fault: str, inject: Callable[[], None], remove: Callable[[], None], *,
             signal_probe: Callable[[], str | None], in_flight_bound: Callable[[int], int],
             fault_s: float, hold_ms: int = 2000, settle_s: float = 8.0, baseline_s: float = BASELINE_S) -> Row:
     """Run the load, inject the fault after ``baseline_s``, hold it ``fault_s`` (polling
@@ -484,9 +518,9 @@ def measure(stack: Stack, fault: str, inject: Callable[[], None], remove: Callab
         load.cleanup()
 
 
-def _debug_dump(stack: Stack, row: Row, load: Load, injected_at: float, removed_at: float) -> None:
+def _debug_dump(stack: Target, row: Row, load: Load, injected_at: float, removed_at: float) -> None:
     """With ``SIPSEC_FAULT_DEBUG_DIR``: each call's times (s after the injection), both phones'
-    logs, ``sipsec up``'s lines and the gateways' logs, for a row's post-mortem."""
+    logs and the deployment's own (:meth:`Target.debug_logs`), for a row's post-mortem."""
     where = os.environ.get("SIPSEC_FAULT_DEBUG_DIR")
     if not where:
         return
@@ -498,12 +532,10 @@ def _debug_dump(stack: Stack, row: Row, load: Load, injected_at: float, removed_
         rel = [None if t is None else round(t - injected_at, 3) for t in (c.start, c.answered, c.end)]
         lines.append(f"{c.number} start {rel[0]} answered {rel[1]} end {rel[2]} {c.outcome} {c.status}")
     (out / f"{name}.calls.txt").write_text("\n".join(lines) + "\n")
-    (out / f"{name}.up.txt").write_text("".join(stack.up.err))
-    for phone, log_file in ((load.sipp, "uac-log.txt"), (stack.uas, "uas-log.txt")):
-        if (phone.workdir / log_file).exists():
-            shutil.copy(phone.workdir / log_file, out / f"{name}.{log_file}")
-    for log in (stack.state / "logs").glob("*gateway*"):
-        shutil.copy(log, out / f"{name}.{log.name}")
+    for path in (load.sipp.workdir / "uac-log.txt", stack.uas.workdir / "uas-log.txt"):
+        if path.exists():
+            shutil.copy(path, out / f"{name}.{path.name}")
+    stack.debug_logs(out, name)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.2) -> bool:

@@ -63,7 +63,7 @@ from sipsec.stores.envelope import DialogStore, ReplayCache
 from sipsec.telemetry import tracing
 
 from sipsec_gateway import sessiontimer
-from sipsec_gateway.metrics import GatewayMetrics
+from sipsec_gateway.metrics import GatewayMetrics, setup_outcome
 from sipsec_gateway.ordering import PerCallId, call_id_of
 from sipsec_gateway.routing import peer_for_uri
 from sipsec_gateway.secured import Refused, SecuredIO
@@ -1031,7 +1031,7 @@ class Agent:
         call.status = status
         call.reason = reason
         call.move(CallState.FAILED)
-        outcome = "timeout" if status == 408 else "cancelled" if status == 487 else "failed"
+        outcome = setup_outcome(status)
         self.metrics.child(self.metrics.call_setups, outcome, _b(call.secure)).inc()
         tracing.end_setup(call.id, outcome, status)
         if call.setup_done is not None and not call.setup_done.done():

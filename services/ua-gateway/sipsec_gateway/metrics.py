@@ -22,10 +22,24 @@ from prometheus_client.registry import Collector
 from sipsec.pkgclient.metrics import PkgClientMetrics
 from sipsec.telemetry.health import build_info
 
-__all__ = ["API_AUTH_FAILURES", "CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics"]
+__all__ = ["API_AUTH_FAILURES", "CRYPTO_OPS", "SETUP_OUTCOMES", "GatewayMetrics", "setup_outcome"]
 
 #: ``outcome`` of ``sipsec_gateway_call_setups_total``.
-SETUP_OUTCOMES: Final = frozenset({"answered", "failed", "timeout", "cancelled", "policy"})
+SETUP_OUTCOMES: Final = frozenset({"answered", "failed", "timeout", "cancelled", "policy", "challenged"})
+
+
+def setup_outcome(status: int) -> str:
+    """The ``outcome`` of a call setup that ended with the final answer ``status`` (not 2xx).
+    A Digest challenge (401 / 407: a phone's first INVITE, sent again with credentials as a new
+    setup) is ``challenged``, not ``failed``: the setup-success SLO counts ``failed`` and
+    ``timeout``, and every call from a phone starts with one challenge."""
+    if status == 408:
+        return "timeout"
+    if status == 487:
+        return "cancelled"
+    if status in (401, 407):
+        return "challenged"
+    return "failed"
 #: ``op`` of ``sipsec_gateway_crypto_seconds`` (envelope operations: KEM = first message of a
 #: dialog, KEK = under the dialog key; ``sign_register`` = the signed REGISTER).
 CRYPTO_OPS: Final = ("seal_kem", "seal_kek", "open_kem", "open_kek", "sign_register")

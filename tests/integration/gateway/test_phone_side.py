@@ -219,3 +219,23 @@ async def test_an_invite_flood_past_the_rate_draws_one_503_each_and_keeps_no_tra
 
 async def _close(sock: socket.socket) -> None:
     sock.close()
+
+
+async def test_a_digest_challenge_is_not_a_failed_call_setup() -> None:
+    """Every call from a phone starts with a 407: counted ``challenged``, never ``failed`` (the
+    setup-success SLO counts ``failed``; a challenge counted there made every phone call half a
+    failure). A wrong password is still refused with a fresh challenge, also ``challenged``."""
+    async with TwoDomains() as net:
+        await login(net.atlanta, "alice")
+        _, gw = _gw(net.atlanta)
+        phone = await _ua(net, "127.0.0.5", "alice")
+        m = net.atlanta.gateway.metrics
+
+        def setups(outcome: str) -> float:
+            return m.sample("sipsec_gateway_call_setups_total", outcome=outcome, secure="false")
+
+        before = {o: setups(o) for o in ("challenged", "failed")}
+        assert await _invite_status(phone, ALICE, gw) == 407
+        assert await _invite_status(phone, ALICE, gw) == 407
+        assert setups("challenged") - before["challenged"] == 2
+        assert setups("failed") - before["failed"] == 0
