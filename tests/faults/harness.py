@@ -313,6 +313,13 @@ class Stack(CalleePhone):
     def inventory(self) -> Inventory:
         return Inventory.take(self.inspectors)
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` of each gateway's log and of ``sipsec up``'s, for a failed row's message."""
+        parts = [f"-- sipsec up\n{''.join(list(self.up.err)[-lines:])}"]
+        for log in sorted((self.state / "logs").glob("*gateway*")):
+            parts.append(f"-- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+        return "\n".join(parts)
+
     def debug_logs(self, out: Path, name: str) -> None:
         """``sipsec up``'s lines and the gateways' logs, for a row's post-mortem."""
         (out / f"{name}.up.txt").write_text("".join(self.up.err))

@@ -104,9 +104,12 @@ def _serving(target: str, timeout_s: float = 15.0) -> None:
     assert wait_until(lambda: grpc_health(target) == "SERVING", timeout_s), f"{target} not serving again"
 
 
-def _record(row: Row) -> Row:
+def _record(stack: Stack, row: Row) -> Row:
+    """The row into the report; a row that did not hold fails with what it measured and, for a
+    post-mortem of a run nobody can repeat (CI), the last lines of both gateways' logs and of
+    ``sipsec up``."""
     ROWS.append(row)
-    assert not row.failures, row.as_dict()
+    assert not row.failures, (row.as_dict(), stack.log_tail())
     return row
 
 
@@ -140,12 +143,12 @@ def test_redis_killed_and_restarted(stack: Stack) -> None:
     probe = Probe(stack, "biloxi.com/redis", metric_url=stack.gw_metrics["biloxi.com"],
                   metric_name="sipsec_store_errors_total")
     time.sleep(1.5)  # the tokens written so far are past the one-second fsync window
-    _record(_kill_and_restart(stack, "redis SIGKILL + restart", "biloxi.com", "redis", bound=_all,
+    _record(stack, _kill_and_restart(stack, "redis SIGKILL + restart", "biloxi.com", "redis", bound=_all,
                               extra_probe=probe))
 
 
 def test_redis_stopped_cleanly_and_restarted(stack: Stack) -> None:
-    _record(_kill_and_restart(stack, "redis SIGTERM + restart", "biloxi.com", "redis", bound=_all,
+    _record(stack, _kill_and_restart(stack, "redis SIGTERM + restart", "biloxi.com", "redis", bound=_all,
                               sig=signal.SIGTERM))
 
 
@@ -171,7 +174,7 @@ def test_callee_proxy_down_12s(stack: Stack) -> None:
                       in_flight_bound=_all, fault_s=12.0)
     finally:
         send_signal(stack.up_pid(), signal.SIGCONT)
-    _record(row)
+    _record(stack, row)
 
 
 def _location_errors(stack: Stack) -> float:
@@ -200,7 +203,7 @@ def test_location_killed(stack: Stack) -> None:
     errors_before = _location_errors(stack)
     row = _kill_and_restart(stack, "location SIGKILL", "biloxi.com", "location", bound=_none)
     _check_location_answers(stack, row, errors_before)
-    _record(row)
+    _record(stack, row)
 
 
 def test_location_stopped(stack: Stack) -> None:
@@ -213,7 +216,7 @@ def test_location_stopped(stack: Stack) -> None:
                   lambda: send_signal(pid, signal.SIGCONT), signal_probe=Probe(stack, health=target),
                   in_flight_bound=_none, fault_s=6.0)
     _check_location_answers(stack, row, errors_before)
-    _record(row)
+    _record(stack, row)
 
 
 def test_worker_killed_leaves_no_pool_process(stack: Stack) -> None:
@@ -226,12 +229,12 @@ def test_worker_killed_leaves_no_pool_process(stack: Stack) -> None:
         row.failures.append("the worker had no pool processes to check")
     if orphans:
         row.failures.append(f"pool processes outlived the worker: {sorted(orphans)}")
-    _record(row)
+    _record(stack, row)
 
 
 def test_pkg_killed(stack: Stack) -> None:
     """The callee's PKG SIGKILLed: calls need no PKG once keys are fetched; none is lost."""
-    _record(_kill_and_restart(stack, "pkg SIGKILL", "biloxi.com", "pkg", bound=_none,
+    _record(stack, _kill_and_restart(stack, "pkg SIGKILL", "biloxi.com", "pkg", bound=_none,
                               extra_probe=Probe(stack, "biloxi.com/pkg")))
 
 
@@ -248,7 +251,7 @@ def test_clock_skew_on_one_domain(stack: Stack) -> None:
     bad = {s: n for s, n in row.refused_statuses.items() if s != "403"}
     if bad:
         row.failures.append(f"skewed calls refused with {bad}, not 403")
-    _record(row)
+    _record(stack, row)
 
 
 def test_gateway_killed_with_30_live_calls(stack: Stack) -> None:
@@ -257,7 +260,7 @@ def test_gateway_killed_with_30_live_calls(stack: Stack) -> None:
     ready = f"{stack.api['biloxi.com']}/readyz"
     row = _kill_and_restart(stack, "gateway SIGKILL, 30 live calls", "biloxi.com", "gateway", bound=_all,
                             hold_ms=6000, baseline_s=6.5, extra_probe=Probe(stack, "biloxi.com/gateway", ready_url=ready))
-    _record(row)
+    _record(stack, row)
 
 
 def test_gateway_sigterm_drains(stack: Stack) -> None:
@@ -269,4 +272,4 @@ def test_gateway_sigterm_drains(stack: Stack) -> None:
     row = _kill_and_restart(stack, "gateway SIGTERM drain", "biloxi.com", "gateway", bound=_none,
                             sig=signal.SIGTERM, fault_s=8.0,
                             extra_probe=Probe(stack, "biloxi.com/gateway", ready_url=ready))
-    _record(row)
+    _record(stack, row)

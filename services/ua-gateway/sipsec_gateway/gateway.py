@@ -50,7 +50,7 @@ from sipsec.stores.envelope import (
 from sipsec.telemetry import tracing
 
 from sipsec_gateway import sessiontimer
-from sipsec_gateway.calls import Agent, Call, CallFailed, CallState
+from sipsec_gateway.calls import RESTORING_RETRY_AFTER_S, Agent, Call, CallFailed, CallState
 from sipsec_gateway.config import GatewayConfig
 from sipsec_gateway.contacts import ContactTokens
 from sipsec_gateway.keys import KeyMaterialError, ParamsDirectory, PkgConnector, PkgProbe, UserKeys
@@ -432,6 +432,9 @@ class Gateway:
     async def _restore_user(self, doc: dict[str, Any]) -> bool:
         """One kept user logged in again; False to retry later (the PKG or proxy failed)."""
         aor = doc["aor"]
+        # the phone first: the login registers the user, and a call that arrives from then on
+        # must find the phone (without it: 480, with a phone that is there)
+        self._restore_phone(aor, doc.get("phone"))
         try:
             await self.login(aor, doc["password"], policy=doc.get("policy"), auto_answer=bool(doc.get("auto_answer")),
                              hold_s=doc.get("hold_s"), phone_password=doc.get("phone_password"),
@@ -439,6 +442,7 @@ class Gateway:
         except GatewayError as exc:
             if exc.status in (400, 401, 403, 404):  # the account is gone or its password changed
                 log.warning("a kept user cannot log in again (%d): forgotten", exc.status)
+                self.phones.pop(aor, None)
                 await self._forget_user(aor)
                 return True
             log.warning("a kept user could not log in again yet (%d): retrying", exc.status)
@@ -447,7 +451,6 @@ class Gateway:
         if isinstance(old, str) and self.secure is not None and old != self.secure.contact_uri(aor):
             with contextlib.suppress(GatewayError):  # the dead instance's binding: removed now, not at expiry
                 await self.register(aor, expires=0, contact=old, timeout=5.0)
-        self._restore_phone(aor, doc.get("phone"))
         await self._keep_user(aor)
         return True
 
@@ -807,7 +810,10 @@ class Gateway:
             return
         settings = self.settings.get(call.local_aor)
         if settings is None:
-            await agent.reject(call, 404, "Not Found")
+            if call.local_aor in self._kept:  # this replica's user, not logged in again yet after a restart
+                await agent.reject(call, 503, "Service Unavailable", [("Retry-After", str(RESTORING_RETRY_AFTER_S))])
+            else:
+                await agent.reject(call, 404, "Not Found")
             return
         phone = self.phones.get(call.local_aor)
         if phone is not None and self.plain is not None and phone.expires_at > time.time():
@@ -832,6 +838,7 @@ class Gateway:
                                     to_text=f"<{far.local_aor}>")
         except (CallFailed, SipError) as exc:
             assert self.secure is not None
+            log.info("the phone leg of an incoming call failed (%s: %s): 480 to the caller", type(exc).__name__, exc)
             self.plain.fail(leg, 480, "Phone Unreachable")
             await self.secure.reject(far, 480, f"Phone Unreachable ({exc})"[:60])
 

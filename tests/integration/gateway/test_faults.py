@@ -153,3 +153,27 @@ async def test_finished_calls_are_forgotten_beyond_keep_calls() -> None:
         assert (await net.atlanta.client.get(f"/v1/calls/{second['id']}")).json()["state"] == "ended"
         agent = net.atlanta.gateway.secure
         assert len(agent.calls) == 1 and len(agent._by_outer_cid) <= 1
+
+
+async def test_a_call_for_a_kept_user_not_yet_logged_in_again_is_told_to_retry() -> None:
+    """A restarted gateway knows its kept users before it has logged them in again: a call for
+    one of them meanwhile is a temporary failure (503 + Retry-After from bob's gateway, which
+    the proxies pass on to alice as 500, RFC 3261 §16.7 step 6), not ``404 Not Found``; a user
+    this gateway never had is still 404."""
+    async with TwoDomains() as net:
+        await login(net.atlanta, "alice")
+        await login(net.biloxi, "bob", auto_answer=True)
+        gateway = net.biloxi.gateway
+        settings = gateway.settings.pop(BOB)  # as between a restart's start and bob's login again
+        gateway._kept.add(BOB)
+        bob = gateway.metrics
+        before = bob.sample("sipsec_gateway_call_setups_total", outcome="failed", secure="true")
+        refused = await call(net.atlanta, ALICE, BOB)
+        assert refused["state"] == "failed" and refused["sip_status"] in (500, 503), refused
+        assert bob.sample("sipsec_gateway_call_setups_total", outcome="failed", secure="true") == before + 1
+        gateway._kept.discard(BOB)
+        unknown = await call(net.atlanta, ALICE, BOB)
+        assert unknown["state"] == "failed" and unknown["sip_status"] == 404, unknown
+        gateway.settings[BOB] = settings
+        placed = await call(net.atlanta, ALICE, BOB)
+        assert placed["state"] == "established", placed
