@@ -57,6 +57,7 @@ from tests.faults.harness import (
     BASELINE_S,
     RATE,
     Row,
+    check_location_answers,
     grpc_health,
     http_json,
     measure,
@@ -231,18 +232,6 @@ def _location_errors(dep: Deployment) -> float:
     return metric(_metrics_url(dep, "proxy-biloxi"), "sipsec_proxy_rejections_total", reason="location-error")
 
 
-def _location_answers(dep: Deployment, row: Row, before: float) -> None:
-    """As the process suite checks it: calls refused while location was out got 503 from the
-    callee's proxy (its 500 after the caller's proxy, RFC 3261 §16.7), never silence."""
-    bad = {s: n for s, n in row.refused_statuses.items() if s not in ("500", "503")}
-    if bad:
-        row.failures.append(f"calls refused with {bad}, not 503 (or its §16.7 500)")
-    answered = _location_errors(dep) - before
-    if answered < row.calls_refused_during_fault:
-        row.failures.append(f"the callee's proxy answered {answered:g} location failures with 503, "
-                            f"{row.calls_refused_during_fault} calls were refused")
-
-
 def _fault_rows(dep: Deployment, target: ComposeTarget) -> Iterator[Row]:
     """Issue 18's table on the containers, under alice's steady call load, each row as the process
     suite (tests/faults/test_faults.py) measures it; biloxi.com is the faulted domain."""
@@ -275,7 +264,7 @@ def _fault_rows(dep: Deployment, target: ComposeTarget) -> Iterator[Row]:
     before = _location_errors(dep)
     row = _crash(dep, target, "location SIGKILL", ("location-biloxi",), bound=_none,
                  probe=Probe(dep, ("location-biloxi",), grpc="location-biloxi"))
-    _location_answers(dep, row, before)
+    check_location_answers(row, _location_errors(dep) - before)
     yield row
 
     before = _location_errors(dep)
@@ -283,7 +272,7 @@ def _fault_rows(dep: Deployment, target: ComposeTarget) -> Iterator[Row]:
     row = measure(target, "location SIGSTOP 6 s", lambda: os.kill(pid, signal.SIGSTOP),
                   lambda: os.kill(pid, signal.SIGCONT), signal_probe=Probe(dep, grpc="location-biloxi"),
                   in_flight_bound=_none, fault_s=6.0)
-    _location_answers(dep, row, before)
+    check_location_answers(row, _location_errors(dep) - before)
     yield row
 
     yield _crash(dep, target, "worker SIGKILL (both replicas)", WORKERS, bound=_none,

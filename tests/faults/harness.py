@@ -39,7 +39,7 @@ from tests.sipp import Sipp
 from tests.upctl import UpProcess
 
 __all__ = ["BASELINE_S", "CALLEE", "CALLER", "Call", "CalleePhone", "Inventory", "Load", "Row", "Stack", "Target",
-           "measure"]
+           "check_location_answers", "measure"]
 
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "scenarios"
@@ -488,6 +488,19 @@ def _judge(row: Row, bound: int) -> None:
         (row.signal is None, "no readiness or metric signal during the fault"),
     ]
     row.failures.extend(text for failed, text in checks if failed)
+
+
+def check_location_answers(row: Row, answered: float) -> None:
+    """A location row's answers: every call refused while location was out got 503 from the
+    callee's proxy (``answered``: its ``sipsec_proxy_rejections_total{reason="location-error"}``
+    over the row), which the caller's proxy passes on as 500 (RFC 3261 §16.7 step 6: a proxy
+    does not forward a 503 upstream): the phone sees 500 or 503, never silence."""
+    bad = {s: n for s, n in row.refused_statuses.items() if s not in ("500", "503")}
+    if bad:
+        row.failures.append(f"calls refused with {bad}, not 503 (or its §16.7 500)")
+    if answered < row.calls_refused_during_fault:
+        row.failures.append(f"the callee's proxy answered {answered:g} location failures with 503, "
+                            f"{row.calls_refused_during_fault} calls were refused")
 
 
 def measure(stack: Target, fault: str, inject: Callable[[], None], remove: Callable[[], None], *,

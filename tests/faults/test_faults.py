@@ -21,6 +21,7 @@ from tests.faults.harness import (
     BASELINE_S,
     Row,
     Stack,
+    check_location_answers,
     grpc_health,
     http_json,
     measure,
@@ -184,25 +185,12 @@ def _location_errors(stack: Stack) -> float:
                   reason="location-error")
 
 
-def _check_location_answers(stack: Stack, row: Row, errors_before: float) -> None:
-    """Every call refused while location was out got 503 from the callee's proxy (counted there as
-    ``location-error``), which the caller's proxy passes on as 500 (RFC 3261 §16.7 step 6: a
-    proxy does not forward a 503 upstream): the phone sees 500 or 503, never silence."""
-    bad = {s: n for s, n in row.refused_statuses.items() if s not in ("500", "503")}
-    if bad:
-        row.failures.append(f"calls refused with {bad}, not 503 (or its §16.7 500)")
-    answered = _location_errors(stack) - errors_before
-    if answered < row.calls_refused_during_fault:
-        row.failures.append(f"the callee's proxy answered {answered:g} location failures with 503, "
-                            f"{row.calls_refused_during_fault} calls were refused")
-
-
 def test_location_killed(stack: Stack) -> None:
     """location SIGKILLed: INVITEs meanwhile get 503 + Retry-After at the callee's proxy; none in
     flight lost."""
     errors_before = _location_errors(stack)
     row = _kill_and_restart(stack, "location SIGKILL", "biloxi.com", "location", bound=_none)
-    _check_location_answers(stack, row, errors_before)
+    check_location_answers(row, _location_errors(stack) - errors_before)
     _record(stack, row)
 
 
@@ -215,7 +203,7 @@ def test_location_stopped(stack: Stack) -> None:
     row = measure(stack, "location SIGSTOP 6 s", lambda: send_signal(pid, signal.SIGSTOP),
                   lambda: send_signal(pid, signal.SIGCONT), signal_probe=Probe(stack, health=target),
                   in_flight_bound=_none, fault_s=6.0)
-    _check_location_answers(stack, row, errors_before)
+    check_location_answers(row, _location_errors(stack) - errors_before)
     _record(stack, row)
 
 
