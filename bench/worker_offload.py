@@ -13,6 +13,9 @@ Modes, each over the same calls:
 * ``worker``: :class:`sipsec.engine.RemoteEngine` to a real ``sipsec-worker`` child (plaintext
   loopback, ``--processes`` pool processes) — CPU of this process (the gateway's share), of the
   worker's front end and of its pool processes (``psutil``: user + system time of each).
+  The engine's batches travel on its one stream to the worker (the default); ``--unary-too N``
+  also measures the same worker with one unary call per batch (``stream=False``) N times, each
+  followed by another stream run (``worker_stream_2``...), so the two alternate in one run.
   ``--worker-pythonpath DIR`` also runs ``worker_before``: the worker from another copy of
   ``sipsec_worker`` (put first on its ``PYTHONPATH``), driven one unary RPC per operation
   (``coalesce=False``), to compare a before and an after in one run. To get the before of this
@@ -20,6 +23,7 @@ Modes, each over the same calls:
   services/crypto-worker/sipsec_worker/); do git show HEAD:$f > /tmp/before/sipsec_worker/${f##*/}; done``.
 
     .venv/bin/python bench/worker_offload.py [--json] [--calls 200] [--users 50] [--concurrency 16]
+                                             [--unary-too N]
 
 The issue's goal: ``gateway_share`` (this process's CPU per call with the worker / in-process
 CPU per call) <= 0.25 and ``total_ratio`` (all processes with the worker / in-process) <= 1.3.
@@ -138,11 +142,11 @@ async def measure_in_process(args: argparse.Namespace, params: dict[str, ibc.Dom
 
 async def measure_worker(args: argparse.Namespace, params: dict[str, ibc.DomainParams],
                          callers: list[User], callees: list[User], pythonpath: str,
-                         coalesce: bool) -> dict[str, Any]:
+                         coalesce: bool, stream: bool = True) -> dict[str, Any]:
     proc, port = start_worker(args.processes, pythonpath)
     metrics = EngineMetrics()
     engine = RemoteEngine([f"127.0.0.1:{port}"], plaintext=True, allow_fallback=False, metrics=metrics,
-                          timeout_s=30, coalesce=coalesce, max_in_flight=args.max_in_flight)
+                          timeout_s=30, coalesce=coalesce, max_in_flight=args.max_in_flight, stream=stream)
     me = psutil.Process()
     front = psutil.Process(proc.pid)
     try:
@@ -170,11 +174,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            "cpus": os.cpu_count(), "note": "shared, noisy machine: one run each"}
     base = await measure_in_process(args, params, callers, callees)
     out["in_process"] = base
-    runs = [("worker", "", True)]
+    runs = [("worker", "", True, True)]  # batches on the engine's stream (the default)
+    for i in range(args.unary_too):  # the same with one unary call per batch, alternated with the stream
+        runs += [(f"worker_unary_batches_{i + 1}", "", True, False), (f"worker_stream_{i + 2}", "", True, True)]
     if args.worker_pythonpath:  # the old worker, with the old client path (one unary RPC per operation)
-        runs.append(("worker_before", args.worker_pythonpath, False))
-    for name, path, coalesce in runs:
-        r = await measure_worker(args, params, callers, callees, path, coalesce)
+        runs.append(("worker_before", args.worker_pythonpath, False, False))
+    for name, path, coalesce, stream in runs:
+        r = await measure_worker(args, params, callers, callees, path, coalesce, stream)
+        r["batches_on"] = "stream" if stream and coalesce else "unary calls"
         r["gateway_share"] = round(r["client_cpu_ms_per_call"] / base["client_cpu_ms_per_call"], 3)
         r["total_ratio"] = round(r["total_cpu_ms_per_call"] / base["total_cpu_ms_per_call"], 3)
         out[name] = r
@@ -192,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=150,
                         help="calls before the measured ones (each process builds its tables)")
     parser.add_argument("--processes", type=int, default=2, help="worker pool processes")
+    parser.add_argument("--unary-too", type=int, default=0, metavar="N",
+                        help="also measure N times the worker with the batches as unary calls (stream=False), "
+                             "each followed by another stream run: an A/B in one run")
     parser.add_argument("--worker-pythonpath", default="",
                         help="also measure a worker run from this directory's sipsec_worker, driven with one "
                              "unary RPC per operation (coalesce off): the before")

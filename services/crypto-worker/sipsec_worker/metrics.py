@@ -23,7 +23,7 @@ OUTCOMES: Final = frozenset(
 )
 #: ``reason`` labels of sipsec_worker_rejections_total (whole requests refused without work).
 REJECTION_REASONS: Final = frozenset(
-    {"queue_full", "deadline_exceeded", "cancelled", "draining", "pool_broken", "batch_too_large"}
+    {"queue_full", "deadline_exceeded", "cancelled", "draining", "pool_broken", "batch_too_large", "malformed"}
 )
 
 

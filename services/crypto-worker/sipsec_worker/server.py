@@ -34,7 +34,7 @@ class WorkerServer:
         self.metrics.capacity.set(self.pool.capacity)
         self.metrics.queue_depth.set_function(lambda: self.pool.waiting)
         self.metrics.in_flight.set_function(lambda: self.pool.in_flight)
-        servicer = CryptoWorkerServicer(self.pool, self.metrics, max_batch=config.max_batch)
+        servicer = self.servicer = CryptoWorkerServicer(self.pool, self.metrics, max_batch=config.max_batch)
         self.grpc, self.port, self.health = create_server(
             config.listen,
             [lambda s: crypto_pb2_grpc.add_CryptoWorkerServiceServicer_to_server(servicer, s)],  # type: ignore[no-untyped-call]
@@ -69,6 +69,7 @@ class WorkerServer:
         """Drains: NOT_SERVING, refuse new RPCs, finish in-flight ones for up to ``grace`` s,
         then stop the pool."""
         await self.readiness.stop()
+        self.servicer.begin_drain()  # open streams refuse new batches and end once answered
         await drain(self.grpc, self.health, [SERVICE_NAME], self.config.drain_seconds if grace is None else grace)
         await self.pool.close()
         close_metrics(self._http)

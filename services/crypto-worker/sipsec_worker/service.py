@@ -7,7 +7,10 @@ interceptor's (:mod:`sipsec.rpc.interceptor`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final
 
 import grpc
 from google.protobuf.message import Message
@@ -19,6 +22,8 @@ from sipsec.engine.wire import (
     QUEUE_DEPTH_KEY,
     REASON_BATCH_TOO_LARGE,
     REASON_DEADLINE,
+    REASON_DRAINING,
+    REASON_INVALID_ARGUMENT,
     item_status,
 )
 from sipsec.rpc import abort_with_details
@@ -31,7 +36,24 @@ from sipsec_worker.pool import CryptoPool, PoolRejected
 
 __all__ = ["CryptoWorkerServicer"]
 
+log = logging.getLogger("sipsec.worker")
+
 _DEADLINE_SLACK_S = 0.05
+
+
+class _BatchFailed(Exception):
+    """A whole batch is refused or abandoned: its gRPC code, wire reason and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+#: A stream's batch kinds: the oneof field, the operation, and how its results become the
+#: batch response (the same messages as the unary Batch* calls).
+_ResultsOf = Callable[[list[ItemResult]], Message]
+_DRAIN: Final = object()  # put on every open stream's queue when the worker starts draining
 
 
 class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
@@ -45,6 +67,8 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         self.pool = pool
         self.metrics = metrics
         self.max_batch = max_batch
+        self.draining = False
+        self._streams: set[asyncio.Queue[Any]] = set()
 
     # --- single operations ---
 
@@ -67,37 +91,102 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
     # --- batches ---
 
     async def BatchEncapsulate(self, request: pb.BatchEncapsulateRequest, context: grpc.aio.ServicerContext) -> pb.BatchEncapsulateResponse:
-        results = await self._run(KIND_ENCAPSULATE, request.items, context)
-        return pb.BatchEncapsulateResponse(results=[
-            pb.BatchEncapsulateResult(
-                status=item_status(r[0]), error=r[3], reason=r[0],
-                result=None if r[0] else pb.EncapsulateResponse(key=r[1], ciphertext=r[2]),
-            ) for r in results
-        ])
+        return _encapsulate_results(await self._run(KIND_ENCAPSULATE, request.items, context))
 
     async def BatchDecapsulate(self, request: pb.BatchDecapsulateRequest, context: grpc.aio.ServicerContext) -> pb.BatchDecapsulateResponse:
-        results = await self._run(KIND_DECAPSULATE, request.items, context)
-        return pb.BatchDecapsulateResponse(results=[
-            pb.BatchDecapsulateResult(
-                status=item_status(r[0]), error=r[3], reason=r[0],
-                result=None if r[0] else pb.DecapsulateResponse(key=r[1]),
-            ) for r in results
-        ])
+        return _decapsulate_results(await self._run(KIND_DECAPSULATE, request.items, context))
 
     async def BatchSign(self, request: pb.BatchSignRequest, context: grpc.aio.ServicerContext) -> pb.BatchSignResponse:
-        results = await self._run(KIND_SIGN, request.items, context)
-        return pb.BatchSignResponse(results=[
-            pb.BatchSignResult(
-                status=item_status(r[0]), error=r[3], reason=r[0],
-                result=None if r[0] else pb.SignResponse(signature=r[1]),
-            ) for r in results
-        ])
+        return _sign_results(await self._run(KIND_SIGN, request.items, context))
 
     async def BatchVerify(self, request: pb.BatchVerifyRequest, context: grpc.aio.ServicerContext) -> pb.BatchVerifyResponse:
-        results = await self._run(KIND_VERIFY, request.items, context)
-        return pb.BatchVerifyResponse(results=[
-            pb.BatchVerifyResult(status=item_status(r[0]), error=r[3], reason=r[0]) for r in results
-        ])
+        return _verify_results(await self._run(KIND_VERIFY, request.items, context))
+
+    # --- the stream: batches of any kind on one long-lived call ---
+
+    def begin_drain(self) -> None:
+        """The worker is stopping: every open stream answers further batches UNAVAILABLE
+        (draining) and ends once its batches in progress are answered."""
+        self.draining = True
+        for queue in list(self._streams):
+            queue.put_nowait(_DRAIN)
+
+    async def Stream(self, requests: AsyncIterator[pb.StreamRequest],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StreamResponse]:
+        """Each batch runs as it arrives and is answered when it finishes (matched by id)."""
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        state = {"reading": 1, "pending": 0}  # the stream ends when reading stopped and none is pending
+
+        async def answer(request: pb.StreamRequest) -> None:
+            try:
+                out.put_nowait(await self._stream_batch(request))
+            finally:
+                state["pending"] -= 1
+                if not state["reading"] and not state["pending"]:
+                    out.put_nowait(None)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    if self.draining:
+                        self.metrics.rejections.labels("draining").inc()
+                        out.put_nowait(_refused(request.id, grpc.StatusCode.UNAVAILABLE, "the worker is draining",
+                                                REASON_DRAINING))
+                        continue
+                    state["pending"] += 1
+                    task = asyncio.ensure_future(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            finally:
+                state["reading"] = 0
+                if not state["pending"]:
+                    out.put_nowait(None)
+
+        self._streams.add(out)
+        if self.draining:
+            out.put_nowait(_DRAIN)
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    return
+                if item is _DRAIN:
+                    state["reading"] = 0
+                    reader.cancel()
+                    if not state["pending"]:
+                        return
+                    continue
+                yield item
+        finally:
+            self._streams.discard(out)
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def _stream_batch(self, request: pb.StreamRequest) -> pb.StreamResponse:
+        kind = request.WhichOneof("batch")
+        entry = _STREAM_KINDS.get(kind or "")
+        if entry is None:
+            self.metrics.rejections.labels("malformed").inc()
+            return _refused(request.id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the stream request",
+                            REASON_INVALID_ARGUMENT)
+        op, results_of = entry
+        try:
+            results = await self._work(op, getattr(request, kind).items, request.timeout_s or None)
+        except _BatchFailed as failed:
+            return _refused(request.id, failed.code, str(failed), failed.reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never kills the stream; logged without its message (request data)
+            request_id = secrets.token_hex(8)
+            log.error("stream batch failed with %s (request id %s)", type(exc).__name__, request_id,
+                      exc_info=False)
+            return _refused(request.id, grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", "")
+        response = pb.StreamResponse(id=request.id, queue_depth=self.pool.waiting)
+        getattr(response, kind).CopyFrom(results_of(results))
+        return response
 
     # --- plumbing ---
 
@@ -110,35 +199,89 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         return result
 
     async def _run(self, kind: str, items: Sequence[Message], context: grpc.aio.ServicerContext) -> list[ItemResult]:
+        try:
+            results = await self._work(kind, items, context.time_remaining)
+        except _BatchFailed as failed:
+            await abort_with_details(context, failed.code, str(failed), reason=failed.reason)
+        # admission feedback: how many pool tasks wait now, so a client can slow down or shed
+        # before this worker has to refuse (RESOURCE_EXHAUSTED at processes + queue)
+        context.set_trailing_metadata(((QUEUE_DEPTH_KEY, str(self.pool.waiting)),))
+        return results
+
+    async def _work(self, kind: str, items: Sequence[Message],
+                    time_remaining: Callable[[], float | None] | float | None) -> list[ItemResult]:
+        """The pool's results for ``items``, or :class:`_BatchFailed` (counted) for a batch
+        refused or abandoned as a whole. ``time_remaining``: seconds to the caller's deadline,
+        or a function giving them (a unary call's context)."""
+        def remaining() -> float | None:
+            return time_remaining() if callable(time_remaining) else time_remaining
+
         if len(items) > self.max_batch:
             self.metrics.rejections.labels("batch_too_large").inc()
-            await abort_with_details(
-                context, grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch of {len(items)} items is over the limit of {self.max_batch}",
-                reason=REASON_BATCH_TOO_LARGE,
-            )
+            raise _BatchFailed(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"batch of {len(items)} items is over the limit of {self.max_batch}",
+                               REASON_BATCH_TOO_LARGE)
         try:
-            results = await self.pool.run(
-                kind, [m.SerializeToString() for m in items], context.time_remaining()
-            )
+            results = await self.pool.run(kind, [m.SerializeToString() for m in items], remaining())
         except PoolRejected as exc:
             self.metrics.rejections.labels(exc.label).inc()
-            await abort_with_details(context, exc.code, str(exc), reason=exc.reason)
+            raise _BatchFailed(exc.code, str(exc), exc.reason) from None
         except asyncio.CancelledError:
             # gRPC cancels the handler when the client goes away or its deadline fires
             # (gRPC's timer may fire a moment before time_remaining() reaches 0).
-            remaining = context.time_remaining()
-            near_deadline = remaining is not None and remaining <= _DEADLINE_SLACK_S
+            left = remaining()
+            near_deadline = left is not None and left <= _DEADLINE_SLACK_S
             self.metrics.rejections.labels("deadline_exceeded" if near_deadline else "cancelled").inc()
             raise
         for r in results:
             self.metrics.operations.labels(kind, outcome_of(r[0])).inc()
         if any(r[0] == REASON_DEADLINE for r in results):
-            await abort_with_details(
-                context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                "deadline passed before all the work could start", reason=REASON_DEADLINE,
-            )
-        # admission feedback: how many pool tasks wait now, so a client can slow down or shed
-        # before this worker has to refuse (RESOURCE_EXHAUSTED at processes + queue)
-        context.set_trailing_metadata(((QUEUE_DEPTH_KEY, str(self.pool.waiting)),))
+            raise _BatchFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before all the work could start",
+                               REASON_DEADLINE)
         return results
+
+
+def _refused(request_id: int, code: grpc.StatusCode, message: str, reason: str) -> pb.StreamResponse:
+    return pb.StreamResponse(id=request_id, code=code.value[0], reason=reason, message=message)
+
+
+def _encapsulate_results(results: list[ItemResult]) -> pb.BatchEncapsulateResponse:
+    return pb.BatchEncapsulateResponse(results=[
+        pb.BatchEncapsulateResult(
+            status=item_status(r[0]), error=r[3], reason=r[0],
+            result=None if r[0] else pb.EncapsulateResponse(key=r[1], ciphertext=r[2]),
+        ) for r in results
+    ])
+
+
+def _decapsulate_results(results: list[ItemResult]) -> pb.BatchDecapsulateResponse:
+    return pb.BatchDecapsulateResponse(results=[
+        pb.BatchDecapsulateResult(
+            status=item_status(r[0]), error=r[3], reason=r[0],
+            result=None if r[0] else pb.DecapsulateResponse(key=r[1]),
+        ) for r in results
+    ])
+
+
+def _sign_results(results: list[ItemResult]) -> pb.BatchSignResponse:
+    return pb.BatchSignResponse(results=[
+        pb.BatchSignResult(
+            status=item_status(r[0]), error=r[3], reason=r[0],
+            result=None if r[0] else pb.SignResponse(signature=r[1]),
+        ) for r in results
+    ])
+
+
+def _verify_results(results: list[ItemResult]) -> pb.BatchVerifyResponse:
+    return pb.BatchVerifyResponse(results=[
+        pb.BatchVerifyResult(status=item_status(r[0]), error=r[3], reason=r[0]) for r in results
+    ])
+
+
+#: The stream request's oneof field -> (operation, results to its batch response).
+_STREAM_KINDS: Final[dict[str, tuple[str, _ResultsOf]]] = {
+    "encapsulate": (KIND_ENCAPSULATE, _encapsulate_results),
+    "decapsulate": (KIND_DECAPSULATE, _decapsulate_results),
+    "sign": (KIND_SIGN, _sign_results),
+    "verify": (KIND_VERIFY, _verify_results),
+}

@@ -57,6 +57,7 @@ class GatewayConfig:
     workers: str = setting("SIPSEC_GATEWAY_WORKERS", "", "crypto-worker gRPC targets, comma-separated (empty = in-process crypto)")
     workers_plaintext: bool = setting("SIPSEC_GATEWAY_WORKERS_PLAINTEXT", False, "1 = plaintext gRPC to the crypto-workers (private keys travel to them: loopback/tests only)")
     workers_ca: str = setting("SIPSEC_GATEWAY_WORKERS_CA", "", "PEM CA file of the crypto-workers' TLS certificates")
+    workers_stream: bool = setting("SIPSEC_GATEWAY_WORKERS_STREAM", True, "1 = batches to each crypto-worker travel on one long-lived gRPC stream (less gRPC work per batch on both sides); 0 = one unary call per batch (also used while tracing is on, and with a worker that has no Stream method)")
     verify_window_ms: float = setting("SIPSEC_GATEWAY_VERIFY_WINDOW_MS", 16.0, "in-process crypto under load (verifies arriving more often than this, and CPU short): how long a signature verification waits to be batched with others, ms (0 = never waits)")
     verify_busy_cpu: float = setting("SIPSEC_GATEWAY_VERIFY_BUSY_CPU", 0.7, "in-process crypto: the share of one core the gateway process must be using before verifications wait to be batched (0 = on the arrival rate alone)")
     table_mib: float = setting("SIPSEC_GATEWAY_TABLE_MIB", 64.0, "in-process crypto (and the fallback beside a worker pool): memory for fixed-base tables, MiB (3/8 identity points ~171 KiB each, 3/8 signing keys ~343 KiB, 1/4 recipients ~588 KiB; built only for values used often enough to repay them; 0 = none)")

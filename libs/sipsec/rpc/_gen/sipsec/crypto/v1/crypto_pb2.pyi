@@ -200,3 +200,41 @@ class BatchVerifyResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchVerifyResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchVerifyResult, _Mapping]]] = ...) -> None: ...
+
+class StreamRequest(_message.Message):
+    __slots__ = ("id", "timeout_s", "encapsulate", "decapsulate", "sign", "verify")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    ENCAPSULATE_FIELD_NUMBER: _ClassVar[int]
+    DECAPSULATE_FIELD_NUMBER: _ClassVar[int]
+    SIGN_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout_s: float
+    encapsulate: BatchEncapsulateRequest
+    decapsulate: BatchDecapsulateRequest
+    sign: BatchSignRequest
+    verify: BatchVerifyRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_s: _Optional[float] = ..., encapsulate: _Optional[_Union[BatchEncapsulateRequest, _Mapping]] = ..., decapsulate: _Optional[_Union[BatchDecapsulateRequest, _Mapping]] = ..., sign: _Optional[_Union[BatchSignRequest, _Mapping]] = ..., verify: _Optional[_Union[BatchVerifyRequest, _Mapping]] = ...) -> None: ...
+
+class StreamResponse(_message.Message):
+    __slots__ = ("id", "code", "reason", "message", "queue_depth", "encapsulate", "decapsulate", "sign", "verify")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    ENCAPSULATE_FIELD_NUMBER: _ClassVar[int]
+    DECAPSULATE_FIELD_NUMBER: _ClassVar[int]
+    SIGN_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    code: int
+    reason: str
+    message: str
+    queue_depth: int
+    encapsulate: BatchEncapsulateResponse
+    decapsulate: BatchDecapsulateResponse
+    sign: BatchSignResponse
+    verify: BatchVerifyResponse
+    def __init__(self, id: _Optional[int] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., queue_depth: _Optional[int] = ..., encapsulate: _Optional[_Union[BatchEncapsulateResponse, _Mapping]] = ..., decapsulate: _Optional[_Union[BatchDecapsulateResponse, _Mapping]] = ..., sign: _Optional[_Union[BatchSignResponse, _Mapping]] = ..., verify: _Optional[_Union[BatchVerifyResponse, _Mapping]] = ...) -> None: ...

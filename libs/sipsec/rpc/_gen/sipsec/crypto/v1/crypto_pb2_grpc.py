@@ -74,6 +74,11 @@ class CryptoWorkerServiceStub:
                 request_serializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyRequest.SerializeToString,
                 response_deserializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyResponse.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/sipsec.crypto.v1.CryptoWorkerService/Stream',
+                request_serializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamRequest.SerializeToString,
+                response_deserializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamResponse.FromString,
+                _registered_method=True)
 
 
 class CryptoWorkerServiceServicer:
@@ -127,6 +132,18 @@ class CryptoWorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """One long-lived stream per client carrying batches of any kind, answered as each finishes
+        (not in order; matched by id): a message on an open stream costs a fraction of a unary
+        call's gRPC work on both sides. A batch that the worker refuses or abandons as a whole is
+        answered with that batch's status (`code`, `reason`: the same conditions and reasons as
+        the unary calls' status and trailers); the stream itself stays open. A draining worker
+        answers every further batch UNAVAILABLE (draining) and ends the stream once none is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CryptoWorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +186,11 @@ def add_CryptoWorkerServiceServicer_to_server(servicer, server):
                     servicer.BatchVerify,
                     request_deserializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyRequest.FromString,
                     response_serializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamRequest.FromString,
+                    response_serializer=sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +409,33 @@ class CryptoWorkerService:
             '/sipsec.crypto.v1.CryptoWorkerService/BatchVerify',
             sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyRequest.SerializeToString,
             sipsec_dot_crypto_dot_v1_dot_crypto__pb2.BatchVerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sipsec.crypto.v1.CryptoWorkerService/Stream',
+            sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamRequest.SerializeToString,
+            sipsec_dot_crypto_dot_v1_dot_crypto__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

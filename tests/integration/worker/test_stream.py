@@ -1,0 +1,146 @@
+"""The worker's Stream method and the remote engine's use of it, against real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from sipsec import ibc
+from sipsec.engine import EngineMetrics, RemoteEngine
+from sipsec.engine.wire import identity_to_proto
+from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
+from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2_grpc as pb_grpc
+from sipsec_worker.server import SERVICE_NAME as WORKER_SERVICE
+from sipsec_worker.service import CryptoWorkerServicer
+
+from tests.integration.worker.conftest import Material, StartWorker, Worker
+
+MSG = b"INVITE sip:bob@biloxi.com SIP/2.0"
+
+
+def _unary_batches(w: Worker) -> float:
+    return sum(w.sample("sipsec_rpc_server_handled_total", service=WORKER_SERVICE, method=m, code="OK")
+               for m in ("BatchEncapsulate", "BatchDecapsulate", "BatchSign", "BatchVerify"))
+
+
+def _calls(metrics: EngineMetrics, op: str, outcome: str) -> float:
+    return metrics.registry.get_sample_value("sipsec_engine_remote_calls_total", {"op": op, "outcome": outcome}) or 0.0
+
+
+async def _sign_and_verify(engine: RemoteEngine, m: Material, n: int) -> None:
+    """``n`` concurrent signatures of distinct messages, each verified by the engine and here."""
+    messages = [MSG + b" %d" % i for i in range(n)]
+    signatures = await asyncio.gather(*(engine.sign(m.sig_key, msg) for msg in messages))
+    for msg, signature in zip(messages, signatures, strict=True):
+        ibc.verify(m.params, m.sig, msg, signature)  # each caller got its own answer
+    await asyncio.gather(*(engine.verify(m.params, m.sig, msg, s) for msg, s in zip(messages, signatures, strict=True)))
+    with pytest.raises(ibc.InvalidSignature):  # and a bad one is still the in-process error
+        await engine.verify(m.params, m.sig, messages[0], signatures[1])
+
+
+async def test_batches_travel_on_one_stream_per_worker(start_worker: StartWorker, material: Material) -> None:
+    w = await start_worker()
+    metrics = EngineMetrics()
+    engine = RemoteEngine([w.target], plaintext=True, allow_fallback=False, metrics=metrics)
+    try:
+        await _sign_and_verify(engine, material, 40)
+        assert len(w.server.servicer._streams) == 1  # one stream, still open for the next batch
+        key, ciphertext = await engine.encapsulate(material.params, material.enc)
+        assert await engine.decapsulate(material.enc_key, ciphertext) == key
+    finally:
+        await engine.close()
+    assert _unary_batches(w) == 0
+    assert _calls(metrics, "sign", "ok") == 40
+    assert _calls(metrics, "verify", "ok") == 40
+    assert _calls(metrics, "verify", "rejected") == 1
+    assert w.sample("sipsec_worker_operations_total", kind="sign", outcome="ok") == 40
+    assert engine.batch_sizes.largest > 1  # coalesced: fewer messages than operations
+
+
+async def test_with_streaming_off_or_on_an_older_worker_batches_are_unary_calls(
+    start_worker: StartWorker, material: Material, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = await start_worker()
+    engine = RemoteEngine([w.target], plaintext=True, allow_fallback=False, stream=False)
+    try:
+        await _sign_and_verify(engine, material, 8)
+    finally:
+        await engine.close()
+    assert _unary_batches(w) > 0 and not w.server.servicer._streams
+
+    # a worker from before the Stream method: UNIMPLEMENTED, then unary calls, nothing lost
+    monkeypatch.setattr(CryptoWorkerServicer, "Stream", pb_grpc.CryptoWorkerServiceServicer.Stream)
+    old = await start_worker()
+    metrics = EngineMetrics()
+    engine = RemoteEngine([old.target], plaintext=True, allow_fallback=False, metrics=metrics)
+    try:
+        await _sign_and_verify(engine, material, 8)
+        await _sign_and_verify(engine, material, 8)
+        assert engine._workers[0].no_stream
+    finally:
+        await engine.close()
+    assert _unary_batches(old) > 0
+    assert _calls(metrics, "sign", "ok") == 16
+    assert _calls(metrics, "sign", "error") == 0
+
+
+async def test_a_draining_worker_ends_its_streams_and_the_engine_moves_on(
+    start_worker: StartWorker, material: Material
+) -> None:
+    draining = await start_worker(drain_seconds=20.0)
+    spare = await start_worker()
+    metrics = EngineMetrics()
+    engine = RemoteEngine([draining.target, spare.target], plaintext=True, balance="round_robin",
+                          allow_fallback=False, metrics=metrics)
+    try:
+        await _sign_and_verify(engine, material, 4)  # a stream open to each worker
+        assert draining.server.servicer._streams and spare.server.servicer._streams
+        start = time.monotonic()
+        await draining.server.stop()  # SIGTERM's path, with a 20 s grace for what is in flight
+        assert time.monotonic() - start < 5, "the open stream held the drain to its grace period"
+        for _ in range(3):
+            await _sign_and_verify(engine, material, 4)
+    finally:
+        await engine.close()
+    assert _calls(metrics, "sign", "ok") == 16
+    assert spare.sample("sipsec_worker_operations_total", kind="sign", outcome="ok") >= 12
+
+
+async def test_the_stream_answers_each_batch_by_id_and_refusals_leave_it_open(
+    start_worker: StartWorker, material: Material
+) -> None:
+    m = material
+    w = await start_worker(max_batch=4)
+    sign = pb.SignRequest(identity=identity_to_proto(m.sig), private_key=m.sig_key.to_bytes(), message=MSG)
+    requests = [
+        pb.StreamRequest(id=7),  # no batch
+        pb.StreamRequest(id=8, timeout_s=5, sign=pb.BatchSignRequest(items=[sign] * 5)),  # over the limit
+        pb.StreamRequest(id=9, timeout_s=5, sign=pb.BatchSignRequest(items=[sign] * 2)),
+        pb.StreamRequest(id=10, timeout_s=5, verify=pb.BatchVerifyRequest(items=[pb.VerifyRequest(
+            domain_params=m.params.to_bytes(), identity=identity_to_proto(m.sig), message=MSG,
+            signature=b"\x00" * 48)])),
+    ]
+    call = w.stub.Stream()
+    for request in requests:
+        await call.write(request)
+    answers = {}
+    for _ in requests:
+        response = await asyncio.wait_for(call.read(), 10)
+        answers[response.id] = response
+    await call.done_writing()
+    assert await asyncio.wait_for(call.read(), 10) is grpc.aio.EOF  # ends once every batch is answered
+    assert await call.code() == grpc.StatusCode.OK
+
+    assert (answers[7].code, answers[7].reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "invalid-argument")
+    assert (answers[8].code, answers[8].reason) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "batch-too-large")
+    assert answers[9].code == 0 and len(answers[9].sign.results) == 2
+    for result in answers[9].sign.results:
+        assert result.status == pb.ITEM_STATUS_OK
+        ibc.verify(m.params, m.sig, MSG, result.result.signature)
+    assert answers[10].code == 0
+    assert answers[10].verify.results[0].status == pb.ITEM_STATUS_INVALID_SIGNATURE
+    assert answers[10].verify.results[0].reason == "malformed-signature"
+    assert w.sample("sipsec_worker_rejections_total", reason="malformed") == 1
+    assert w.sample("sipsec_worker_rejections_total", reason="batch_too_large") == 1
