@@ -299,7 +299,7 @@ class SipEndpoint:
             *self.core.server_transactions.values(),
         ]
         for txn in txns:
-            if txn.addr == peer and not txn.terminated:
+            if not txn.terminated and txn.addr == peer:
                 txn.transport_error(now)
         self._flush()
 

@@ -68,7 +68,7 @@ from sipsec_gateway.ordering import PerCallId, call_id_of
 from sipsec_gateway.routing import peer_for_uri
 from sipsec_gateway.secured import Refused, SecuredIO
 from sipsec_gateway.shared import SharedState, dialog_from_record, peer_of
-from sipsec_gateway.state import Call, CallFailed, CallState, TraceEntry
+from sipsec_gateway.state import Call, CallFailed, CallState, LiveCount, TraceEntry
 from sipsec_gateway.store import CallStore
 
 __all__ = ["ALLOW", "Agent", "AgentOwner", "Call", "CallFailed", "CallState", "TraceEntry"]
@@ -205,6 +205,7 @@ class Agent:
         self.io = SecuredIO(metrics, self.shared, replay, signing=signing, dialog_ttl_s=dialog_ttl_s,
                             engine=self.engine)
         self.calls: dict[str, Call] = {}  # by API id
+        self.live = LiveCount()  # the live ones among them
         self._by_txn: dict[Transaction, Call] = {}
         self._by_outer_cid: dict[str, Call] = {}  # by _cid_key(outer Call-ID, local AOR)
         self._outgoing_cid: dict[str, Call] = {}  # calls we placed, by outer Call-ID (re-ACK)
@@ -263,6 +264,7 @@ class Agent:
                 if old is not None:
                     old.trace = None
         self.calls[call.id] = call
+        call.count_in(self.live)
         tracing.claim_setup(call.id, side=self.side, secure=secure, local_aor=local_aor, peer_aor=peer_aor)
         if call.trace is not None:
             self.expire_traces()
@@ -322,6 +324,9 @@ class Agent:
             old = self.calls.pop(self._finished.pop(0), None)
             if old is None:
                 continue
+            if old.live_count is not None and old.live:  # forgotten while live: no longer counted
+                old.live_count.value -= 1
+            old.live_count = None
             for txn in old.txns:
                 self._by_txn.pop(txn, None)
             self._unmap(old)

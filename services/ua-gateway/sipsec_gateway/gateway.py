@@ -237,8 +237,7 @@ class Gateway:
         limit = self.config.max_call_legs
         if limit <= 0:
             return False
-        return sum(1 for agent in (self.secure, self.plain) if agent is not None
-                   for c in agent.calls.values() if c.live) >= limit
+        return sum(agent.live.value for agent in (self.secure, self.plain) if agent is not None) >= limit
 
     def accepting_calls(self) -> bool:
         """Whether new calls are taken (not while starting or draining: those get 503 + Retry-After)."""

@@ -77,6 +77,14 @@ class TraceEntry:
 
 
 @dataclass(eq=False)
+class LiveCount:
+    """How many calls of one side are live (CALLING, RINGING, ESTABLISHED), kept by
+    :meth:`Call.move`, so that admission need not look at every call held."""
+
+    value: int = 0
+
+
+@dataclass(eq=False)
 class Call:
     """One call (INVITE dialog) of one side of the gateway."""
 
@@ -128,16 +136,27 @@ class Call:
     adopted_bridge: str | None = None  # continued from a record: the record id of the leg bridged to it
     offer_timer: bool = False  # a phone leg placed to a phone that supports session timers
     setup_kept: bool = False  # a phone leg whose setup record is in the store (deleted when it fails)
+    live_count: LiveCount | None = field(default=None, repr=False)  # its side's count, once counted
 
     @property
     def live(self) -> bool:
         return self.state in LIVE
 
+    def count_in(self, count: LiveCount) -> None:
+        """Counts this call in ``count`` while it is live (and from now on as it moves)."""
+        if self.live_count is None:
+            self.live_count = count
+            if self.live:
+                count.value += 1
+
     def move(self, to: CallState) -> None:
         """Make the move to ``to``; raises :class:`InvalidTransition` unless :data:`TRANSITIONS` allows it."""
         if to not in TRANSITIONS[self.state]:
             raise InvalidTransition(f"call {self.id}: {self.state.value} -> {to.value}")
+        was = self.state in LIVE
         self.state = to
+        if self.live_count is not None and was != (to in LIVE):
+            self.live_count.value += -1 if was else 1
 
     def add_crypto(self, op: str, seconds: float) -> None:
         self.crypto.setdefault(op, []).append(seconds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 import pytest
@@ -86,14 +88,12 @@ def test_a_key_is_parsed_once_and_keeps_its_signing_tables(material: Material) -
 def test_verifications_are_split_over_processes_only_in_chunks_of_eight() -> None:
     from sipsec_worker.pool import VERIFY_MIN_CHUNK, CryptoPool
 
-    pool = CryptoPool(2, 8)
-    try:
-        items = [b"x"] * 15
-        assert [len(c) for c in pool._admit(items, None, VERIFY_MIN_CHUNK)] == [15]
-        assert [len(c) for c in pool._admit([b"x"] * 16, None, VERIFY_MIN_CHUNK)] == [8, 8]
-        assert [len(c) for c in pool._admit(items, None)] == [8, 7]  # other kinds: one per process
-    finally:
-        pool._executor.shutdown(wait=False)
+    pool = CryptoPool(2, 8)  # no process starts before the first task or warm_up()
+    items = [b"x"] * 15
+    assert [len(c) for c in pool._admit(items, None, VERIFY_MIN_CHUNK)] == [15]
+    assert [len(c) for c in pool._admit([b"x"] * 16, None, VERIFY_MIN_CHUNK)] == [8, 8]
+    assert [len(c) for c in pool._admit(items, None)] == [8, 7]  # other kinds: one per process
+    assert pool.pids == []
 
 
 def test_pool_processes_size_their_caches_from_the_settings() -> None:
@@ -103,12 +103,18 @@ def test_pool_processes_size_their_caches_from_the_settings() -> None:
     config = WorkerConfig.from_env({"SIPSEC_WORKER_PLAINTEXT": "1", "SIPSEC_WORKER_TABLE_MIB": "1",
                                     "SIPSEC_WORKER_KEY_CACHE": "16", "SIPSEC_WORKER_PARAMS_CACHE": "8"})
     assert (config.table_mib, config.key_cache) == (1.0, 16)
-    pool = CryptoPool(1, 0, params_cache=config.params_cache, key_cache=config.key_cache,
-                      table_mib=config.table_mib)
-    try:
-        sizes = pool._executor.submit(ops.cache_sizes).result(timeout=120)
-    finally:
-        pool._executor.shutdown(wait=True)
+    async def sizes_in_a_pool_process() -> dict[str, object]:
+        pool = CryptoPool(1, 0, params_cache=config.params_cache, key_cache=config.key_cache,
+                          table_mib=config.table_mib)
+        try:
+            await asyncio.wait_for(pool.warm_up(), 120)
+            assert pool.pids and os.getpid() not in pool.pids
+            sizes: dict[str, object] = await asyncio.wait_for(pool.call(ops.cache_sizes), 120)
+            return sizes
+        finally:
+            await pool.close()
+
+    sizes = asyncio.run(sizes_in_a_pool_process())
     # 1 MiB: two identity-point tables (3/8 MiB), one signer (3/8), no room for a recipient's (1/4)
     assert sizes == {"key_cache": 16, "params_cache": 8, "tables": {"g1": 2, "signers": 1, "gt": 0}}
     defaults = WorkerConfig.from_env({"SIPSEC_WORKER_PLAINTEXT": "1"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sipsec_gateway.phoneguard import GuardSettings, PhoneGuard
-from sipsec_gateway.state import TRANSITIONS, Call, CallState, InvalidTransition
+from sipsec_gateway.state import LIVE, TRANSITIONS, Call, CallState, InvalidTransition, LiveCount
 
 
 def _call() -> Call:
@@ -25,6 +25,40 @@ def test_only_the_table_s_moves_are_allowed() -> None:
                     call.move(to)
                 assert call.state is start
     assert not TRANSITIONS[CallState.ENDED] and not TRANSITIONS[CallState.FAILED]
+
+
+def test_the_live_count_follows_every_move() -> None:
+    """Admission (SIPSEC_GATEWAY_MAX_CALL_LEGS) reads a count kept by the moves, not a scan of
+    every call held: along every path of the table the count is the number of live calls."""
+    count = LiveCount()
+    calls = []
+    for start, allowed in TRANSITIONS.items():
+        for to in allowed:
+            call = _call()
+            call.state = start
+            call.count_in(count)
+            call.count_in(count)  # counted once
+            calls.append(call)
+            assert count.value == sum(c.live for c in calls)
+            call.move(to)
+            assert count.value == sum(c.live for c in calls)
+            for further in TRANSITIONS[to]:
+                call.move(further)
+                assert count.value == sum(c.live for c in calls)
+                break
+    assert count.value == sum(c.state in LIVE for c in calls)
+
+    fresh = LiveCount()
+    a, b = _call(), _call()
+    a.count_in(fresh)
+    b.count_in(fresh)
+    assert fresh.value == 2  # new calls are CALLING: live
+    a.move(CallState.RINGING)
+    a.move(CallState.ESTABLISHED)
+    assert fresh.value == 2
+    a.move(CallState.ENDED)
+    b.move(CallState.FAILED)
+    assert fresh.value == 0
 
 
 def test_a_call_is_live_until_ended_or_failed() -> None:
