@@ -494,12 +494,16 @@ class RemoteEngine:
         getattr(message, name).CopyFrom(request)
         future: asyncio.Future[pb.StreamResponse] = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
-        try:
+
+        async def send_and_wait() -> pb.StreamResponse:
             async with stream.lock:
                 if stream.closed:  # broke while this batch waited to be written
                     raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream to the crypto-worker broke")
-                await stream.call.write(message)
-            response = await asyncio.wait_for(future, self.timeout_s)
+                await stream.call.write(message)  # the first one waits for the connection
+            return await future
+
+        try:  # the timeout covers the write too: a worker that never answers the connection
+            response = await asyncio.wait_for(send_and_wait(), self.timeout_s)
         except TimeoutError:
             self._close_stream(worker, stream)  # a stream that stopped answering is not used again
             raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no answer on the stream in time") from None

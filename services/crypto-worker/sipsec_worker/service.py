@@ -138,6 +138,10 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                     task = asyncio.ensure_future(answer(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a request that does not decode, or the call broke: no more reading
+                log.warning("a crypto stream stopped reading: %s", type(exc).__name__)
             finally:
                 state["reading"] = 0
                 if not state["pending"]:

@@ -144,3 +144,26 @@ async def test_the_stream_answers_each_batch_by_id_and_refusals_leave_it_open(
     assert answers[10].verify.results[0].reason == "malformed-signature"
     assert w.sample("sipsec_worker_rejections_total", reason="malformed") == 1
     assert w.sample("sipsec_worker_rejections_total", reason="batch_too_large") == 1
+
+
+async def test_a_worker_that_never_answers_the_connection_times_out_the_batch(material: Material) -> None:
+    """A peer that accepts TCP and says nothing (a hung worker, a black hole behind a proxy):
+    the batch's timeout covers opening the stream too, so the operation falls back in time."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the connection open, never speaks HTTP/2
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics = EngineMetrics()
+    engine = RemoteEngine([f"127.0.0.1:{port}"], plaintext=True, timeout_s=0.5, metrics=metrics)
+    try:
+        start = time.monotonic()
+        signature = await asyncio.wait_for(engine.sign(material.sig_key, MSG), 10)
+        assert time.monotonic() - start < 3
+        ibc.verify(material.params, material.sig, MSG, signature)  # done in-process, correctly
+    finally:
+        await engine.close()
+        server.close()
+    assert _calls(metrics, "sign", "deadline_exceeded") == 1
+    assert metrics.registry.get_sample_value("sipsec_engine_fallbacks_total", {"op": "sign", "reason": "failed"}) == 1
