@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -69,6 +70,8 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         self.max_batch = max_batch
         self.draining = False
         self._streams: set[asyncio.Queue[Any]] = set()
+        #: Batches one stream may have read and not yet answered on the wire (twice what the pool admits).
+        self.stream_window = max(8, 2 * pool.capacity)
 
     # --- single operations ---
 
@@ -117,6 +120,9 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         out: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         state = {"reading": 1, "pending": 0}  # the stream ends when reading stopped and none is pending
+        # batches read but not yet answered on the wire: a client that sends without reading
+        # the answers stops being read (gRPC's flow control then holds it back), not buffered
+        budget = asyncio.Semaphore(self.stream_window)
 
         async def answer(request: pb.StreamRequest) -> None:
             try:
@@ -129,6 +135,7 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         async def read() -> None:
             try:
                 async for request in requests:
+                    await budget.acquire()
                     if self.draining:
                         self.metrics.rejections.labels("draining").inc()
                         out.put_nowait(_refused(request.id, grpc.StatusCode.UNAVAILABLE, "the worker is draining",
@@ -163,6 +170,7 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                         return
                     continue
                 yield item
+                budget.release()
         finally:
             self._streams.discard(out)
             reader.cancel()
@@ -178,7 +186,10 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                             REASON_INVALID_ARGUMENT)
         op, results_of = entry
         try:
-            results = await self._work(op, getattr(request, kind).items, request.timeout_s or None)
+            # the batch's deadline from its arrival, as a unary call's grpc-timeout is
+            deadline = time.monotonic() + request.timeout_s if request.timeout_s > 0 else None
+            results = await self._work(op, getattr(request, kind).items,
+                                       lambda: None if deadline is None else deadline - time.monotonic())
         except _BatchFailed as failed:
             return _refused(request.id, failed.code, str(failed), failed.reason)
         except asyncio.CancelledError:

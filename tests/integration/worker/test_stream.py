@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -167,3 +168,29 @@ async def test_a_worker_that_never_answers_the_connection_times_out_the_batch(ma
         server.close()
     assert _calls(metrics, "sign", "deadline_exceeded") == 1
     assert metrics.registry.get_sample_value("sipsec_engine_fallbacks_total", {"op": "sign", "reason": "failed"}) == 1
+
+
+async def test_a_client_that_does_not_read_its_answers_is_not_read_without_bound() -> None:
+    """Batches read and not yet answered on the wire are bounded per stream: past the window
+    the worker stops reading the stream (gRPC's flow control then holds the client back)
+    instead of buffering answers without end; every batch read is answered, in the end all."""
+    from sipsec_worker.metrics import WorkerMetrics
+    from sipsec_worker.pool import CryptoPool
+
+    servicer = CryptoWorkerServicer(CryptoPool(1, 3), WorkerMetrics())  # no process: refusals only
+    pulled = 0
+
+    async def requests() -> AsyncIterator[pb.StreamRequest]:
+        nonlocal pulled
+        for i in range(200):
+            pulled += 1
+            yield pb.StreamRequest(id=i)  # no batch: answered INVALID_ARGUMENT at once
+
+    answers = servicer.Stream(requests(), None)  # type: ignore[arg-type]
+    first = await answers.__anext__()
+    await asyncio.sleep(0.2)  # time enough to read all 200, were reading not held back
+    assert servicer.stream_window == 8
+    assert pulled <= servicer.stream_window + 2, pulled
+    ids = [first.id] + [a.id async for a in answers]
+    assert sorted(ids) == list(range(200))
+    assert pulled == 200
