@@ -114,9 +114,14 @@ class PhoneHost:
 
     async def _authorized(self, request: Request, user: str, timeout: float) -> Response:
         """Send ``request``; answer one 401/407 with the user's Digest credentials (CSeq + 1)."""
+        return (await self._authorized_request(request, user, timeout))[1]
+
+    async def _authorized_request(self, request: Request, user: str, timeout: float) -> tuple[Request, Response]:
+        """As :meth:`_authorized`, with the request that got the final response: ``request``,
+        or its retry with credentials (its CSeq is the one an ACK for a 2xx must carry)."""
         resp = await self._pending.send(request, self.gateway, timeout)
         if resp.status not in (401, 407):
-            return resp
+            return request, resp
         header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
         creds = self._users[user].authorize(select_challenge(resp.headers.get_all_raw(header)), request.method,
                                             str(request.uri), body=request.body)
@@ -125,7 +130,7 @@ class PhoneHost:
         seq = request.cseq.seq + 1
         retry.headers.set("CSeq", f"{seq} {request.method}")
         retry.headers.add("Authorization" if resp.status == 401 else "Proxy-Authorization", creds.to_header())
-        return await self._pending.send(retry, self.gateway, timeout)
+        return retry, await self._pending.send(retry, self.gateway, timeout)
 
     async def register(self, user: str, expires: int = 3600, timeout: float = 10.0) -> int:
         """REGISTER the user's phone with the gateway; the final status (raises :class:`PhoneError`)."""
@@ -149,7 +154,7 @@ class PhoneHost:
         invite = Request("INVITE", uri, h, static_sdp(self.host))
         t0 = loop.time()
         try:
-            resp = await self._authorized(invite, user, timeout)
+            invite, resp = await self._authorized_request(invite, user, timeout)
         except PhoneError as exc:
             outcome.failure = f"INVITE {'timeout' if exc.status == 408 else exc.status}"
             return outcome
