@@ -272,7 +272,7 @@ CALLS_DASH = Dash(
             Panel("Worker operations by kind and outcome", "ops", "Batch items counted one by one.",
                   (q(f"sum by (kind, outcome) (rate(sipsec_worker_operations_total{{{WORKER}}}[{RATE}]))",
                      "{{kind}} {{outcome}}"),)),
-            Panel("Worker RPC latency (p50/p95)", "s", "Server handling time per crypto RPC.",
+            Panel("Worker RPC latency (p50/p95)", "s", "Server handling time per crypto RPC, and per batch of a stream (method Stream).",
                   quantiles("sipsec_rpc_server_handling_seconds", WORKER, "method", (0.5, 0.95))),
             Panel("Worker readiness", "none", "1 when the worker's pool takes work.",
                   (q(f"min by (instance) (sipsec_ready{{{WORKER}}})", "{{instance}}"),), width=24),

@@ -55,6 +55,8 @@ class _BatchFailed(Exception):
 #: batch response (the same messages as the unary Batch* calls).
 _ResultsOf = Callable[[list[ItemResult]], Message]
 _DRAIN: Final = object()  # put on every open stream's queue when the worker starts draining
+_SERVICE: Final = pb.DESCRIPTOR.services_by_name["CryptoWorkerService"].full_name
+_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
@@ -178,6 +180,15 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
                 task.cancel()
 
     async def _stream_batch(self, request: pb.StreamRequest) -> pb.StreamResponse:
+        """One batch of a stream, answered; timed and counted as the unary calls are, under
+        the method ``Stream`` (``sipsec_rpc_server_handling_seconds``, ``_handled_total``)."""
+        start = time.perf_counter()
+        response = await self._stream_answer(request)
+        self.metrics.rpc.observe(_SERVICE, "Stream", _CODES.get(response.code, grpc.StatusCode.UNKNOWN),
+                                 time.perf_counter() - start)
+        return response
+
+    async def _stream_answer(self, request: pb.StreamRequest) -> pb.StreamResponse:
         kind = request.WhichOneof("batch")
         entry = _STREAM_KINDS.get(kind or "")
         if entry is None:

@@ -53,6 +53,11 @@ async def test_batches_travel_on_one_stream_per_worker(start_worker: StartWorker
     finally:
         await engine.close()
     assert _unary_batches(w) == 0
+    # each batch timed and counted as a call would be, under the method Stream (the dashboards' worker latency)
+    assert w.sample("sipsec_rpc_server_handled_total", service=WORKER_SERVICE, method="Stream",
+                    code="OK") == engine.batch_sizes.count
+    assert w.sample("sipsec_rpc_server_handling_seconds_count", service=WORKER_SERVICE,
+                    method="Stream") == engine.batch_sizes.count
     assert _calls(metrics, "sign", "ok") == 40
     assert _calls(metrics, "verify", "ok") == 40
     assert _calls(metrics, "verify", "rejected") == 1
