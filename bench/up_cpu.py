@@ -29,17 +29,8 @@ from typing import Any
 import psutil
 
 BENCH = Path(__file__).resolve().parent
-
-
-def _cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+sys.path.insert(0, str(BENCH.parent))
+from bench.worker_offload import _cpu  # noqa: E402
 
 
 def _processes(up: dict[str, Any], generator: psutil.Process) -> dict[str, list[psutil.Process]]:

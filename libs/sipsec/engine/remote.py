@@ -24,6 +24,7 @@ from sipsec.engine.wire import (
     QUEUE_DEPTH_KEY,
     error_for_reason,
     identity_to_proto,
+    status_code,
 )
 from sipsec.ibc import DomainParams, IbcError, Identity, InvalidIdentity, PrivateKey
 from sipsec.rpc import client_channel
@@ -80,12 +81,6 @@ _BATCH: Final[dict[str, tuple[str, type[Message], type[Message]]]] = {
     KIND_SIGN: ("BatchSign", pb.BatchSignRequest, pb.BatchSignResponse),
     KIND_VERIFY: ("BatchVerify", pb.BatchVerifyRequest, pb.BatchVerifyResponse),
 }
-
-
-#: The stream request's (and response's) oneof field of each kind.
-_STREAM_FIELD: Final = {KIND_ENCAPSULATE: "encapsulate", KIND_DECAPSULATE: "decapsulate",
-                        KIND_SIGN: "sign", KIND_VERIFY: "verify"}
-_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclass(eq=False)
@@ -489,9 +484,8 @@ class RemoteEngine:
             stream.reader = asyncio.ensure_future(self._read(worker, stream))
         request_id = stream.next_id
         stream.next_id += 1
-        name = _STREAM_FIELD[op]
         message = pb.StreamRequest(id=request_id, timeout_s=self.timeout_s)
-        getattr(message, name).CopyFrom(request)
+        getattr(message, op).CopyFrom(request)  # the oneof fields are named after the kinds
         future: asyncio.Future[pb.StreamResponse] = asyncio.get_running_loop().create_future()
         stream.pending[request_id] = future
 
@@ -517,9 +511,9 @@ class RemoteEngine:
         finally:
             stream.pending.pop(request_id, None)
         if response.code:
-            raise _rpc_error(_CODES.get(response.code, grpc.StatusCode.UNKNOWN), response.message, response.reason)
+            raise _rpc_error(status_code(response.code), response.message, response.reason)
         worker.queue_depth = response.queue_depth
-        return getattr(response, name)
+        return getattr(response, op)
 
     async def _read(self, worker: _Worker, stream: _Stream) -> None:
         """Hands each answer on ``stream`` to its batch; when the stream ends or breaks, fails

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import grpc
+
 from sipsec.ibc import (
     Aor,
     DomainParams,
@@ -52,6 +54,7 @@ __all__ = [
     "identity_to_proto",
     "item_status",
     "reason_for",
+    "status_code",
 ]
 
 KIND_ENCAPSULATE: Final = "encapsulate"
@@ -59,6 +62,7 @@ KIND_DECAPSULATE: Final = "decapsulate"
 KIND_SIGN: Final = "sign"
 KIND_VERIFY: Final = "verify"
 KINDS: Final = (KIND_ENCAPSULATE, KIND_DECAPSULATE, KIND_SIGN, KIND_VERIFY)
+#: (Each kind is also the name of its batch in the Stream messages' ``batch`` / ``result`` oneofs.)
 
 #: Trailing metadata of a worker's successful answer: its pool tasks waiting for a process.
 QUEUE_DEPTH_KEY: Final = "sipsec-queue-depth"
@@ -156,3 +160,11 @@ def identity_from_proto(msg: pb.Identity, params: DomainParams | None = None) ->
             raise InvalidIdentity("identity period_length_s is required here")
         length = params.policy.length_s
     return Identity(Aor(msg.aor), purpose, int(msg.period), int(length))
+
+
+_STATUS_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(value: int) -> grpc.StatusCode:
+    """The gRPC status code of a Stream answer's numeric ``code`` (UNKNOWN for a number gRPC has not)."""
+    return _STATUS_CODES.get(value, grpc.StatusCode.UNKNOWN)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import signal
 import time
 from collections import OrderedDict
@@ -54,7 +53,6 @@ __all__ = [
     "run_items",
     "set_key_cache",
     "set_params_cache",
-    "warm",
 ]
 
 #: (reason, out1, out2, message, field): reason "" means success; message and field name
@@ -164,12 +162,6 @@ def params_cache_info() -> tuple[int, int, int]:
     """(hits, misses, size) of this process's parsed-parameters cache."""
     info = _parse_params.cache_info()  # type: ignore[attr-defined]
     return int(info.hits), int(info.misses), int(info.currsize)
-
-
-def warm() -> int:
-    """Loads the pairing library in a fresh pool process; returns its pid."""
-    ibc.canonical_aor("sip:warm@example.invalid")
-    return os.getpid()
 
 
 def run_items(kind: str, items: Sequence[bytes], deadline: float | None) -> list[ItemResult]:

@@ -26,6 +26,7 @@ from sipsec.engine.wire import (
     REASON_DRAINING,
     REASON_INVALID_ARGUMENT,
     item_status,
+    status_code,
 )
 from sipsec.rpc import abort_with_details
 from sipsec.rpc._gen.sipsec.crypto.v1 import crypto_pb2 as pb
@@ -51,12 +52,10 @@ class _BatchFailed(Exception):
         self.reason = reason
 
 
-#: A stream's batch kinds: the oneof field, the operation, and how its results become the
-#: batch response (the same messages as the unary Batch* calls).
+#: How a batch's results become its batch response (the same messages as the unary Batch* calls).
 _ResultsOf = Callable[[list[ItemResult]], Message]
 _DRAIN: Final = object()  # put on every open stream's queue when the worker starts draining
 _SERVICE: Final = pb.DESCRIPTOR.services_by_name["CryptoWorkerService"].full_name
-_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
@@ -184,22 +183,21 @@ class CryptoWorkerServicer(pb_grpc.CryptoWorkerServiceServicer):
         the method ``Stream`` (``sipsec_rpc_server_handling_seconds``, ``_handled_total``)."""
         start = time.perf_counter()
         response = await self._stream_answer(request)
-        self.metrics.rpc.observe(_SERVICE, "Stream", _CODES.get(response.code, grpc.StatusCode.UNKNOWN),
+        self.metrics.rpc.observe(_SERVICE, "Stream", status_code(response.code),
                                  time.perf_counter() - start)
         return response
 
     async def _stream_answer(self, request: pb.StreamRequest) -> pb.StreamResponse:
-        kind = request.WhichOneof("batch")
-        entry = _STREAM_KINDS.get(kind or "")
-        if entry is None:
+        kind = request.WhichOneof("batch") or ""
+        results_of = _STREAM_RESULTS.get(kind)
+        if results_of is None:
             self.metrics.rejections.labels("malformed").inc()
             return _refused(request.id, grpc.StatusCode.INVALID_ARGUMENT, "no batch in the stream request",
                             REASON_INVALID_ARGUMENT)
-        op, results_of = entry
         try:
             # the batch's deadline from its arrival, as a unary call's grpc-timeout is
             deadline = time.monotonic() + request.timeout_s if request.timeout_s > 0 else None
-            results = await self._work(op, getattr(request, kind).items,
+            results = await self._work(kind, getattr(request, kind).items,
                                        lambda: None if deadline is None else deadline - time.monotonic())
         except _BatchFailed as failed:
             return _refused(request.id, failed.code, str(failed), failed.reason)
@@ -304,10 +302,10 @@ def _verify_results(results: list[ItemResult]) -> pb.BatchVerifyResponse:
     ])
 
 
-#: The stream request's oneof field -> (operation, results to its batch response).
-_STREAM_KINDS: Final[dict[str, tuple[str, _ResultsOf]]] = {
-    "encapsulate": (KIND_ENCAPSULATE, _encapsulate_results),
-    "decapsulate": (KIND_DECAPSULATE, _decapsulate_results),
-    "sign": (KIND_SIGN, _sign_results),
-    "verify": (KIND_VERIFY, _verify_results),
+#: Each kind (also the name of its batch in the stream messages' oneofs) -> its batch response.
+_STREAM_RESULTS: Final[dict[str, _ResultsOf]] = {
+    KIND_ENCAPSULATE: _encapsulate_results,
+    KIND_DECAPSULATE: _decapsulate_results,
+    KIND_SIGN: _sign_results,
+    KIND_VERIFY: _verify_results,
 }
