@@ -447,8 +447,11 @@ class RemoteEngine:
                 try:
                     response = await self._streamed(worker, op, request)
                 except grpc.aio.AioRpcError as err:
-                    if not (err.code() == grpc.StatusCode.UNIMPLEMENTED and worker.no_stream):
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
                         raise
+                    # an older worker without Stream, whichever batch saw it first (a write can
+                    # fail before the stream's reader does): this batch and the next go unary
+                    worker.no_stream = True
             if response is None:  # unary: no stream, an older worker, or tracing on
                 call = getattr(worker.stub, method)(request, timeout=self.timeout_s)
                 response = await call
@@ -529,7 +532,7 @@ class RemoteEngine:
                     future.set_result(response)
         except grpc.aio.AioRpcError as err:
             error = err
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED and not worker.no_stream:
                 worker.no_stream = True
                 log.info("crypto-worker %s has no Stream method: using unary calls", worker.target)
         except asyncio.CancelledError:
