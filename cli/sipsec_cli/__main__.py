@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use this Redis (one database per domain, counting up from the URL's) "
                          "instead of starting one redis-server per domain (default: $SIPSEC_REDIS_URL)")
     up.add_argument("--state-dir", default=None,
-                    help="keep key material and logs here (default: a temporary directory, removed on exit)")
+                    help="keep key material, Redis data and logs here; started again on it, up reuses them and "
+                         "the users its gateways had logged in are logged in again (default: a temporary "
+                         "directory, removed on exit)")
     up.add_argument("--worker-processes", type=int, default=1, help="crypto-worker pool processes (default 1)")
     up.add_argument("--start-timeout", type=float, default=60.0, help="seconds for every service to be healthy")
     up.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL on stop")

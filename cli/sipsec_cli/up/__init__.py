@@ -24,6 +24,12 @@ names it, its exit status or signal and the restart count; the others keep runni
 (``appendfsync everysec``) in ``<state>/<domain>/redis``, so user accounts and registrations
 survive its restart; at most the last second of writes is lost.
 
+Started again on a kept ``--state-dir``, up reuses what the directory holds: each domain's PKG
+material and KEK, its Redis data, the demo users' passwords (``credentials.json``) and each
+gateway's sealing key. Each gateway keeps the users it has logged in under the replica name
+``up`` (``SIPSEC_GATEWAY_REPLICA``: its ports are new at each start), so they are logged in
+again by themselves, with their phone bindings.
+
 Each ua-gateway also opens its legacy plain-SIP side for phones (UDP, port ``plain`` in the
 table and in ``--json``'s ``services`` rows) on its domain's address, and its metrics on a port
 of their own (``metrics``). Its control API needs a bearer token: each gateway generates one at

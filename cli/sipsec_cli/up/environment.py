@@ -339,6 +339,9 @@ def _gateway_env(topo: Topology, inst: Instance) -> dict[str, str]:
         "SIPSEC_GATEWAY_PEER_DOMAINS": topo.plan.peer_domains(domain.name),
         "SIPSEC_GATEWAY_STORE": "redis",
         **redis_env(topo, domain, "gateway"),
+        # the name it keeps its logged-in users under in Redis: its ports are new at every start
+        # of up, so the default (domain and address) would leave them behind on a restart
+        "SIPSEC_GATEWAY_REPLICA": "up",
         # dialog keys and call records sealed in Redis (AES-256-GCM), as every replica would share
         "SIPSEC_GATEWAY_SEALING_KEY_FILE": str(sealing_key_file(topo, domain)),
         "SIPSEC_GATEWAY_DRAIN_SECONDS": "1",

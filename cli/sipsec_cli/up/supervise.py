@@ -230,11 +230,13 @@ class Supervisor:
     def start_redis(self) -> None:
         """Each domain's redis-server, as a deployment runs it: ``--aclfile`` with one user per
         service (random passwords, 0600 files in the state directory), the ``default`` user off,
-        protected mode on; and each domain's gateway sealing key. A Redis given with ``--redis``
-        is used as given (one database per domain)."""
+        protected mode on; and each domain's gateway sealing key (an earlier run's, in a kept
+        state directory). A Redis given with ``--redis`` is used as given (one database per domain)."""
         for d in DOMAINS:
-            # 64 hex digits: raw bytes ending in a newline would lose it to the secret-file reader
-            _write_private(sealing_key_file(self.topo, d), os.urandom(32).hex().encode() + b"\n")
+            key_file = sealing_key_file(self.topo, d)
+            if not key_file.exists():  # a kept --state-dir keeps its key: what Redis holds stays readable
+                # 64 hex digits: raw bytes ending in a newline would lose it to the secret-file reader
+                _write_private(key_file, os.urandom(32).hex().encode() + b"\n")
         # the run's CA and a certificate per proxy and gateway: SIP over TLS between them
         make_pki(tls_dir(self.topo), tls_parties(self.topo))
         if self.options.redis_url:
@@ -280,6 +282,7 @@ class Supervisor:
 
     def init_pkg(self) -> None:
         pkg = script_path("sipsec-pkg")
+        kept = self._kept_credentials()
         for d in DOMAINS:
             ddir = self.topo.state_dir / d.name
             pkg_dir = ddir / "pkg"
@@ -288,7 +291,8 @@ class Supervisor:
             self.topo.pkg_dirs[d.name] = pkg_dir
             self.topo.kek_files[d.name] = kek_file
             env = pkg_admin_env(self.topo, d)
-            if (pkg_dir / "params.json").exists() and kek_file.exists():
+            reused = (pkg_dir / "params.json").exists() and kek_file.exists()
+            if reused:
                 # a kept --state-dir: reuse the domain's material and its KEK
                 fp = self._run([str(pkg), "fingerprint"], env, f"sipsec-pkg fingerprint ({d.name})").strip()
                 out = json.dumps({"fingerprint": fp})
@@ -302,7 +306,9 @@ class Supervisor:
             except (ValueError, KeyError, IndexError):
                 raise UpError(f"sipsec-pkg init ({d.name}) printed no fingerprint: {out!r}") from None
             for aor in d.aors:
-                password = secrets.token_urlsafe(18)
+                # a kept --state-dir keeps the demo users' passwords (set again: the PKG's users
+                # live in Redis): the users its gateways had logged in are logged in again
+                password = (kept.get(aor) if reused else None) or secrets.token_urlsafe(18)
                 self.topo.passwords[aor] = password
                 self._run([str(pkg), "user", "add", aor, "--password-stdin"], env,
                           f"sipsec-pkg user add {aor}", stdin=(password + "\n").encode())
@@ -310,6 +316,17 @@ class Supervisor:
         fd = os.open(self.topo.state_dir / "credentials.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(creds, fh, indent=1)
+
+    def _kept_credentials(self) -> dict[str, str]:
+        """The demo users' passwords an earlier run wrote to ``credentials.json`` (none when absent
+        or unreadable: new passwords then)."""
+        try:
+            doc = json.loads((self.topo.state_dir / "credentials.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(doc, dict):
+            return {}
+        return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str) and v}
 
     def plan(self) -> None:
         """Allocate every port first, so that each service's env can name the others."""

@@ -284,3 +284,36 @@ def test_restart_back_off_doubles_to_its_cap_and_resets_after_a_stable_run() -> 
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
     assert policy.delay(10.0, uptime_s=30.0) == 0.5  # stayed up 30 s: back to the first delay
     assert describe_exit(-9) == "status -9 (SIGKILL)" and describe_exit(3) == "status 3"
+
+
+def test_a_restarted_sipsec_up_logs_its_users_in_again(tmp_path: Path) -> None:
+    """``sipsec up`` stopped and started again on the same state directory: the users its gateways
+    had logged in are logged in again from the (sealed) store, though every port is new — the
+    gateways keep their users under a name that does not hold the address."""
+    state = tmp_path / "state"
+    up = UpProcess("--json", "--grace", "8", "--state-dir", str(state))
+    ready = up.ready()
+    try:
+        Gateways(ready, state).login()
+    finally:
+        code = up.stop(signal.SIGINT)
+    assert code == 0, "".join(up.err)
+    again = UpProcess("--json", "--grace", "8", "--state-dir", str(state))
+    ready = again.ready()
+    try:
+        gws = Gateways(ready, state)
+        # no login this time: the users come back by themselves (retried while the PKG starts)
+        deadline = time.monotonic() + 30
+        while True:
+            users = {d: _http("GET", f"{gws.base[d]}/v1/users", gws.token[d]) for d in gws.base}
+            aors = {d: [u["aor"] for u in doc.get("users", [])] for d, doc in users.items()}
+            if aors == {"atlanta.com": [CALLER], "biloxi.com": [CALLEE]}:
+                break
+            assert time.monotonic() < deadline, f"users not restored after the restart: {aors}"
+            time.sleep(0.2)
+        call = gws.call()
+        assert call["state"] == "established", call
+    finally:
+        code = again.stop(signal.SIGINT)
+    assert code == 0, "".join(again.err)
+    assert not processes_in(state)
