@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from sipsec.aio.ports import spare_port
 
+from tests.faults.harness import PHONE_REFRESH_S, CalleePhone, Inventory, RedisInspector
 from tests.faults.harness import SCENARIOS as FAULT_SCENARIOS
-from tests.faults.harness import CalleePhone, Inventory, RedisInspector
 from tests.sipp import Sipp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,6 +269,7 @@ class ComposeTarget(CalleePhone):
         self.dep = dep
         self.phone_pw = {"alice": alice_pw, "bob": bob_pw}
         self.failed_runs: list[str] = []
+        self.registered_at = 0.0  # bob's phone: not yet
         self.alice_host = dep.gateway_ip("atlanta-phones")
         self.bob_host = dep.gateway_ip("biloxi-phones")
         self.plain = {"atlanta.com": (dep.ip_of("gateway-atlanta", "atlanta-phones"), 5080),
@@ -290,7 +291,13 @@ class ComposeTarget(CalleePhone):
         reg.start()
         result = reg.wait()
         reg.cleanup(keep_failed=False)
+        if result.returncode == 0:
+            self.registered_at = time.monotonic()
         return result.returncode == 0
+
+    def keep_registered(self) -> None:
+        if time.monotonic() - self.registered_at > PHONE_REFRESH_S:
+            assert self.register_bob(), "bob's phone did not register again"
 
     def calls(self, n: int, *, rate: float = 5, limit: int = 10, timeout_s: float = 120) -> tuple[int, int]:
         """alice calls bob ``n`` times; (successful, failed) as sipp counted them."""

@@ -53,6 +53,9 @@ RATE = 5.0
 #: call started a few ms before the fault (in flight, by its start time) reached the component
 #: after it, and was lost or refused as chance had it.
 BASELINE_S = float(os.environ.get("SIPSEC_FAULT_BASELINE_S", "2.1"))
+#: bob's phone registers with ``Expires: 600`` (the scenario); like a real phone it registers again
+#: once half of that has passed (checked before each row: a slow run outlives one registration)
+PHONE_REFRESH_S = 300.0
 #: How long after the load ends a call may still be up on bob's phone before it counts as left up.
 TEARDOWN_GRACE_S = float(os.environ.get("SIPSEC_FAULT_TEARDOWN_GRACE_S", "5"))
 #: A call that got no final answer within this long is unanswered (sipp's per-receive timeout):
@@ -204,6 +207,9 @@ class Target(Protocol):
 
     def inventory(self) -> Inventory: ...
 
+    def keep_registered(self) -> None:
+        """bob's phone registers again when its registration is :data:`PHONE_REFRESH_S` old."""
+
     def open_phone_calls(self) -> set[str]: ...
 
     def debug_logs(self, out: Path, name: str) -> None: ...
@@ -240,6 +246,7 @@ class Stack(CalleePhone):
     def __init__(self, state: Path, skew_file: Path) -> None:
         self.state = state
         self.skew_file = skew_file
+        self.registered_at = 0.0  # bob's phone: not yet
         skew_file.write_text("0\n")
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "clockshim"), os.environ.get("PYTHONPATH")])),
                "FAULTSUITE_SKEW_FILE": str(skew_file), "FAULTSUITE_SKEW_DOMAIN": "biloxi.com"}
@@ -309,6 +316,11 @@ class Stack(CalleePhone):
         reg.start()
         reg.wait().assert_ok(calls=1)
         reg.cleanup()
+        self.registered_at = time.monotonic()
+
+    def keep_registered(self) -> None:
+        if time.monotonic() - self.registered_at > PHONE_REFRESH_S:
+            self.register_phone()
 
     def inventory(self) -> Inventory:
         return Inventory.take(self.inspectors)
@@ -511,6 +523,7 @@ def measure(stack: Target, fault: str, inject: Callable[[], None], remove: Calla
     measure the row. ``in_flight_bound`` maps the calls in flight at injection to how many
     may be lost (the calls on the faulted component)."""
     row = Row(fault)
+    stack.keep_registered()
     before = stack.inventory()
     left_before = stack.open_phone_calls()
     load = Load(stack, hold_ms=hold_ms).start()
