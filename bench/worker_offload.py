@@ -16,6 +16,8 @@ Modes, each over the same calls:
   The engine's batches travel on its one stream to the worker (the default); ``--unary-too N``
   also measures the same worker with one unary call per batch (``stream=False``) N times, each
   followed by another stream run (``worker_stream_2``...), so the two alternate in one run.
+  Signatures are made in this process (``local_sign``, the gateway's default); ``--remote-sign-too
+  N`` also measures the worker making them (``worker_remote_sign_1``...), alternated the same way.
   ``--worker-pythonpath DIR`` also runs ``worker_before``: the worker from another copy of
   ``sipsec_worker`` (put first on its ``PYTHONPATH``), driven one unary RPC per operation
   (``coalesce=False``), to compare a before and an after in one run. To get the before of this
@@ -142,11 +144,12 @@ async def measure_in_process(args: argparse.Namespace, params: dict[str, ibc.Dom
 
 async def measure_worker(args: argparse.Namespace, params: dict[str, ibc.DomainParams],
                          callers: list[User], callees: list[User], pythonpath: str,
-                         coalesce: bool, stream: bool = True) -> dict[str, Any]:
+                         coalesce: bool, stream: bool = True, local_sign: bool = True) -> dict[str, Any]:
     proc, port = start_worker(args.processes, pythonpath)
     metrics = EngineMetrics()
     engine = RemoteEngine([f"127.0.0.1:{port}"], plaintext=True, allow_fallback=False, metrics=metrics,
-                          timeout_s=30, coalesce=coalesce, max_in_flight=args.max_in_flight, stream=stream)
+                          timeout_s=30, coalesce=coalesce, max_in_flight=args.max_in_flight, stream=stream,
+                          local_sign=local_sign)
     me = psutil.Process()
     front = psutil.Process(proc.pid)
     try:
@@ -161,7 +164,7 @@ async def measure_worker(args: argparse.Namespace, params: dict[str, ibc.DomainP
         proc.wait(30)
     batches = engine.batch_sizes
     return {"calls": args.calls, "calls_per_s": round(args.calls / wall, 1), "pool_processes": len(pool),
-            "coalesce": coalesce, "mean_batch": round(batches.items / batches.count, 2) if batches.count else 1.0,
+            "coalesce": coalesce, "local_sign": local_sign, "mean_batch": round(batches.items / batches.count, 2) if batches.count else 1.0,
             "client_cpu_ms_per_call": _per_call(client, args.calls),
             "worker_front_cpu_ms_per_call": _per_call(fr, args.calls),
             "worker_pool_cpu_ms_per_call": _per_call(po, args.calls),
@@ -174,13 +177,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            "cpus": os.cpu_count(), "note": "shared, noisy machine: one run each"}
     base = await measure_in_process(args, params, callers, callees)
     out["in_process"] = base
-    runs = [("worker", "", True, True)]  # batches on the engine's stream (the default)
+    # (name, worker PYTHONPATH, coalesce, stream, local_sign)
+    runs = [("worker", "", True, True, True)]  # batches on the engine's stream, signing here (the defaults)
     for i in range(args.unary_too):  # the same with one unary call per batch, alternated with the stream
-        runs += [(f"worker_unary_batches_{i + 1}", "", True, False), (f"worker_stream_{i + 2}", "", True, True)]
+        runs += [(f"worker_unary_batches_{i + 1}", "", True, False, True), (f"worker_stream_{i + 2}", "", True, True, True)]
+    for i in range(args.remote_sign_too):  # signatures on the worker too, alternated with signing here
+        runs += [(f"worker_remote_sign_{i + 1}", "", True, True, False), (f"worker_local_sign_{i + 2}", "", True, True, True)]
     if args.worker_pythonpath:  # the old worker, with the old client path (one unary RPC per operation)
-        runs.append(("worker_before", args.worker_pythonpath, False, False))
-    for name, path, coalesce, stream in runs:
-        r = await measure_worker(args, params, callers, callees, path, coalesce, stream)
+        runs.append(("worker_before", args.worker_pythonpath, False, False, False))
+    for name, path, coalesce, stream, local_sign in runs:
+        r = await measure_worker(args, params, callers, callees, path, coalesce, stream, local_sign)
         r["batches_on"] = "stream" if stream and coalesce else "unary calls"
         r["gateway_share"] = round(r["client_cpu_ms_per_call"] / base["client_cpu_ms_per_call"], 3)
         r["total_ratio"] = round(r["total_cpu_ms_per_call"] / base["total_cpu_ms_per_call"], 3)
@@ -202,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unary-too", type=int, default=0, metavar="N",
                         help="also measure N times the worker with the batches as unary calls (stream=False), "
                              "each followed by another stream run: an A/B in one run")
+    parser.add_argument("--remote-sign-too", type=int, default=0, metavar="N",
+                        help="also measure the worker signing too (local_sign off) N times, each followed by "
+                             "another run signing here (worker_local_sign_2...)")
     parser.add_argument("--worker-pythonpath", default="",
                         help="also measure a worker run from this directory's sipsec_worker, driven with one "
                              "unary RPC per operation (coalesce off): the before")

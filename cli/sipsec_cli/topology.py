@@ -424,13 +424,14 @@ class TwoDomainTopology:
             values.update(transport="tls", proxy=f"{host}:{self.tls_ports[name]}", tls_cert=str(files.cert),
                           tls_key=str(files.key), tls_ca=str(self.pki.ca))
         values.update(self.gateway_overrides)
-        engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True) if worker_target
-                                else InProcessEngine(threaded=self.threaded_crypto,
+        config = GatewayConfig(**values)
+        engine: CryptoEngine = (RemoteEngine([worker_target], plaintext=True, local_sign=config.workers_local_sign)
+                                if worker_target else InProcessEngine(threaded=self.threaded_crypto,
                                                      batch_window_s=self.verify_window_s,
                                                      busy_cpu=self.verify_busy_cpu))
         if self.engine_factory is not None:
             engine = self.engine_factory(name, engine)
-        gateway = Gateway(GatewayConfig(**values), engine=engine)
+        gateway = Gateway(config, engine=engine)
         await gateway.start()
         self._on_stop(0, f"the {name} gateway", functools.partial(gateway.stop, 0.5))
         self.gateways[name] = gateway

@@ -49,6 +49,11 @@ class EngineMetrics:
             "Calls retried on another crypto-worker after a retryable failure.",
             ["op"], registry=self.registry,
         )
+        self.local_ops = Counter(
+            "sipsec_engine_local_ops_total",
+            "Operations a remote engine runs in-process by design (signing with local_sign), not as a fallback.",
+            ["op"], registry=self.registry,
+        )
         self.fallbacks = Counter(
             "sipsec_engine_fallbacks_total",
             "Operations run in-process because no crypto-worker could do them.",

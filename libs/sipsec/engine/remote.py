@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from sipsec import ibc
 from sipsec.engine.inprocess import InProcessEngine, VerifyBatchStats
 from sipsec.engine.metrics import EngineMetrics
 from sipsec.engine.protocol import CryptoEngine
@@ -143,6 +144,13 @@ class RemoteEngine:
       consecutive failure up to ``max_eject_s``; a success clears its record.
     * A worker's INVALID_ARGUMENT becomes the ``sipsec.ibc`` error its reason names, so the
       caller sees exactly what the in-process engine raises.
+    * Signing in-process (``local_sign``): signatures are made here, on the event loop, with
+      the key's fixed-base tables (built once a key has signed a few times and kept on the key
+      object, within ``ibc.configure_tables``'s budget), counted in
+      ``sipsec_engine_local_ops_total``. A signature with its key's tables costs less CPU than
+      the stream message and the worker's hop that would carry it, the signing key does not
+      travel, and a message's seal does not wait on a round trip. The pairings (verify,
+      decapsulate) and encapsulations still go to the workers.
 
     Private keys travel to the worker: use TLS (``root_certificates``, ``client_cert``)
     outside a trusted host; ``plaintext=True`` must be asked for.
@@ -169,6 +177,7 @@ class RemoteEngine:
         max_batch: int = 64,
         max_in_flight: int = 2,
         stream: bool = True,
+        local_sign: bool = False,
     ) -> None:
         if balance not in ("round_robin", "least_outstanding"):
             raise ValueError(f"unknown balance policy {balance!r}")
@@ -197,6 +206,7 @@ class RemoteEngine:
         self.fallback_in_flight = 0
         self.coalesce = coalesce
         self.stream = stream
+        self.local_sign = local_sign
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         #: Batch RPCs sent and the operations in them (``count``, ``items``, ``largest``).
@@ -250,6 +260,9 @@ class RemoteEngine:
 
     async def sign(self, key: PrivateKey, message: bytes) -> bytes:
         _check_identity(key.identity)
+        if self.local_sign:
+            self.metrics.local_ops.labels(KIND_SIGN).inc()
+            return ibc.sign(key, message)
         request = pb.SignRequest(
             identity=identity_to_proto(key.identity), private_key=key.to_bytes(),
             message=bytes(message),

@@ -47,7 +47,7 @@ def build_gateway(config: GatewayConfig) -> Gateway:
         worker_ca = Path(config.workers_ca).read_bytes() if config.workers_ca else None
         engine = create_engine(config.worker_targets, plaintext=config.workers_plaintext,
                                root_certificates=worker_ca, metrics=EngineMetrics(metrics.registry),
-                               stream=config.workers_stream)
+                               stream=config.workers_stream, local_sign=config.workers_local_sign)
     else:
         engine = create_engine(None, batch_window_s=config.verify_window_ms / 1000,
                                busy_cpu=config.verify_busy_cpu)

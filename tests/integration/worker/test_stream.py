@@ -199,3 +199,26 @@ async def test_a_client_that_does_not_read_its_answers_is_not_read_without_bound
     ids = [first.id] + [a.id async for a in answers]
     assert sorted(ids) == list(range(200))
     assert pulled == 200
+
+
+async def test_with_local_sign_signatures_are_made_here_and_the_rest_goes_to_the_worker(
+    start_worker: StartWorker, material: Material
+) -> None:
+    """``local_sign``: no signature reaches the worker (nor its signing key), each is valid and
+    counted as a local operation; verifications and the KEM still go to the worker."""
+    m = material
+    w = await start_worker()
+    metrics = EngineMetrics()
+    engine = RemoteEngine([w.target], plaintext=True, allow_fallback=False, metrics=metrics, local_sign=True)
+    try:
+        await _sign_and_verify(engine, m, 12)
+        key, ciphertext = await engine.encapsulate(m.params, m.enc)
+        assert await engine.decapsulate(m.enc_key, ciphertext) == key
+    finally:
+        await engine.close()
+    local = metrics.registry.get_sample_value("sipsec_engine_local_ops_total", {"op": "sign"})
+    assert local == 12
+    assert _calls(metrics, "sign", "ok") == 0
+    assert w.sample("sipsec_worker_operations_total", kind="sign", outcome="ok") in (None, 0)
+    assert w.sample("sipsec_worker_operations_total", kind="verify", outcome="ok") == 12
+    assert w.sample("sipsec_worker_operations_total", kind="decapsulate", outcome="ok") == 1
