@@ -65,7 +65,8 @@ async def test_topology_with_a_crypto_worker_runs_every_pairing_there() -> None:
         seen[domain] = engine
         return engine
 
-    async with TwoDomainTopology(tap=False, workers=1, engine_factory=keep) as topo:
+    async with TwoDomainTopology(tap=False, workers=1, engine_factory=keep,
+                                 gateway_overrides={"workers_local_sign": True}) as topo:
         assert set(seen) == set(DEFAULT_HOSTS) and all(isinstance(e, RemoteEngine) for e in seen.values())
         assert topo.worker is not None
         await topo.login(ALICE)
