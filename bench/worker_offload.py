@@ -16,8 +16,10 @@ Modes, each over the same calls:
   The engine's batches travel on its one stream to the worker (the default); ``--unary-too N``
   also measures the same worker with one unary call per batch (``stream=False``) N times, each
   followed by another stream run (``worker_stream_2``...), so the two alternate in one run.
-  Signatures are made in this process (``local_sign``, the gateway's default); ``--remote-sign-too
-  N`` also measures the worker making them (``worker_remote_sign_1``...), alternated the same way.
+  Signatures are made in this process (``local_sign``: what a gateway does with
+  ``SIPSEC_GATEWAY_WORKERS_LOCAL_SIGN=1``; its default sends them to the worker too);
+  ``--remote-sign-too N`` also measures the worker making them (``worker_remote_sign_1``...),
+  alternated the same way.
   ``--worker-pythonpath DIR`` also runs ``worker_before``: the worker from another copy of
   ``sipsec_worker`` (put first on its ``PYTHONPATH``), driven one unary RPC per operation
   (``coalesce=False``), to compare a before and an after in one run. To get the before of this
@@ -178,7 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base = await measure_in_process(args, params, callers, callees)
     out["in_process"] = base
     # (name, worker PYTHONPATH, coalesce, stream, local_sign)
-    runs = [("worker", "", True, True, True)]  # batches on the engine's stream, signing here (the defaults)
+    runs = [("worker", "", True, True, True)]  # batches on the engine's stream (the default), signing here
     for i in range(args.unary_too):  # the same with one unary call per batch, alternated with the stream
         runs += [(f"worker_unary_batches_{i + 1}", "", True, False, True), (f"worker_stream_{i + 2}", "", True, True, True)]
     for i in range(args.remote_sign_too):  # signatures on the worker too, alternated with signing here
