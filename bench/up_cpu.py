@@ -117,9 +117,14 @@ def summarize_profile(raw: Path, top: int = 8) -> dict[str, Any]:
             "inclusive": [[k, share(v)] for k, v in inclusive.most_common(top)]}
 
 
-def _start_profilers(procs: dict[str, list[psutil.Process]], out: Path, seconds: float,
+def _py_spy() -> str | None:
+    """py-spy on PATH or beside this interpreter (the venv's), or None."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
+
+
+def _start_profilers(procs: dict[str, list[psutil.Process]], spy: str, out: Path, seconds: float,
                      hz: int) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out.mkdir(parents=True, exist_ok=True)
     started = []
     for name, plist in procs.items():
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.skip + args.window > args.trial_s:
         parser.error("--skip + --window must fit in --trial-s")
+    spy = _py_spy() if args.profile else None
+    if args.profile and spy is None:
+        parser.error("--profile needs py-spy (not a dependency): .venv/bin/pip install py-spy")
+    if args.profile_hz < 1:
+        parser.error("--profile-hz must be at least 1")
     if not Path(args.population).is_file():
         parser.error("--population must name an existing population (bench/load.py --population writes one)")
     up = json.loads(Path(args.up_json).read_text().splitlines()[0])
@@ -161,17 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(args.skip)  # the phones register (Digest), then the trial runs
     procs = _processes(up, psutil.Process(gen.pid))
-    spies = _start_profilers(procs, Path(args.profile), args.window, args.profile_hz) if args.profile else []
+    spies = _start_profilers(procs, spy, Path(args.profile), args.window, args.profile_hz) if spy else []
     before = {k: _cpu(v) for k, v in procs.items()}
     t0 = time.monotonic()
     time.sleep(args.window)
     after = {k: _cpu(v) for k, v in procs.items()}
     wall = time.monotonic() - t0
     profiles: dict[str, Any] = {}
-    for label, raw, spy in spies:
-        _, err = spy.communicate()
-        if spy.returncode != 0 or not raw.is_file():
-            profiles[label] = {"error": err.decode(errors="replace").strip()[-300:] or f"py-spy exited {spy.returncode}"}
+    for label, raw, sampler in spies:
+        _, err = sampler.communicate()
+        if sampler.returncode != 0 or not raw.is_file():
+            profiles[label] = {"error": err.decode(errors="replace").strip()[-300:]
+                               or f"py-spy exited {sampler.returncode}"}
         else:
             profiles[label] = summarize_profile(raw)
     out_text, err_text = gen.communicate()
