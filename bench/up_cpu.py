@@ -84,8 +84,8 @@ def _area(frame: str) -> str:
     return "other (stdlib, interpreter)"
 
 
-#: Frames every stack of a service passes through on its way to the event loop: not news.
-_WRAPPERS = ("<module>", "sipsec/cli.py", "sipsec/lifecycle.py", "/__main__.py", "asyncio/", "threading.py")
+#: sipsec frames every stack of a service passes through on its way to the event loop: not news.
+_WRAPPERS = ("<module>", "sipsec/cli.py", "sipsec/lifecycle.py", "/__main__.py")
 
 
 def summarize_profile(raw: Path, top: int = 8) -> dict[str, Any]:

@@ -65,8 +65,9 @@ def _free(host: str, port: int, kind: int) -> bool:
 def spare_port(host: str = "127.0.0.1", *, tcp: bool = True, udp: bool = False,
                rng: random.Random | None = None) -> int:
     """A port outside the ephemeral range that is free on ``host`` for TCP (``tcp``) and
-    UDP (``udp``) now, and not handed out by this process lately. Falls back to a kernel-chosen port when the range below the
-    ephemeral one is too small or full. Raises ``OSError`` when no port is free at all."""
+    UDP (``udp``) now, and not handed out by this process lately. Falls back to a
+    kernel-chosen port when the range below the ephemeral one is too small or full. Raises
+    ``OSError`` when no port is free at all."""
     kinds = [k for k, on in ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)) if on]
     if not kinds:
         raise ValueError("spare_port: ask for tcp, udp or both")

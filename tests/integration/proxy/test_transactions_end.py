@@ -82,7 +82,7 @@ async def test_600_relayed_options_to_a_silent_host_leave_an_empty_table(proxy: 
             sent += 1
         # they are all in flight at once (server + client transactions), once the proxy, on this
         # test's event loop, has read the burst: on a busy machine that takes more than 0.3 s
-        # (539 read then in one CI run), so watch for it until the first Timer F could fire
+        # (539 transactions by then in one CI run), so watch for it until Timer F could fire
         loop = asyncio.get_running_loop()
         peak, until = 0, loop.time() + TIMER_F
         while peak <= 600 and loop.time() < until:
